@@ -1,0 +1,198 @@
+"""Rank validation and parameter / MAC counting for every decomposition.
+
+The one place that knows how big a factorized layer is. Everything else
+(fraction -> rank, break-even ranks, "does it save anything", the report's
+per-layer numbers, the search's rank loss bounds) calls into here.
+
+Counting convention (the paper's): MACs are multiply-accumulates of the
+Conv / Gemm / MatMul ops at batch 1; bias adds are not MACs. Parameters
+include the bias. A 1x1 conv and a Linear are both "matrix" layers.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """Geometry of one Conv / Linear layer, enough to count and to validate ranks.
+
+    ``kernel`` is ``()`` for a Linear / Gemm / MatMul. ``in_positions`` and
+    ``out_positions`` are the number of spatial positions (or tokens) per
+    sample at the layer's input and output: H_in*W_in and H_out*W_out for a
+    2-D conv, the sequence length for a Linear on (B, T, C) input, 1 for a
+    Linear on (B, C).
+    """
+
+    out_features: int
+    in_features: int
+    kernel: tuple[int, ...] = ()
+    groups: int = 1
+    bias: bool = True
+    in_positions: int = 1
+    out_positions: int = 1
+
+    @property
+    def kernel_size(self) -> int:
+        return math.prod(self.kernel) if self.kernel else 1
+
+    @property
+    def is_matrix(self) -> bool:
+        """Linear, or a conv whose kernel is all ones (1x1, 1-D k=1)."""
+        return self.kernel_size == 1 and self.groups == 1
+
+    @property
+    def max_matrix_rank(self) -> int:
+        return min(self.out_features, self.in_features * self.kernel_size)
+
+
+def supported_methods(shape: LayerShape) -> tuple[str, ...]:
+    """Methods that can factorize this layer (before asking whether it saves anything)."""
+    if shape.groups != 1:
+        return ()
+    if shape.is_matrix:
+        return ("svd",)
+    return ("tt", "cp", "svd")
+
+
+def n_ranks(method: str) -> int:
+    return 2 if method == "tt" else 1
+
+
+def check_ranks(method: str, shape: LayerShape, ranks: tuple[int, ...] | list[int] | int) -> tuple[int, ...]:
+    """Validate and normalize ranks for ``method`` on ``shape``; raise ``ValueError`` with a clear message.
+
+    TT accepts one rank (r1 = r2, as in the paper) or two. Ranks are capped
+    at what the unfolding admits: TT r2 <= Cin, r1 <= Cout, SVD r <= min(out, in*k).
+    CP has no algebraic cap; it is capped at Cout*Cin*k (more never helps).
+    """
+    if isinstance(ranks, (int, np.integer)):
+        ranks = (int(ranks),)
+    ranks = tuple(int(r) for r in ranks)
+    if method not in ("tt", "cp", "svd"):
+        raise ValueError(f"unknown method {method!r}")
+    if method not in supported_methods(shape):
+        raise ValueError(f"method {method!r} does not apply to a layer with kernel {shape.kernel} groups={shape.groups}")
+    if method == "tt" and len(ranks) == 1:
+        ranks = (ranks[0], ranks[0])
+    if len(ranks) != n_ranks(method):
+        raise ValueError(f"{method} takes {n_ranks(method)} rank(s), got {list(ranks)}")
+    if any(r <= 0 for r in ranks):
+        raise ValueError(f"ranks must be positive, got {list(ranks)}")
+    if method == "tt":
+        r1, r2 = ranks
+        r1 = min(r1, shape.out_features, shape.in_features * shape.kernel_size)
+        ranks = (r1, min(r2, shape.in_features, r1 * shape.kernel_size))
+    elif method == "svd":
+        ranks = (min(ranks[0], shape.max_matrix_rank),)
+    else:
+        ranks = (min(ranks[0], shape.out_features * shape.in_features * shape.kernel_size),)
+    return ranks
+
+
+def dense_params(shape: LayerShape) -> int:
+    w = shape.out_features * (shape.in_features // shape.groups) * shape.kernel_size
+    return w + (shape.out_features if shape.bias else 0)
+
+
+def dense_macs(shape: LayerShape) -> int:
+    return shape.out_features * (shape.in_features // shape.groups) * shape.kernel_size * shape.out_positions
+
+
+def factorized_params(method: str, shape: LayerShape, ranks: tuple[int, ...]) -> int:
+    """Parameters of the factorized layer (weights of all factors + the bias)."""
+    b = shape.out_features if shape.bias else 0
+    cout, cin, k = shape.out_features, shape.in_features, shape.kernel_size
+    if method == "dense":
+        return dense_params(shape)
+    if method == "svd":
+        (r,) = ranks
+        return r * (cin * k + cout) + b
+    if method == "tt":
+        r1, r2 = ranks
+        return r2 * cin + r1 * r2 * k + cout * r1 + b
+    if method == "cp":
+        (r,) = ranks
+        return r * cin + r * k + cout * r + b
+    raise ValueError(f"unknown method {method!r}")
+
+
+def factorized_macs(method: str, shape: LayerShape, ranks: tuple[int, ...]) -> int:
+    """MACs of the factorized chain at batch 1.
+
+    TT / CP: the first 1x1 runs at the input resolution (it precedes the
+    strided core), the core and the last 1x1 at the output resolution.
+    SVD of a conv: the first factor carries the kernel and stride, so both run
+    at the output resolution.
+    """
+    cout, cin, k = shape.out_features, shape.in_features, shape.kernel_size
+    pin, pout = shape.in_positions, shape.out_positions
+    if method == "dense":
+        return dense_macs(shape)
+    if method == "svd":
+        (r,) = ranks
+        return r * (cin * k + cout) * pout
+    if method == "tt":
+        r1, r2 = ranks
+        return r2 * cin * pin + (r1 * r2 * k + cout * r1) * pout
+    if method == "cp":
+        (r,) = ranks
+        return r * cin * pin + (r * k + cout * r) * pout
+    raise ValueError(f"unknown method {method!r}")
+
+
+def max_rank(method: str, shape: LayerShape) -> int:
+    """The algebraic cap of a (single, for TT r1 = r2) rank."""
+    if method == "svd":
+        return shape.max_matrix_rank
+    if method == "tt":
+        return min(shape.in_features, shape.out_features)
+    return shape.out_features * shape.in_features * shape.kernel_size
+
+
+def break_even_rank(method: str, shape: LayerShape) -> int:
+    """Largest rank (r1 = r2 for TT) whose factorized form has fewer parameters than dense; 0 if none."""
+    dense = dense_params(shape)
+    lo, hi = 0, max_rank(method, shape)
+    # parameter count is monotone in r: binary search the last r with params < dense
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if factorized_params(method, shape, _as_ranks(method, mid)) < dense:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def rank_for_fraction(method: str, shape: LayerShape, fraction: float) -> tuple[int, ...]:
+    """Ranks whose factorized parameter count is closest to ``fraction`` of dense (at least rank 1)."""
+    if not 0 < fraction:
+        raise ValueError(f"rank fraction must be positive, got {fraction}")
+    target = fraction * dense_params(shape)
+    best, best_err = 1, math.inf
+    for r in range(1, max_rank(method, shape) + 1):
+        err = abs(factorized_params(method, shape, _as_ranks(method, r)) - target)
+        if err < best_err:
+            best, best_err = r, err
+        elif factorized_params(method, shape, _as_ranks(method, r)) > target:
+            break
+    return check_ranks(method, shape, _as_ranks(method, best))
+
+
+def round_rank(r: int, multiple: int, cap: int) -> int:
+    """Round ``r`` to the nearest positive multiple of ``multiple`` not above ``cap``."""
+    if multiple <= 1:
+        return max(1, min(r, cap))
+    q = max(multiple, int(round(r / multiple)) * multiple)
+    return max(1, min(q, cap))
+
+
+def saves(method: str, shape: LayerShape, ranks: tuple[int, ...]) -> bool:
+    return factorized_params(method, shape, ranks) < dense_params(shape)
+
+
+def _as_ranks(method: str, r: int) -> tuple[int, ...]:
+    return (r, r) if method == "tt" else (r,)

@@ -1,0 +1,183 @@
+"""RankPlan and Factors: the only things the engine hands to the ONNX passes.
+
+No torch, no onnx here: plain dataclasses + numpy, with a JSON (and ``.npz``
+for arrays) round-trip so ``search``, ``finetune`` and ``rewrite`` can run as
+separate steps.
+
+Layers are keyed by their *layer name* (the torch module name, e.g.
+``layer1.0.conv1``). The pipeline translates layer names to ONNX node names
+through the layer map before calling the passes.
+
+Factor array conventions (the contract with ``rene_onnx.passes``)
+-----------------------------------------------------------------
+All arrays are in the model's dtype (float32 unless the model says otherwise).
+
+``svd`` (Linear / Gemm / MatMul weight, or a 1x1 conv), ranks ``(r,)``:
+    ``U``: (out, r), ``V``: (r, in); W ~= U @ V where W is (out, in) in the
+    torch ``Linear`` layout. Optional ``bias``: (out,). For a conv, W is the
+    weight reshaped to (Cout, Cin*k..): ``V`` reshapes to a (r, Cin, k..) conv
+    that carries stride / padding / dilation, ``U`` to a (Cout, r, 1..) 1x1 conv.
+``tt`` (k x k conv, groups=1), ranks ``(r1, r2)``:
+    ``first``: (r2, Cin, 1, ..)  1x1 conv, no stride/padding
+    ``core``:  (r1, r2, k..)     carries stride / padding / dilation
+    ``last``:  (Cout, r1, 1, ..) 1x1 conv, carries ``bias`` (Cout,)
+``cp`` (k x k conv, groups=1), ranks ``(R,)``:
+    ``first``: (R, Cin, 1, ..), ``core``: (R, 1, k..) depthwise (groups=R),
+    ``last``: (Cout, R, 1, ..), optional ``bias`` (Cout,).
+``dense``: no factors; the layer keeps its dense weight. ``Factors.dense``
+    may carry updated values for dense parameters (e.g. after fine-tuning),
+    keyed by torch parameter name (``layer.weight``, ``layer.bias``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+METHODS = ("tt", "cp", "svd", "dense")
+
+#: factor array names each method must provide (``bias`` is always optional)
+FACTOR_KEYS = {"svd": ("U", "V"), "tt": ("first", "core", "last"), "cp": ("first", "core", "last"), "dense": ()}
+
+
+@dataclass
+class LayerPlan:
+    """The decision for one layer: how it is decomposed and at which ranks."""
+
+    name: str
+    method: str
+    ranks: tuple[int, ...] = ()
+    reason: str = ""  # why a layer stays dense (or any note on the choice)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"layer {self.name!r}: unknown method {self.method!r} (expected one of {METHODS})")
+        self.ranks = tuple(int(r) for r in self.ranks)
+        if self.method != "dense" and not self.ranks:
+            raise ValueError(f"layer {self.name!r}: method {self.method!r} needs ranks")
+        if any(r <= 0 for r in self.ranks):
+            raise ValueError(f"layer {self.name!r}: ranks must be positive, got {list(self.ranks)}")
+
+
+@dataclass
+class RankPlan:
+    """Method and ranks per layer (ordered as in the model), plus free-form metadata."""
+
+    layers: dict[str, LayerPlan] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, layer: LayerPlan) -> None:
+        self.layers[layer.name] = layer
+
+    def factorized(self) -> list[LayerPlan]:
+        return [lp for lp in self.layers.values() if lp.method != "dense"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": "rene-onnx/rank-plan/v1",
+            "meta": self.meta,
+            "layers": [{**asdict(lp), "ranks": list(lp.ranks)} for lp in self.layers.values()],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RankPlan":
+        plan = cls(meta=dict(d.get("meta", {})))
+        for item in d.get("layers", []):
+            plan.add(LayerPlan(item["name"], item["method"], tuple(item.get("ranks", ())), item.get("reason", "")))
+        return plan
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "RankPlan":
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+
+@dataclass
+class LayerFactors:
+    """A layer's plan plus its factor arrays (see the module docstring for shapes)."""
+
+    name: str
+    method: str
+    ranks: tuple[int, ...]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = [k for k in FACTOR_KEYS[self.method] if k not in self.arrays]
+        if missing:
+            raise ValueError(f"layer {self.name!r}: {self.method} factors miss {missing}")
+        self.ranks = tuple(int(r) for r in self.ranks)
+
+    @property
+    def bias(self) -> np.ndarray | None:
+        return self.arrays.get("bias")
+
+
+@dataclass
+class Factors:
+    """Factor arrays per factorized layer, plus updated dense parameters."""
+
+    layers: dict[str, LayerFactors] = field(default_factory=dict)
+    dense: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, lf: LayerFactors) -> None:
+        self.layers[lf.name] = lf
+
+    def plan(self) -> RankPlan:
+        return RankPlan(
+            {n: LayerPlan(n, lf.method, lf.ranks) for n, lf in self.layers.items()}, dict(self.meta)
+        )
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write ``path`` (JSON index) and ``path`` with suffix ``.npz`` (arrays)."""
+        path = Path(path)
+        arrays: dict[str, np.ndarray] = {}
+        index = {"format": "rene-onnx/factors/v1", "meta": self.meta, "layers": [], "dense": sorted(self.dense)}
+        for i, lf in enumerate(self.layers.values()):
+            keys = {}
+            for k, a in lf.arrays.items():
+                arrays[f"l{i}/{k}"] = a
+                keys[k] = f"l{i}/{k}"
+            index["layers"].append({"name": lf.name, "method": lf.method, "ranks": list(lf.ranks), "arrays": keys})
+        for j, name in enumerate(index["dense"]):
+            arrays[f"d{j}"] = self.dense[name]
+        npz = path.with_suffix(".npz")
+        tmp = npz.with_name(npz.name + ".tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, npz)
+        atomic_write_text(path, json.dumps(index, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Factors":
+        path = Path(path)
+        with open(path) as f:
+            index = json.load(f)
+        with np.load(path.with_suffix(".npz")) as z:
+            out = cls(meta=dict(index.get("meta", {})))
+            for item in index["layers"]:
+                arrays = {k: z[v] for k, v in item["arrays"].items()}
+                out.add(LayerFactors(item["name"], item["method"], tuple(item["ranks"]), arrays))
+            for j, name in enumerate(index.get("dense", [])):
+                out.dense[name] = z[f"d{j}"]
+        return out
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write text to ``path`` through a temporary file in the same folder, then rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
