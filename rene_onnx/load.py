@@ -1,0 +1,252 @@
+"""Loaders: a torch model (zoo name, ``module:callable``) -> ModelHandle, and the layer map.
+
+A ModelHandle holds the torch module used for search and fine-tuning, the
+ONNX graph that is rewritten and shipped, and the layer map between them.
+
+Torch input: BatchNorm is folded into the preceding conv *in torch* first
+(``engine.fold``), then the folded model is exported with the dynamo exporter.
+The exporter keeps parameter names as initializer names, so the layer map
+matches ``<module>.weight`` by name and checks the values; a layer whose
+values do not match is matched by value instead, or left out with a reason.
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+import io
+import re
+import warnings
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from rene_onnx.engine.fold import fold_batchnorm_
+
+OPSET = 18
+
+
+class LoadError(ValueError):
+    """Bad model input (missing file, unknown name, weights that do not fit)."""
+
+
+@dataclass
+class OnnxRef:
+    """Where a torch layer lives in the ONNX graph."""
+
+    node: str
+    op_type: str
+    weight: str
+    bias: str | None = None
+    transposed: bool = False  # ONNX weight is the torch weight transposed (MatMul x @ W^T)
+
+
+@dataclass
+class ModelHandle:
+    torch_model: nn.Module  # BN folded, eval mode
+    onnx_model: onnx.ModelProto  # the original graph: rewritten and shipped
+    layer_map: dict[str, OnnxRef]  # torch module name -> ONNX node
+    param_map: dict[str, str]  # torch parameter name -> ONNX initializer name
+    input_shape: tuple[int, ...]
+    source: str
+    notes: list[str] = field(default_factory=list)
+    unmapped: dict[str, str] = field(default_factory=dict)  # torch layer -> why it is not in the ONNX graph
+
+    @property
+    def input_name(self) -> str:
+        init = {i.name for i in self.onnx_model.graph.initializer}
+        return next(i.name for i in self.onnx_model.graph.input if i.name not in init)
+
+    def example_input(self, seed: int = 0) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(self.input_shape, generator=g)
+
+
+def parse_shape(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(t) for t in re.split(r"[,x\s]+", text.strip()) if t)
+    except ValueError:
+        raise LoadError(f"--input-shape must be integers like 1,3,32,32, got {text!r}") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise LoadError(f"--input-shape must be positive integers like 1,3,32,32, got {text!r}")
+    return shape
+
+
+def build_torch_model(spec: str, weights: str | Path | None = None, input_shape: tuple[int, ...] | None = None,
+                      num_classes: int | None = None) -> tuple[nn.Module, tuple[int, ...], list[str]]:
+    """Build the torch model named by ``spec`` (a zoo name or ``package.module:callable``) and load weights.
+
+    Returns ``(model in eval mode, input shape with batch 1, notes)``.
+    """
+    from rene_onnx import models as zoo
+
+    notes: list[str] = []
+    if ":" in spec and not Path(spec).exists():
+        mod_name, _, attr = spec.partition(":")
+        try:
+            factory = getattr(importlib.import_module(mod_name), attr)
+        except (ImportError, AttributeError) as e:
+            raise LoadError(f"cannot import {spec!r}: {e}") from None
+        model = factory()
+        if not isinstance(model, nn.Module):
+            raise LoadError(f"{spec!r} returned {type(model).__name__}, not a torch.nn.Module")
+        if input_shape is None:
+            raise LoadError(f"--input-shape is required for {spec!r} (e.g. --input-shape 1,3,32,32)")
+        shape = input_shape
+    else:
+        if spec not in zoo.list_models():
+            raise LoadError(f"unknown model {spec!r}: not a zoo name ({', '.join(zoo.list_models())}), "
+                            "an .onnx file, or package.module:callable")
+        model = zoo.build(spec, num_classes=num_classes)
+        shape = input_shape or zoo.input_shape(spec)
+        if weights is None:
+            weights = zoo.default_checkpoint(spec)
+            if weights is None:
+                notes.append(f"{spec}: no weights given, random initialization (numbers are not accuracy-meaningful)")
+            else:
+                notes.append(f"{spec}: weights from the bundled checkpoint {Path(weights).name}")
+    if weights is not None:
+        load_state_dict_file(model, weights)
+    return model.eval(), tuple(shape), notes
+
+
+def load_state_dict_file(model: nn.Module, path: str | Path) -> None:
+    path = Path(path)
+    if not path.is_file():
+        raise LoadError(f"weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise LoadError(f"cannot read weights {path}: {str(e).splitlines()[0]}") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise LoadError(f"{path} does not hold a state dict of tensors")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {_few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {_few(unexpected)}")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"shape mismatch for {len(wrong)} key(s), e.g. {k}: "
+                         f"file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
+        raise LoadError(f"state dict {path.name} does not match the model: " + "; ".join(parts))
+    model.load_state_dict(state)
+
+
+def _few(keys: list[str], n: int = 3) -> str:
+    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def export_onnx(model: nn.Module, input_shape: tuple[int, ...], dynamic_batch: bool = True) -> onnx.ModelProto:
+    """Export with the dynamo exporter (opset 18, no external data), quietly; batch dynamic where possible."""
+    example = torch.randn(input_shape)
+    sink = io.StringIO()
+    last_error: Exception | None = None
+    for dynamic in ([True, False] if dynamic_batch else [False]):
+        kwargs = dict(dynamo=True, external_data=False, opset_version=OPSET, verbose=False,
+                      input_names=["input"], output_names=["output"])
+        if dynamic:
+            kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=4096)},)
+        try:
+            with warnings.catch_warnings(), redirect_stdout(sink), redirect_stderr(sink):
+                warnings.simplefilter("ignore")
+                program = torch.onnx.export(model, (example,), **kwargs)
+            return program.model_proto
+        except Exception as e:  # dynamic batch failed (e.g. a hard-coded view): retry static
+            last_error = e
+    raise LoadError(f"torch.onnx.export failed: {str(last_error).splitlines()[0]}")
+
+
+def build_layer_map(model: nn.Module, graph: onnx.ModelProto) -> tuple[dict[str, OnnxRef], dict[str, str], dict[str, str]]:
+    """Match torch Conv/Linear modules and parameters to ONNX nodes and initializers.
+
+    Returns ``(layer_map, param_map, unmapped)``. A layer is matched by its weight's
+    name (``<module>.weight``, what the dynamo exporter keeps) and confirmed by value;
+    failing that, by value alone (exact, or transposed for ``MatMul``).
+    """
+    from rene_onnx.passes import find_layers
+
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))}
+    onnx_layers = [ol for ol in find_layers(graph) if ol.weight_array is not None]
+    by_weight = {ol.weight: ol for ol in onnx_layers}
+    layer_map: dict[str, OnnxRef] = {}
+    unmapped: dict[str, str] = {}
+    for name, mod in layers.items():
+        w = mod.weight.detach().numpy()
+        ol = by_weight.get(f"{name}.weight")
+        transposed = False
+        if ol is None or not _same(ol.weight_array, w):
+            ol, transposed = _match_by_value(onnx_layers, w)
+        elif ol.op_type == "MatMul" and ol.weight_array.shape != w.shape:
+            transposed = True
+        if ol is None:
+            unmapped[name] = "no ONNX node with this layer's weight (fused or computed differently)"
+            continue
+        if ol.skip_reason:
+            unmapped[name] = ol.skip_reason
+            continue
+        layer_map[name] = OnnxRef(ol.name, ol.op_type, ol.weight, ol.bias, transposed)
+
+    inits = {i.name: i for i in graph.graph.initializer}
+    param_map: dict[str, str] = {}
+    for pname, p in model.named_parameters():
+        init = inits.get(pname)
+        if init is not None and tuple(init.dims) == tuple(p.shape):
+            param_map[pname] = pname
+    for name, ref in layer_map.items():  # biases renamed by the exporter (e.g. folded BN: "<w>_bias")
+        if ref.bias and f"{name}.bias" not in param_map and layers[name].bias is not None:
+            param_map[f"{name}.bias"] = ref.bias
+        if not ref.transposed:
+            param_map.setdefault(f"{name}.weight", ref.weight)
+    return layer_map, param_map, unmapped
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.shape == b.shape:
+        return np.allclose(a, b, rtol=1e-5, atol=1e-6)
+    return a.ndim == 2 and a.T.shape == b.shape and np.allclose(a.T, b, rtol=1e-5, atol=1e-6)
+
+
+def _match_by_value(onnx_layers, w: np.ndarray):
+    for ol in onnx_layers:
+        a = ol.weight_array
+        if a.shape == w.shape and np.allclose(a, w, rtol=1e-5, atol=1e-6):
+            return ol, False
+        if a.ndim == 2 and a.T.shape == w.shape and np.allclose(a.T, w, rtol=1e-5, atol=1e-6):
+            return ol, True
+    return None, False
+
+
+def load_torch(spec: str, weights: str | Path | None = None, input_shape: tuple[int, ...] | None = None,
+               num_classes: int | None = None) -> ModelHandle:
+    """Zoo name or ``module:callable`` (+ weights) -> ModelHandle (BN folded, exported, layer map built)."""
+    model, shape, notes = build_torch_model(spec, weights, input_shape, num_classes)
+    folded = copy.deepcopy(model)
+    pairs = fold_batchnorm_(folded)
+    if pairs:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            ref, got = model(x), folded(x)
+        if not torch.allclose(ref, got, rtol=1e-3, atol=1e-4):
+            raise LoadError(f"folding BatchNorm changed the outputs of {spec} (max diff "
+                            f"{(ref - got).abs().max().item():.2e}); this model is not supported yet")
+        notes.append(f"folded {len(pairs)} BatchNorm layer(s) into the preceding conv/linear before export")
+    graph = export_onnx(folded, shape)
+    layer_map, param_map, unmapped = build_layer_map(folded, graph)
+    return ModelHandle(folded, graph, layer_map, param_map, shape, source=spec, notes=notes, unmapped=unmapped)

@@ -1,0 +1,349 @@
+"""The spine: load -> plan ranks -> factorize -> rewrite the ONNX graph -> validate -> report.
+
+Each stage is a function with typed inputs and outputs; ``compress`` chains
+them. Only this module, the loaders and the CLI see both torch and onnx.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from rene_onnx.config import CompressConfig, RewriteConfig, ValidateConfig
+from rene_onnx.decompose.ranks import LayerShape, dense_macs, dense_params, factorized_macs, factorized_params
+from rene_onnx.load import LoadError, ModelHandle, load_torch
+from rene_onnx.plan import Factors, RankPlan
+
+Progress = Callable[[str, dict], None]
+
+
+class PipelineError(RuntimeError):
+    """A stage failed on valid input (reported as one line, exit code 1)."""
+
+
+@dataclass
+class Rewritten:
+    model: onnx.ModelProto
+    records: list  # passes.PassRecord per requested node
+    factors: Factors
+
+
+@dataclass
+class Validation:
+    counts_before: Any
+    counts_after: Any
+    torch_counts: dict[str, tuple[int, int]]
+    numerics: dict[str, Any]
+    latency: dict[str, Any] | None
+    accuracy: dict[str, Any] | None = None
+
+
+@dataclass
+class CompressResult:
+    report: Any  # rene_onnx.report.Report
+    output: Path
+    plan: RankPlan
+    notes: list[str] = field(default_factory=list)
+
+
+def _noop(stage: str, info: dict) -> None:  # default progress callback
+    pass
+
+
+# ----------------------------------------------------------------------------- stages
+
+def load_model(cfg: CompressConfig) -> ModelHandle:
+    if str(cfg.model).endswith(".onnx"):
+        raise LoadError("ONNX input is not supported yet: give a zoo name or package.module:callable")
+    return load_torch(cfg.model, cfg.weights, cfg.input_shape)
+
+
+def layer_shapes(handle: ModelHandle) -> dict[str, LayerShape]:
+    from rene_onnx.engine.profile import layer_shapes as _shapes
+
+    shapes = _shapes(handle.torch_model, handle.example_input())
+    return {n: s for n, s in shapes.items() if n in handle.layer_map}
+
+
+def plan_ranks(shapes: dict[str, LayerShape], cfg: RewriteConfig) -> RankPlan:
+    """User-given ranks -> RankPlan (a fraction, a JSON plan file, or a mapping)."""
+    from rene_onnx.decompose.choose import plan_from_fraction, plan_from_mapping
+
+    ranks = cfg.ranks
+    if ranks is None:
+        raise ValueError("no ranks given: pass --ranks FRACTION or --ranks plan.json")
+    if isinstance(ranks, (int, float)) or (isinstance(ranks, str) and _is_number(ranks)):
+        frac = float(ranks)
+        if not 0 < frac <= 1:
+            raise ValueError(f"--ranks fraction must be in (0, 1], got {frac}")
+        return plan_from_fraction(shapes, cfg.method, frac, rank_multiple=cfg.rank_multiple)
+    if isinstance(ranks, (str, Path)):
+        path = Path(ranks)
+        if not path.is_file():
+            raise LoadError(f"rank plan not found: {path}")
+        import json
+
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise LoadError(f"rank plan {path} is not valid JSON: {e}") from None
+        if isinstance(data, dict) and data.get("format", "").startswith("rene-onnx/rank-plan"):
+            return _checked_plan(RankPlan.from_dict(data), shapes, cfg)
+        if not isinstance(data, dict):
+            raise LoadError(f"rank plan {path} must be a JSON object {{layer: rank or [r1, r2]}}")
+        ranks = data
+    return plan_from_mapping(shapes, cfg.method, ranks, rank_multiple=cfg.rank_multiple)
+
+
+def _checked_plan(plan: RankPlan, shapes: dict[str, LayerShape], cfg: RewriteConfig) -> RankPlan:
+    """A saved RankPlan (from ``rene-onnx search``): re-validate it against this model."""
+    from rene_onnx.decompose.choose import plan_from_mapping
+
+    unknown = [n for n in plan.layers if n not in shapes]
+    if unknown:
+        raise ValueError(f"rank plan names layer(s) not in the model: {', '.join(unknown[:3])}")
+    out = RankPlan(meta=dict(plan.meta))
+    for name, lp in plan.layers.items():
+        if lp.method == "dense":
+            out.add(lp)
+        else:
+            sub = plan_from_mapping({name: shapes[name]}, lp.method, {name: list(lp.ranks)},
+                                    rank_multiple=cfg.rank_multiple)
+            out.add(sub.layers[name])
+    return out
+
+
+def factorize(handle: ModelHandle, plan: RankPlan) -> nn.Module:
+    """A copy of the torch model with the plan's layers swapped for factorized modules."""
+    from rene_onnx.engine.layers import factorize_
+
+    student = copy.deepcopy(handle.torch_model).eval()
+    factorize_(student, plan)
+    return student
+
+
+def rewrite(handle: ModelHandle, student: nn.Module) -> Rewritten:
+    """Rewrite the ORIGINAL ONNX graph from the student's factors and updated dense weights."""
+    from rene_onnx import passes
+    from rene_onnx.engine.layers import collect_factors
+
+    factors = collect_factors(student)
+    by_node = {}
+    for name, lf in factors.layers.items():
+        ref = handle.layer_map.get(name)
+        if ref is None:
+            raise PipelineError(f"layer {name} is not in the ONNX graph: {handle.unmapped.get(name, 'unmapped')}")
+        by_node[ref.node] = lf
+    dense = {handle.param_map[k]: v for k, v in factors.dense.items() if k in handle.param_map}
+    model, records = passes.apply_factors(handle.onnx_model, by_node, dense)
+    failed = [r for r in records if r.status != "factorized"]
+    if failed:
+        r = failed[0]
+        raise PipelineError(f"could not rewrite {r.node} ({r.op_type}): {r.reason}")
+    return Rewritten(model, records, factors)
+
+
+def validate(handle: ModelHandle, student: nn.Module, compressed: onnx.ModelProto, cfg: ValidateConfig,
+             test_data: tuple[np.ndarray, np.ndarray] | None = None, progress: Progress = _noop) -> Validation:
+    """Counts (ONNX and torch), ORT numerics vs the torch student, latency, and top-1 when data is given."""
+    from rene_onnx.engine.profile import count as torch_count
+    from rene_onnx.validate.counts import count_onnx
+    from rene_onnx.validate.numerics import compare, run_onnx
+
+    shape = handle.input_shape
+    shapes = {handle.input_name: shape}
+    before, after = count_onnx(handle.onnx_model, shapes), count_onnx(compressed, shapes)
+    x = handle.example_input(cfg.seed)
+    torch_counts = {"before": torch_count(handle.torch_model, x), "after": torch_count(student, x)}
+
+    progress("numerics", {})
+    feeds = {handle.input_name: x.numpy()}
+    with torch.no_grad():
+        ref_student = [student(x).numpy()]
+    out_orig = run_onnx(handle.onnx_model, feeds, cfg.provider)
+    out_new = run_onnx(compressed, feeds, cfg.provider)
+    numerics = {
+        "vs_torch": compare(ref_student, out_new),  # the rewrite is exact up to float error
+        "vs_original": compare(out_orig, out_new),  # the approximation error of the compression
+    }
+
+    latency = None
+    if cfg.latency:
+        progress("latency", {})
+        latency = measure_pair(handle.onnx_model, compressed, feeds, cfg)
+
+    accuracy = None
+    if test_data is not None:
+        progress("accuracy", {})
+        X, y = test_data
+        accuracy = {
+            "metric": "top1",
+            "samples": int(len(y)),
+            "before": onnx_top1(handle.onnx_model, handle.input_name, X, y, cfg.provider),
+            "after_decomposition": onnx_top1(compressed, handle.input_name, X, y, cfg.provider),
+        }
+    return Validation(before, after, torch_counts, numerics, latency, accuracy)
+
+
+def measure_pair(original: onnx.ModelProto, compressed: onnx.ModelProto, feeds: dict[str, np.ndarray],
+                 cfg: ValidateConfig) -> dict[str, Any]:
+    """Latency of both models, interleaved in one torch-free worker process (ratios are what matter)."""
+    from rene_onnx.validate.latency import measure_latency
+
+    with tempfile.TemporaryDirectory(prefix="rene-lat-") as tmp:
+        paths = [os.path.join(tmp, "original.onnx"), os.path.join(tmp, "compressed.onnx")]
+        onnx.save(original, paths[0])
+        onnx.save(compressed, paths[1])
+        np.savez(os.path.join(tmp, "feeds.npz"), **feeds)
+        lat = measure_latency(paths, os.path.join(tmp, "feeds.npz"), None, provider=cfg.provider,
+                              warmup=cfg.warmup, repeats=cfg.repeats)
+    return {"before": lat[0].median_ms, "after": lat[1].median_ms, "provider": lat[1].provider,
+            "repeats": cfg.repeats, "detail": [vars(t) for t in lat]}
+
+
+def onnx_top1(model: onnx.ModelProto, input_name: str, X: np.ndarray, y: np.ndarray, provider: str) -> float:
+    from rene_onnx.validate.numerics import make_session
+
+    sess = make_session(model, provider)
+    batch_dim = sess.get_inputs()[0].shape[0]
+    bs = 256 if not isinstance(batch_dim, int) else batch_dim
+    correct = 0
+    for i in range(0, len(X), bs):
+        logits = sess.run(None, {input_name: X[i:i + bs]})[0]
+        correct += int((logits.argmax(-1) == y[i:i + bs]).sum())
+    return 100.0 * correct / len(y)
+
+
+def test_split_arrays(name: str | None, model_name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The held-out test split of ``name`` (or the zoo model's default dataset) as numpy arrays."""
+    from rene_onnx import models as zoo
+
+    if name is None:
+        name = zoo.default_dataset(model_name) if model_name in zoo.list_models() else None
+    if name is None:
+        return None
+    from rene_onnx.data import load_dataset
+
+    splits = load_dataset(name)
+    xs, ys = zip(*[splits.test[i] for i in range(len(splits.test))])
+    return torch.stack(xs).numpy().astype(np.float32), np.asarray([int(t) for t in ys])
+
+
+# ----------------------------------------------------------------------------- the whole job
+
+def save_onnx_atomic(model: onnx.ModelProto, path: str | Path) -> Path:
+    """Write ``model`` to a temporary file next to ``path``, check it, then rename (no half-written output)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise LoadError(f"output folder does not exist: {path.parent}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        onnx.checker.check_model(tmp, full_check=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def compress(cfg: CompressConfig, progress: Progress = _noop) -> CompressResult:
+    """Load -> plan -> factorize -> rewrite -> validate -> report; writes ``cfg.output`` (and ``cfg.report``)."""
+    t0 = time.perf_counter()
+    out_path = Path(cfg.output)
+    if not out_path.parent.is_dir():
+        raise LoadError(f"output folder does not exist: {out_path.parent}")
+    if cfg.report is not None and not Path(cfg.report).parent.is_dir():
+        raise LoadError(f"report folder does not exist: {Path(cfg.report).parent}")
+    test_data = test_split_arrays(cfg.data, cfg.model) if cfg.data or not cfg.weights else None
+
+    progress("load", {"model": cfg.model})
+    handle = load_model(cfg)
+    shapes = layer_shapes(handle)
+    progress("plan", {})
+    plan = plan_ranks(shapes, cfg.rewrite)
+    progress("factorize", {"layers": len(plan.factorized())})
+    student = factorize(handle, plan)
+    progress("rewrite", {})
+    rewritten = rewrite(handle, student)
+    progress("validate", {})
+    val = validate(handle, student, rewritten.model, cfg.validate, test_data, progress)
+    save_onnx_atomic(rewritten.model, out_path)
+
+    report = build_report(cfg, handle, shapes, plan, rewritten, val, seconds=time.perf_counter() - t0)
+    if cfg.report is not None:
+        report.save_json(cfg.report)
+    return CompressResult(report, out_path, plan, handle.notes)
+
+
+def build_report(cfg: CompressConfig, handle: ModelHandle, shapes: dict[str, LayerShape], plan: RankPlan,
+                 rewritten: Rewritten, val: Validation, seconds: float):
+    from rene_onnx.report.report import LayerRow, Report
+
+    records = {r.node: r for r in rewritten.records}
+    rows = []
+    for name, shape in shapes.items():
+        lp = plan.layers.get(name)
+        ref = handle.layer_map[name]
+        method = lp.method if lp else "dense"
+        rec = records.get(ref.node)
+        factorized = method != "dense" and rec is not None and rec.status == "factorized"
+        ranks = tuple(rewritten.factors.layers[name].ranks) if factorized else None
+        rows.append(LayerRow(
+            name=name, op=ref.op_type, method=method if factorized else "dense",
+            rank=list(ranks) if ranks else None,
+            params_before=dense_params(shape),
+            params_after=factorized_params(method, shape, ranks) if factorized else dense_params(shape),
+            macs_before=dense_macs(shape),
+            macs_after=factorized_macs(method, shape, ranks) if factorized else dense_macs(shape),
+            status="factorized" if factorized else "dense",
+            reason="" if factorized else (lp.reason if lp and lp.reason else "not in the rank plan"),
+        ))
+    for name, why in handle.unmapped.items():
+        rows.append(LayerRow(name=name, op="?", method="dense", rank=None, params_before=0, params_after=0,
+                             macs_before=0, macs_after=0, status="dense", reason=why))
+    tb, ta = val.torch_counts["before"], val.torch_counts["after"]
+    return Report(
+        params={"before": val.counts_before.params, "after": val.counts_after.params,
+                "torch_before": tb[0], "torch_after": ta[0]},
+        macs={"before": val.counts_before.macs, "after": val.counts_after.macs,
+              "torch_before": tb[1], "torch_after": ta[1]},
+        latency_ms=val.latency,
+        numerics={"max_abs_diff": val.numerics["vs_torch"].max_abs_diff,
+                  "max_rel_diff": val.numerics["vs_torch"].max_rel_diff,
+                  "vs_original": vars(val.numerics["vs_original"])},
+        layers=rows,
+        search=None,
+        accuracy=val.accuracy,
+        meta={"model": cfg.model, "weights": str(cfg.weights) if cfg.weights else None,
+              "input_shape": list(handle.input_shape), "output": str(cfg.output), "command": cfg.command,
+              "method": cfg.rewrite.method, "ranks": str(cfg.rewrite.ranks), "notes": handle.notes,
+              "seconds": round(seconds, 2), "versions": _versions()},
+    )
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+
+    import rene_onnx
+
+    return {"rene_onnx": rene_onnx.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__}
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
