@@ -1,0 +1,106 @@
+"""Small ONNX graph helpers shared by the validate modules (no torch)."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import onnx
+
+def load_model(model: onnx.ModelProto | str | os.PathLike) -> onnx.ModelProto:
+    """Return ``model`` itself, or load it from a path (with external data)."""
+    if isinstance(model, onnx.ModelProto):
+        return model
+    path = model_path(model)
+    try:
+        return onnx.load(path)
+    except Exception as e:  # protobuf DecodeError and friends
+        raise ValueError(f"cannot read ONNX model {path!r}: {e}") from e
+
+
+def model_path(path: str | os.PathLike) -> str:
+    """``path`` as a str after checking that the file exists."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"expected an onnx.ModelProto or a path, got {type(path).__name__}")
+    if not os.path.isfile(path):
+        raise ValueError(f"ONNX model file not found: {os.fspath(path)!r}")
+    return os.fspath(path)
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """The real graph inputs (initializers listed as inputs, old-style, are left out)."""
+    inits = {t.name for t in model.graph.initializer}
+    return [vi for vi in model.graph.input if vi.name not in inits]
+
+
+def input_dims(vi: onnx.ValueInfoProto) -> list[int | str | None]:
+    """Dims of a value info: int when static, the dim_param (or None) when symbolic."""
+    if not vi.type.HasField("tensor_type"):
+        raise ValueError(f"graph input {vi.name!r} is not a tensor; only tensor inputs are supported")
+    tt = vi.type.tensor_type
+    if not tt.HasField("shape"):
+        raise ValueError(f"graph input {vi.name!r} has no shape (unknown rank); cannot fix its dims")
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim]
+
+
+def resolve_input_shapes(
+    model: onnx.ModelProto,
+    input_shapes: Mapping[str, tuple[int, ...] | list[int]] | None = None,
+    *,
+    strict: bool = True,
+) -> dict[str, list[int | str | None]]:
+    """Shapes of the graph inputs with symbolic dims fixed.
+
+    ``input_shapes[name]`` gives the whole shape of an input; otherwise a
+    symbolic leading (batch) dim becomes 1. With ``strict`` a dim that stays
+    symbolic raises ``ValueError``; without, it is returned as is (str/None).
+    """
+    input_shapes = dict(input_shapes or {})
+    inputs = graph_inputs(model)
+    names = [vi.name for vi in inputs]
+    unknown = sorted(set(input_shapes) - set(names))
+    if unknown:
+        raise ValueError(f"input_shapes names {unknown} are not graph inputs (inputs: {names})")
+    out: dict[str, list[int | str | None]] = {}
+    for vi in inputs:
+        dims = input_dims(vi)
+        if vi.name in input_shapes:
+            given = [int(d) for d in input_shapes[vi.name]]
+            if len(given) != len(dims):
+                raise ValueError(
+                    f"input {vi.name!r} has rank {len(dims)} ({_fmt(dims)}), input_shapes gives {given}"
+                )
+            for i, (g, d) in enumerate(zip(given, dims)):
+                if g <= 0:
+                    raise ValueError(f"input {vi.name!r}: dim {i} must be positive, got {given}")
+                if isinstance(d, int) and d > 0 and d != g:
+                    raise ValueError(f"input {vi.name!r}: dim {i} is fixed to {d} in the graph, input_shapes gives {g}")
+            dims = list(given)
+        elif dims and not (isinstance(dims[0], int) and dims[0] > 0):
+            dims = [1, *dims[1:]]
+        if strict:
+            bad = [i for i, d in enumerate(dims) if not (isinstance(d, int) and d > 0)]
+            if bad:
+                raise ValueError(
+                    f"input {vi.name!r} has symbolic dims {bad} ({_fmt(dims)}); "
+                    f"give its full shape, e.g. input_shapes={{{vi.name!r}: (1, ...)}}"
+                )
+        out[vi.name] = dims
+    return out
+
+
+def with_static_inputs(model: onnx.ModelProto, shapes: Mapping[str, list[int | str | None]]) -> onnx.ModelProto:
+    """A copy of ``model`` whose graph inputs carry the int dims of ``shapes``."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for vi in m.graph.input:
+        if vi.name not in shapes:
+            continue
+        for d, v in zip(vi.type.tensor_type.shape.dim, shapes[vi.name]):
+            if isinstance(v, int) and v > 0:
+                d.Clear()
+                d.dim_value = v
+    return m
+
+
+def _fmt(dims: list) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"

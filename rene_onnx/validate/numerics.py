@@ -1,0 +1,196 @@
+"""Run an ONNX model in onnxruntime and compare its outputs with a reference.
+
+No torch here. Sessions use graph optimization level ``ORT_ENABLE_ALL``.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import onnx
+
+from ._graph import graph_inputs, load_model, model_path, resolve_input_shapes
+
+#: provider name -> onnxruntime providers list (in priority order)
+PROVIDERS: dict[str, list[str]] = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+class ProviderUnavailable(RuntimeError):
+    """The requested onnxruntime execution provider is not active in the session."""
+
+
+def providers_for(provider: str) -> list[str]:
+    try:
+        return list(PROVIDERS[provider])
+    except KeyError:
+        raise ValueError(f"unknown provider {provider!r} (expected one of {sorted(PROVIDERS)})") from None
+
+
+def make_session(
+    model_or_path: onnx.ModelProto | str | os.PathLike,
+    provider: str = "cpu",
+    *,
+    threads: int | None = None,
+    profile_prefix: str | None = None,
+):
+    """An ``onnxruntime.InferenceSession`` on ``provider`` (cpu | cuda | tensorrt).
+
+    onnxruntime-gpu lists CUDA / TensorRT even where their libraries or the
+    GPU are missing and silently falls back to CPU; this checks the session's
+    active providers and raises ``ProviderUnavailable`` instead.
+    ``threads`` sets intra-op threads (default: onnxruntime's choice);
+    ``profile_prefix`` turns on onnxruntime's profiler writing there.
+    """
+    import onnxruntime as ort
+
+    wanted = providers_for(provider)
+    if wanted[0] not in ort.get_available_providers():
+        raise ProviderUnavailable(
+            f"provider {provider!r} ({wanted[0]}) is not in this onnxruntime build "
+            f"(available: {ort.get_available_providers()})"
+        )
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is not None:
+        if int(threads) < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    if profile_prefix is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = str(profile_prefix)
+    if isinstance(model_or_path, onnx.ModelProto):
+        source = model_or_path.SerializeToString()
+    else:
+        source = model_path(model_or_path)
+    try:
+        sess = ort.InferenceSession(source, so, providers=wanted)
+    except Exception as e:
+        if provider != "cpu" and any(w in str(e) for w in ("CUDA", "cuDNN", "TensorRT", "ExecutionProvider", "EP Error")):
+            raise ProviderUnavailable(f"provider {provider!r} could not start: {e}") from e
+        raise
+    active = sess.get_providers()
+    if not active or active[0] != wanted[0]:
+        raise ProviderUnavailable(
+            f"provider {provider!r} requested but onnxruntime fell back to {active} "
+            f"(no usable GPU, or the CUDA / cuDNN / TensorRT libraries are missing; see onnxruntime's log)"
+        )
+    return sess
+
+
+def check_feeds(sess, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Feeds restricted to the session's inputs; ``ValueError`` if one is missing."""
+    names = [i.name for i in sess.get_inputs()]
+    missing = [n for n in names if n not in feeds]
+    if missing:
+        raise ValueError(f"feeds miss graph inputs {missing} (graph inputs: {names}, given: {sorted(feeds)})")
+    return {n: np.asarray(feeds[n]) for n in names}
+
+
+def run_onnx(
+    model_or_path,
+    feeds: Mapping[str, np.ndarray],
+    provider: str = "cpu",
+) -> list[np.ndarray]:
+    """Run the model once (or an existing ``InferenceSession``) and return all outputs.
+
+    Feeds not named as graph inputs are ignored (so one feed dict serves an
+    original and a rewritten model).
+    """
+    sess = model_or_path if hasattr(model_or_path, "get_inputs") else make_session(model_or_path, provider)
+    return [np.asarray(o) for o in sess.run(None, check_feeds(sess, feeds))]
+
+
+@dataclass
+class Numerics:
+    """How far ``actual`` outputs are from ``reference`` ones (over all outputs).
+
+    ``max_rel_diff`` is the max abs difference of each output divided by that
+    output's max |reference| (an elementwise ratio explodes near zero), the
+    max over outputs. ``cosine`` is the cosine similarity of all outputs
+    flattened and concatenated. ``top1_agreement`` is the fraction of rows
+    whose argmax agrees, for the first output shaped like logits (N, C), C > 1;
+    ``None`` when no output is.
+    """
+
+    max_abs_diff: float
+    max_rel_diff: float
+    mean_abs_diff: float
+    cosine: float
+    top1_agreement: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare(reference: Sequence[np.ndarray], actual: Sequence[np.ndarray]) -> Numerics:
+    """Compare two lists of outputs (same count, same shapes)."""
+    reference, actual = list(reference), list(actual)
+    if len(reference) != len(actual):
+        raise ValueError(f"reference has {len(reference)} outputs, actual has {len(actual)}")
+    if not reference:
+        raise ValueError("no outputs to compare")
+    refs = [np.asarray(r, dtype=np.float64) for r in reference]
+    acts = [np.asarray(a, dtype=np.float64) for a in actual]
+    for i, (r, a) in enumerate(zip(refs, acts)):
+        if r.shape != a.shape:
+            raise ValueError(f"output {i}: reference shape {r.shape} != actual shape {a.shape}")
+    diffs = [np.abs(a - r) for r, a in zip(refs, acts)]
+    n = sum(d.size for d in diffs)
+    max_abs = max((float(d.max()) for d in diffs if d.size), default=0.0)
+    rel = []
+    for r, d in zip(refs, diffs):
+        if d.size:
+            scale = float(np.abs(r).max())
+            rel.append(float(d.max()) / scale if scale > 0 else (0.0 if float(d.max()) == 0 else float("inf")))
+    mean_abs = float(sum(d.sum() for d in diffs) / n) if n else 0.0
+    rf = np.concatenate([r.ravel() for r in refs])
+    af = np.concatenate([a.ravel() for a in acts])
+    nr, na = float(np.linalg.norm(rf)), float(np.linalg.norm(af))
+    if nr == 0 and na == 0:
+        cosine = 1.0
+    elif nr == 0 or na == 0:
+        cosine = 0.0
+    else:
+        cosine = float(np.dot(rf, af) / (nr * na))
+    top1 = None
+    for r, a in zip(refs, acts):
+        if r.ndim == 2 and r.shape[0] >= 1 and r.shape[1] > 1:
+            top1 = float(np.mean(np.argmax(r, axis=1) == np.argmax(a, axis=1)))
+            break
+    return Numerics(max_abs, max(rel, default=0.0), mean_abs, cosine, top1)
+
+
+def input_feeds(
+    model: onnx.ModelProto | str | os.PathLike,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Random inputs for the graph inputs, dtype from the graph.
+
+    Float inputs are standard normal; integer inputs are uniform in [0, 10)
+    (token ids, indices); bool inputs are random. A symbolic batch dim is 1;
+    other symbolic dims need ``input_shapes``.
+    """
+    model = load_model(model)
+    shapes = resolve_input_shapes(model, input_shapes, strict=True)
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    for vi in graph_inputs(model):
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+        shape = tuple(int(d) for d in shapes[vi.name])
+        if dtype.kind == "f":
+            feeds[vi.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind in "iu":
+            feeds[vi.name] = rng.integers(0, 10, size=shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[vi.name] = rng.random(shape) < 0.5
+        else:
+            raise ValueError(f"input {vi.name!r}: cannot make random data of dtype {dtype}")
+    return feeds
