@@ -1,0 +1,165 @@
+"""PNG plots of a report (matplotlib Agg canvas, no pyplot global state).
+
+``plot_ranks``: per-layer chosen rank and kept-parameter fraction, several
+methods / runs side by side (the paper's Fig. 5 style).
+``plot_layers``: parameters and MACs before / after per layer.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .report import LayerRow, Report
+
+Series = dict[str, list[LayerRow]]
+
+
+def plot_ranks(report_or_dicts: Any, path: str | os.PathLike, *, title: str | None = None) -> Path:
+    """Bar chart of each layer's chosen rank (top) and kept-parameter fraction (bottom).
+
+    ``report_or_dicts``: a ``Report`` (or its ``to_dict()``), a list of them
+    (labelled by ``meta["label"]`` / ``meta["method"]``), or a mapping
+    ``label -> Report | report dict | list of LayerRow / row dicts``.
+    Dense layers show rank 0 and fraction 1. For TT the bar is r1 (= r2 by default).
+    """
+    series = _series(report_or_dicts)
+    names = _layer_names(series)
+    fig, (ax_r, ax_f) = _figure(len(names), len(series), rows=2)
+    width = 0.8 / len(series)
+    x = np.arange(len(names))
+    for i, (label, rows) in enumerate(series.items()):
+        by = {r.name: r for r in rows}
+        ranks = [by[n].rank[0] if n in by and by[n].rank else 0 for n in names]
+        kept = [by[n].params_kept if n in by and by[n].params_kept is not None else np.nan for n in names]
+        off = x + (i - (len(series) - 1) / 2) * width
+        ax_r.bar(off, ranks, width, label=label)
+        ax_f.bar(off, kept, width, label=label)
+    ax_r.set_ylabel("chosen rank")
+    ax_f.set_ylabel("kept parameters (after / before)")
+    ax_f.axhline(1.0, color="grey", lw=0.8, ls="--")
+    _finish(fig, (ax_r, ax_f), names, title or "Per-layer ranks", legend=len(series) > 1)
+    return _save(fig, path)
+
+
+def plot_layers(report: Report | Mapping[str, Any], path: str | os.PathLike, *, title: str | None = None) -> Path:
+    """Grouped bars of parameters (top) and MACs (bottom) before / after per layer."""
+    report = _as_report(report)
+    rows = report.layers
+    if not rows:
+        raise ValueError("report has no layers to plot")
+    names = [r.name for r in rows]
+    fig, (ax_p, ax_m) = _figure(len(names), 2, rows=2)
+    x = np.arange(len(names))
+    w = 0.4
+    for ax, b, a, label in (
+        (ax_p, [r.params_before for r in rows], [r.params_after for r in rows], "parameters"),
+        (ax_m, [r.macs_before for r in rows], [r.macs_after for r in rows], "MACs"),
+    ):
+        ax.bar(x - w / 2, b, w, label="before", color="#999999")
+        ax.bar(x + w / 2, a, w, label="after", color="#1f77b4")
+        ax.set_ylabel(label)
+    _finish(fig, (ax_p, ax_m), names, title or f"Per-layer cost{_model_suffix(report)}", legend=True)
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _as_report(obj: Any) -> Report:
+    if isinstance(obj, Report):
+        return obj
+    if isinstance(obj, Mapping) and "layers" in obj:
+        return Report.from_dict(obj)
+    raise TypeError(f"expected a Report or a report dict, got {type(obj).__name__}")
+
+
+def _as_rows(obj: Any) -> list[LayerRow]:
+    if isinstance(obj, (Report, Mapping)):
+        return _as_report(obj).layers
+    if isinstance(obj, Sequence):
+        return [r if isinstance(r, LayerRow) else LayerRow(**r) for r in obj]
+    raise TypeError(f"expected a Report, a report dict or a list of layer rows, got {type(obj).__name__}")
+
+
+def _label(report: Report, i: int) -> str:
+    return str(report.meta.get("label") or report.meta.get("method") or f"run {i + 1}")
+
+
+def _series(obj: Any) -> Series:
+    if isinstance(obj, Report) or (isinstance(obj, Mapping) and "layers" in obj):
+        r = _as_report(obj)
+        out = {_label(r, 0): r.layers}
+    elif isinstance(obj, Mapping):
+        out = {str(k): _as_rows(v) for k, v in obj.items()}
+    elif isinstance(obj, Sequence) and not isinstance(obj, str):
+        items = list(obj)
+        if items and all(isinstance(o, Report) or (isinstance(o, Mapping) and "layers" in o) for o in items):
+            out = {}
+            for i, o in enumerate(items):
+                r = _as_report(o)
+                label = _label(r, i)
+                out[label if label not in out else f"{label} ({i + 1})"] = r.layers
+        else:
+            out = {"layers": _as_rows(items)}
+    else:
+        raise TypeError(f"cannot plot ranks of {type(obj).__name__}")
+    if not out or not any(out.values()):
+        raise ValueError("nothing to plot: no layers")
+    return out
+
+
+def _layer_names(series: Series) -> list[str]:
+    names: dict[str, None] = {}
+    for rows in series.values():
+        for r in rows:
+            names.setdefault(r.name, None)
+    return list(names)
+
+
+def _figure(n_layers: int, n_series: int, rows: int):
+    from matplotlib.figure import Figure
+
+    width = min(40.0, max(6.0, 0.25 * n_layers * max(1, n_series) + 2))
+    fig = Figure(figsize=(width, 3.2 * rows), constrained_layout=True)
+    axes = fig.subplots(rows, 1, sharex=True)
+    return fig, axes
+
+
+def _finish(fig, axes, names: list[str], title: str, legend: bool) -> None:
+    x = np.arange(len(names))
+    axes[-1].set_xticks(x)
+    axes[-1].set_xticklabels(names, rotation=90, fontsize=7)
+    for ax in axes:
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_xlim(-0.6, len(names) - 0.4)
+    if legend:
+        axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+
+
+def _model_suffix(report: Report) -> str:
+    return f": {report.meta['model']}" if report.meta.get("model") else ""
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    """Render to PNG through a temporary file in the same folder, then rename."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ValueError(f"plot folder does not exist: {path.parent}")
+    FigureCanvasAgg(fig)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

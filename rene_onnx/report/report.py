@@ -1,0 +1,199 @@
+"""The compression report: one dataclass, JSON round-trip (no torch, no onnx).
+
+``params`` / ``macs`` hold at least ``before`` and ``after`` (ONNX counts;
+extra keys such as ``torch_before`` are kept). ``latency_ms`` holds
+``before``, ``after`` and ``provider`` (or is ``None`` when not measured).
+``numerics`` holds ``max_abs_diff``, ``max_rel_diff``, ... (see
+``rene_onnx.validate.numerics.Numerics``). The JSON also carries the derived
+ratios ``params_reduction_pct``, ``macs_ratio`` (before / after) and
+``latency_speedup`` (before / after); ``from_dict`` recomputes them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from rene_onnx.decompose.ranks import LayerShape, dense_macs, dense_params, factorized_macs, factorized_params
+from rene_onnx.plan import atomic_write_text
+
+FORMAT = "rene-onnx/report/v1"
+STATUSES = ("factorized", "dense")
+
+
+@dataclass
+class LayerRow:
+    """One layer: how it was decomposed and what it costs before / after."""
+
+    name: str
+    op: str
+    method: str
+    rank: list[int] | None
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    status: str  # "factorized" | "dense"
+    reason: str = ""
+    latency_us_before: float | None = None
+    latency_us_after: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"layer {self.name!r}: status must be one of {STATUSES}, got {self.status!r}")
+        if self.rank is not None:
+            self.rank = [int(r) for r in self.rank]
+
+    @property
+    def params_kept(self) -> float | None:
+        """Fraction of the layer's parameters kept (after / before)."""
+        return self.params_after / self.params_before if self.params_before else None
+
+    @classmethod
+    def from_shape(
+        cls, name: str, op: str, shape: LayerShape, method: str = "dense",
+        ranks: tuple[int, ...] | list[int] | None = None, reason: str = "",
+    ) -> "LayerRow":
+        """A row counted by ``rene_onnx.decompose.ranks`` (``method="dense"`` for a layer left dense)."""
+        factorized = method != "dense"
+        if factorized and not ranks:
+            raise ValueError(f"layer {name!r}: method {method!r} needs ranks")
+        return cls(
+            name=name, op=op, method=method, rank=list(ranks) if factorized else None,
+            params_before=dense_params(shape),
+            params_after=factorized_params(method, shape, tuple(ranks)) if factorized else dense_params(shape),
+            macs_before=dense_macs(shape),
+            macs_after=factorized_macs(method, shape, tuple(ranks)) if factorized else dense_macs(shape),
+            status="factorized" if factorized else "dense", reason=reason,
+        )
+
+
+@dataclass
+class Report:
+    params: dict[str, Any] = field(default_factory=dict)
+    macs: dict[str, Any] = field(default_factory=dict)
+    latency_ms: dict[str, Any] | None = None
+    numerics: dict[str, Any] = field(default_factory=dict)
+    layers: list[LayerRow] = field(default_factory=list)
+    search: dict[str, Any] | None = None
+    accuracy: dict[str, Any] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------ derived ratios
+    @property
+    def params_reduction_pct(self) -> float | None:
+        """Percent of all parameters removed (the paper's compression rate)."""
+        b, a = _pair(self.params)
+        return None if b is None or a is None or b == 0 else 100.0 * (1.0 - a / b)
+
+    @property
+    def macs_ratio(self) -> float | None:
+        """MACs before / after (> 1 means fewer MACs)."""
+        return _ratio(*_pair(self.macs))
+
+    @property
+    def latency_speedup(self) -> float | None:
+        """Latency before / after (> 1 means faster)."""
+        return _ratio(*_pair(self.latency_ms))
+
+    # ------------------------------------------------------------ serialization
+    def to_dict(self) -> dict[str, Any]:
+        d = {"format": FORMAT}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            d[f.name] = [asdict(r) for r in v] if f.name == "layers" else v
+        d["params_reduction_pct"] = self.params_reduction_pct
+        d["macs_ratio"] = self.macs_ratio
+        d["latency_speedup"] = self.latency_speedup
+        return _jsonable(d)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Report":
+        fmt = d.get("format", FORMAT)
+        if fmt != FORMAT:
+            raise ValueError(f"not a rene-onnx report (format {fmt!r}, expected {FORMAT!r})")
+        names = {f.name for f in fields(LayerRow)}
+        layers = [LayerRow(**{k: v for k, v in row.items() if k in names}) for row in d.get("layers", [])]
+        return cls(
+            params=dict(d.get("params") or {}), macs=dict(d.get("macs") or {}),
+            latency_ms=d.get("latency_ms"), numerics=dict(d.get("numerics") or {}), layers=layers,
+            search=d.get("search"), accuracy=d.get("accuracy"), meta=dict(d.get("meta") or {}),
+        )
+
+    def save_json(self, path: str | os.PathLike) -> None:
+        """Write the report as JSON (atomically: temporary file, then rename)."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+
+    @classmethod
+    def load_json(cls, path: str | os.PathLike) -> "Report":
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+
+def fill_layer_latency(
+    layers: list[LayerRow],
+    times_before: dict[str, float],
+    times_after: dict[str, float],
+    nodes_before: dict[str, list[str]],
+    nodes_after: dict[str, list[str]],
+) -> None:
+    """Set each row's ``latency_us_before`` / ``_after`` from per-node profiles.
+
+    ``times_*``: node name -> microseconds (``rene_onnx.validate.latency.profile_nodes``);
+    ``nodes_*``: layer name -> the ONNX nodes that compute it (the original
+    node; the factorized chain). A row's time is the sum over its nodes that
+    were profiled; it stays ``None`` when none was (e.g. fused away).
+    """
+    for row in layers:
+        row.latency_us_before = _sum_times(times_before, nodes_before.get(row.name, ()))
+        row.latency_us_after = _sum_times(times_after, nodes_after.get(row.name, ()))
+
+
+def _sum_times(times: dict[str, float], nodes) -> float | None:
+    hit = [times[n] for n in nodes if n in times]
+    return float(sum(hit)) if hit else None
+
+
+def environment_meta() -> dict[str, Any]:
+    """Versions and machine facts for ``Report.meta`` (reads package metadata; imports no torch)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for pkg in ("rene-onnx", "torch", "onnx", "onnxruntime-gpu", "onnxruntime", "numpy"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+               "cpus": os.cpu_count()}
+    return {"versions": versions, "machine": machine}
+
+
+def _pair(d: dict[str, Any] | None) -> tuple[float | None, float | None]:
+    if not d:
+        return None, None
+    b, a = d.get("before"), d.get("after")
+    return (None if b is None else float(b)), (None if a is None else float(a))
+
+
+def _ratio(b: float | None, a: float | None) -> float | None:
+    return None if b is None or a is None or a == 0 else b / a
+
+
+def _jsonable(v: Any) -> Any:
+    """Plain JSON types: numpy scalars / arrays and tuples converted, NaN / inf -> None, dataclasses -> dicts."""
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if hasattr(v, "__dataclass_fields__"):
+        return _jsonable(asdict(v))
+    if hasattr(v, "tolist"):  # numpy scalar or array
+        return _jsonable(v.tolist())
+    if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
+    return v
