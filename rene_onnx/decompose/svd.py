@@ -1,0 +1,81 @@
+"""Truncated SVD of a matrix (Linear / Gemm / MatMul weight, or a conv unfolded to (Cout, Cin*k)).
+
+Numpy only. Factors follow the ``svd`` contract in :mod:`rene_onnx.plan`:
+``U`` (out, r), ``V`` (r, in) with ``W ~= U @ V``; the singular values are
+split as ``sqrt(s)`` to both sides so the two factors have balanced scales.
+Arrays come back in the input's dtype; the SVD itself runs in float64.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _as_matrix(w2d: np.ndarray) -> np.ndarray:
+    w2d = np.asarray(w2d)
+    if w2d.ndim != 2:
+        raise ValueError(f"SVD needs a 2-D weight, got shape {w2d.shape}")
+    if w2d.size == 0:
+        raise ValueError(f"SVD needs a non-empty weight, got shape {w2d.shape}")
+    if not np.issubdtype(w2d.dtype, np.floating):
+        raise ValueError(f"SVD needs a floating-point weight, got dtype {w2d.dtype}")
+    return w2d
+
+
+def _check_rank(rank: int, cap: int) -> int:
+    r = int(rank)
+    if r <= 0:
+        raise ValueError(f"SVD rank must be positive, got {rank}")
+    if r > cap:
+        raise ValueError(f"SVD rank {r} exceeds the matrix rank bound {cap}")
+    return r
+
+
+class SVDTruncations:
+    """One SVD of ``w2d``; factors and errors for every truncation rank, cheaply.
+
+    ``factors(r)`` slices the stored SVD (no recomputation); ``error(r)`` is
+    ``||W - W_r||_F^2`` (the tail sum of squared singular values), and
+    ``errors`` holds it for every r = 0..max_rank.
+    """
+
+    def __init__(self, w2d: np.ndarray):
+        w2d = _as_matrix(w2d)
+        self.dtype = w2d.dtype
+        self.shape = w2d.shape
+        u, s, vt = np.linalg.svd(w2d.astype(np.float64, copy=False), full_matrices=False)
+        self._u, self._s, self._vt = u, s, vt
+        sq = s**2
+        # errors[r] = sum_{i >= r} s_i^2, for r = 0..len(s)
+        tail = np.concatenate([np.cumsum(sq[::-1])[::-1], [0.0]])
+        self.errors: np.ndarray = np.maximum(tail, 0.0)
+
+    @property
+    def max_rank(self) -> int:
+        return int(self._s.shape[0])
+
+    @property
+    def singular_values(self) -> np.ndarray:
+        return self._s.copy()
+
+    def error(self, r):
+        """``||W - W_r||_F^2`` for rank ``r`` (an int, or an array of ints -> array)."""
+        r_arr = np.asarray(r)
+        if np.any(r_arr < 0) or np.any(r_arr > self.max_rank):
+            raise ValueError(f"rank must lie in 0..{self.max_rank}, got {r}")
+        out = self.errors[r_arr]
+        return float(out) if out.ndim == 0 else out
+
+    def factors(self, r: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(U (out, r), V (r, in))`` in the input dtype, ``U @ V`` the best rank-r approximation."""
+        r = _check_rank(r, self.max_rank)
+        root = np.sqrt(self._s[:r])
+        u = self._u[:, :r] * root[None, :]
+        v = root[:, None] * self._vt[:r]
+        return u.astype(self.dtype), v.astype(self.dtype)
+
+
+def svd_factors(w2d: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """Truncated SVD: ``(U (out, rank), V (rank, in))`` with ``W ~= U @ V``, sqrt(s) on both sides."""
+    w2d = _as_matrix(w2d)
+    _check_rank(rank, min(w2d.shape))
+    return SVDTruncations(w2d).factors(rank)
