@@ -1,0 +1,62 @@
+"""What the three conv passes share: the check, the geometry, the 1x1 / core Conv nodes, the bias.
+
+Geometry (strides, pads, auto_pad, dilations) always comes from the original
+node and goes on the one factor that carries the kernel; the 1x1 factors run
+with stride 1 and no padding. A 1x1 conv in front of the kernel factor keeps
+the spatial size, so the kernel factor sees the original input size and
+``auto_pad`` SAME_UPPER / SAME_LOWER pads exactly as the original did.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from rene_onnx.decompose.ranks import supported_methods
+from rene_onnx.plan import LayerFactors
+
+from .base import bias_vector, float_dtype, new_const, new_node, new_var
+from .layers import OnnxLayer, analyze
+
+GEOMETRY = ("auto_pad", "pads", "strides", "dilations")
+
+
+def check(graph: gs.Graph, node: gs.Node, lf: LayerFactors) -> str | None:
+    layer = analyze(node)
+    if layer.skip_reason:
+        return layer.skip_reason
+    methods = supported_methods(layer.shape)
+    if lf.method not in methods:
+        kernel = "x".join(str(k) for k in layer.shape.kernel)
+        return f"{lf.method} does not apply to a conv with a {kernel} kernel (use {' / '.join(methods)})"
+    return None
+
+
+def layer_of(node: gs.Node) -> OnnxLayer:
+    layer = analyze(node)
+    if layer.skip_reason:  # the driver calls check first; this guards direct callers
+        raise ValueError(f"node {node.name!r}: {layer.skip_reason}")
+    float_dtype(layer.weight_array.dtype, node)
+    return layer
+
+
+def geometry(node: gs.Node) -> dict:
+    return {k: node.attrs[k] for k in GEOMETRY if k in node.attrs}
+
+
+def conv(graph: gs.Graph, name: str, x: gs.Tensor, weight: np.ndarray, out: gs.Tensor | None = None,
+         bias: gs.Tensor | None = None, geom: dict | None = None, group: int = 1) -> gs.Node:
+    """A Conv node ``name`` with weight initializer ``<name>.weight``; a fresh output tensor unless ``out``."""
+    attrs = {"kernel_shape": [int(k) for k in weight.shape[2:]], **(geom or {})}
+    if group != 1:
+        attrs["group"] = int(group)
+    w = new_const(graph, f"{name}.weight", weight)
+    y = out if out is not None else new_var(graph, f"{name}.out")
+    return new_node(graph, "Conv", name, [x, w] + ([bias] if bias is not None else []), [y], attrs)
+
+
+def bias_input(graph: gs.Graph, node: gs.Node, lf: LayerFactors, layer: OnnxLayer) -> gs.Tensor | None:
+    """The bias of the last factor: the factors' own bias if they carry one, else the original bias tensor."""
+    b = bias_vector(node, lf, layer.shape.out_features, layer.weight_array.dtype)
+    if b is not None:
+        return new_const(graph, f"{node.name}.bias", b)
+    return node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
