@@ -47,7 +47,8 @@ def _latency(spec: dict) -> list[dict]:
     from .numerics import make_session
 
     paths = spec["models"]
-    sessions = [make_session(p, spec["provider"], threads=spec.get("threads")) for p in paths]
+    sessions = [make_session(p, spec["provider"], threads=spec.get("threads"), spinning=spec.get("spinning", False))
+                for p in paths]
     feeds = [_feeds(spec, p, s) for p, s in zip(paths, sessions)]
     for s, f in zip(sessions, feeds):
         for _ in range(spec["warmup"]):

@@ -38,6 +38,7 @@ def make_session(
     *,
     threads: int | None = None,
     profile_prefix: str | None = None,
+    spinning: bool = True,
 ):
     """An ``onnxruntime.InferenceSession`` on ``provider`` (cpu | cuda | tensorrt).
 
@@ -45,7 +46,8 @@ def make_session(
     GPU are missing and silently falls back to CPU; this checks the session's
     active providers and raises ``ProviderUnavailable`` instead.
     ``threads`` sets intra-op threads (default: onnxruntime's choice);
-    ``profile_prefix`` turns on onnxruntime's profiler writing there.
+    ``profile_prefix`` turns on onnxruntime's profiler writing there;
+    ``spinning=False`` stops idle intra-op threads from busy-waiting.
     """
     import onnxruntime as ort
 
@@ -62,6 +64,8 @@ def make_session(
             raise ValueError(f"threads must be >= 1, got {threads}")
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
+    if not spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if profile_prefix is not None:
         so.enable_profiling = True
         so.profile_file_prefix = str(profile_prefix)
