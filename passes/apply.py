@@ -3,7 +3,9 @@
 The input model is never modified: the work happens on a copy. Nodes that no
 pass touched are written back as their original protos (attributes, doc
 strings, subgraphs unchanged); model and graph fields (ir_version, opsets,
-metadata, graph inputs / outputs) are kept; value_info is kept for tensors
+metadata, graph inputs / outputs) are kept, except that a removed weight
+that was also listed as a graph input (old exporters' overridable
+initializers) leaves the inputs with it; value_info is kept for tensors
 that still exist; initializers are kept unless a rewrite left them unread
 (initializers that were already unread before stay too).
 """
@@ -129,8 +131,13 @@ def _export(graph: gs.Graph, original: onnx.ModelProto, origin: dict) -> onnx.Mo
     del g.node[:]
     g.node.extend(nodes)
     inits = [t for t in og.initializer if keep(t.name)] + new_inits
+    dropped = {t.name for t in og.initializer} - {t.name for t in inits}
     del g.initializer[:]
     g.initializer.extend(inits)
+    if any(i.name in dropped for i in g.input):  # IR < 4 style: the initializer was also listed as an input
+        kept_inputs = [i for i in og.input if i.name not in dropped]
+        del g.input[:]
+        g.input.extend(kept_inputs)
     sparse = [t for t in og.sparse_initializer if keep(t.values.name)]
     del g.sparse_initializer[:]
     g.sparse_initializer.extend(sparse)

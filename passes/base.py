@@ -17,7 +17,6 @@ import onnx_graphsurgeon as gs
 
 from rene_onnx.plan import LayerFactors
 
-STATUSES = ("factorized", "skipped")
 DEFAULT_DOMAINS = ("", "ai.onnx", None)  # gs reads the default domain as None
 
 
@@ -226,6 +225,16 @@ def bias_vector(node: gs.Node, lf: LayerFactors, out: int, dtype: np.dtype) -> n
     if not np.all(np.isfinite(b)):
         raise ValueError(f"node {node.name!r}: bias holds NaN or Inf")
     return b.reshape(out).astype(dtype)
+
+
+def matrix_factors(node: gs.Node, lf: LayerFactors, out: int, inp: int,
+                   dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``U`` (out, r), ``V`` (r, in) and the bias (or ``None``) of an SVD-factorized matrix layer, checked and cast."""
+    dtype = float_dtype(dtype, node)
+    r = dim(node, lf, "V", 0)
+    check_rank_match(node, lf, (r,))
+    return (factor(node, lf, "U", (out, r), dtype), factor(node, lf, "V", (r, inp), dtype),
+            bias_vector(node, lf, out, dtype))
 
 
 def prod(xs) -> int:

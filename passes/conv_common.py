@@ -31,12 +31,32 @@ def check(graph: gs.Graph, node: gs.Node, lf: LayerFactors) -> str | None:
     return None
 
 
-def layer_of(node: gs.Node) -> OnnxLayer:
+def unpack(node: gs.Node) -> tuple[OnnxLayer, int, int, tuple[int, ...]]:
+    """The layer, Cout, Cin and kernel of a conv node a pass may rewrite (``ValueError`` if none may)."""
     layer = analyze(node)
     if layer.skip_reason:  # the driver calls check first; this guards direct callers
         raise ValueError(f"node {node.name!r}: {layer.skip_reason}")
-    float_dtype(layer.weight_array.dtype, node)
-    return layer
+    w = layer.weight_array
+    float_dtype(w.dtype, node)
+    return layer, int(w.shape[0]), int(w.shape[1]), tuple(int(k) for k in w.shape[2:])
+
+
+def chain(graph: gs.Graph, node: gs.Node, lf: LayerFactors, layer: OnnxLayer,
+          steps: list[tuple[str, np.ndarray, bool, int]]) -> list[gs.Node]:
+    """Convs ``<node>/<suffix>`` in sequence from the node's input to its output tensor.
+
+    ``steps``: ``(suffix, weight, carries_geometry, group)`` per conv; the last
+    one gets the bias (:func:`bias_input`).
+    """
+    bias = bias_input(graph, node, lf, layer)
+    x, nodes = node.inputs[0], []
+    for i, (suffix, weight, geom, group) in enumerate(steps):
+        last = i == len(steps) - 1
+        n = conv(graph, f"{node.name}/{suffix}", x, weight, out=node.outputs[0] if last else None,
+                 bias=bias if last else None, geom=geometry(node) if geom else None, group=group)
+        nodes.append(n)
+        x = n.outputs[0]
+    return nodes
 
 
 def geometry(node: gs.Node) -> dict:

@@ -19,11 +19,8 @@ import onnx_graphsurgeon as gs
 
 from rene_onnx.plan import LayerFactors
 
-from .base import Pass, bias_vector, check_rank_match, dim, factor, float_dtype, new_const, new_node, new_var
+from .base import Pass, matrix_factors, new_const, new_node, new_var
 from .layers import analyze
-
-METHOD = "svd"
-
 
 def check(graph: gs.Graph, node: gs.Node, lf: LayerFactors) -> str | None:
     return analyze(node).skip_reason
@@ -33,17 +30,12 @@ def rewrite(graph: gs.Graph, node: gs.Node, lf: LayerFactors) -> list[gs.Node]:
     layer = analyze(node)
     if layer.skip_reason:
         raise ValueError(f"node {node.name!r}: {layer.skip_reason}")
-    dtype = float_dtype(layer.weight_array.dtype, node)
-    out, inp = layer.shape.out_features, layer.shape.in_features
-    r = dim(node, lf, "V", 0)
-    check_rank_match(node, lf, (r,))
-    u = factor(node, lf, "U", (out, r), dtype)
-    v = factor(node, lf, "V", (r, inp), dtype)
+    out = layer.shape.out_features
+    u, v, b = matrix_factors(node, lf, out, layer.shape.in_features, layer.weight_array.dtype)
     a = node.attrs
     alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
     ta, tb = int(a.get("transA", 0)), int(a.get("transB", 0))
     c = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
-    b = bias_vector(node, lf, out, dtype)
     if b is not None:  # the factors' bias is the effective bias beta * C
         c, beta = new_const(graph, f"{node.name}.bias", b if layer.weight_side == "right" else b.reshape(out, 1)), 1.0
     name1, name2 = f"{node.name}/svd_first", f"{node.name}/svd_last"
@@ -67,4 +59,4 @@ def rewrite(graph: gs.Graph, node: gs.Node, lf: LayerFactors) -> list[gs.Node]:
     return [n1, n2]
 
 
-PASS = Pass("gemm_svd", "Gemm", METHOD, check, rewrite, __doc__)
+PASS = Pass("gemm_svd", "Gemm", "svd", check, rewrite, __doc__)

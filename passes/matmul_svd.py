@@ -17,12 +17,8 @@ import onnx_graphsurgeon as gs
 
 from rene_onnx.plan import LayerFactors
 
-from .base import Pass, bias_vector, check_rank_match, constant_value, dim, factor, float_dtype, new_const, \
-    new_node, new_var, remove_orphans
+from .base import Pass, constant_value, matrix_factors, new_const, new_node, new_var, remove_orphans
 from .layers import analyze, bias_add
-
-METHOD = "svd"
-
 
 def check(graph: gs.Graph, node: gs.Node, lf: LayerFactors) -> str | None:
     layer = analyze(node)
@@ -34,17 +30,12 @@ def check(graph: gs.Graph, node: gs.Node, lf: LayerFactors) -> str | None:
 
 
 def rewrite(graph: gs.Graph, node: gs.Node, lf: LayerFactors) -> list[gs.Node]:
-    layer = analyze(node)
     reason = check(graph, node, lf)
     if reason:
         raise ValueError(f"node {node.name!r}: {reason}")
-    dtype = float_dtype(layer.weight_array.dtype, node)
-    out, inp = layer.shape.out_features, layer.shape.in_features
-    r = dim(node, lf, "V", 0)
-    check_rank_match(node, lf, (r,))
-    u = factor(node, lf, "U", (out, r), dtype)
-    v = factor(node, lf, "V", (r, inp), dtype)
-    b = bias_vector(node, lf, out, dtype)
+    layer = analyze(node)
+    shape = layer.shape
+    u, v, b = matrix_factors(node, lf, shape.out_features, shape.in_features, layer.weight_array.dtype)
     badd = bias_add(node, layer) if b is not None else None
     name1, name2 = f"{node.name}/svd_first", f"{node.name}/svd_last"
     h = new_var(graph, f"{name1}.out")
@@ -66,4 +57,4 @@ def rewrite(graph: gs.Graph, node: gs.Node, lf: LayerFactors) -> list[gs.Node]:
     return [n1, n2]
 
 
-PASS = Pass("matmul_svd", "MatMul", METHOD, check, rewrite, __doc__)
+PASS = Pass("matmul_svd", "MatMul", "svd", check, rewrite, __doc__)

@@ -455,6 +455,16 @@ def test_constant_node_weight_and_orphan_removed(via_identity):
     assert rel_err(run(out, {"x": x})[0], run(m, {"x": x})[0]) <= 1e-4
 
 
+def test_initializer_listed_as_graph_input_leaves_with_the_weight():
+    w, b, x, attrs = conv_setup("sym_pads")
+    m = conv_model(w, b, x.shape, **attrs)
+    m.graph.input.append(vi("w", list(w.shape)))  # old exporters listed initializers as inputs
+    out, _ = passes.apply_factors(m, {"conv": lf_of("svd", full_factors("svd", w))})
+    onnx.checker.check_model(out, full_check=True)
+    assert [i.name for i in out.graph.input] == ["x"]
+    assert rel_err(run(out, {"x": x})[0], run(m, {"x": x})[0]) <= 1e-4
+
+
 def chain_model():
     """conv1 -> Relu -> conv2 -> Reshape -> Gemm (fc), with metadata, value_info, an unused initializer."""
     g = rng(12)
