@@ -165,11 +165,11 @@ def test_layer_shapes_and_count_of_a_small_cnn():
     x = torch.randn(2, 3, 16, 16)
     shapes = layer_shapes(model, x)
     assert list(shapes) == ["stem", "body.0", "body.2", "body.4", "seq", "fc"]
-    assert shapes["stem"] == LayerShape_(8, 3, (3, 3), 1, True, 256, 256)
-    assert shapes["body.0"] == LayerShape_(16, 8, (3, 3), 1, False, 256, 64)
+    assert shapes["stem"] == R.LayerShape(8, 3, (3, 3), 1, True, 256, 256)
+    assert shapes["body.0"] == R.LayerShape(16, 8, (3, 3), 1, False, 256, 64)
     assert shapes["body.2"].groups == 4
-    assert shapes["seq"] == LayerShape_(12, 24, (3,), 1, True, 64, 64)
-    assert shapes["fc"] == LayerShape_(5, 12, (), 1, True, 64, 64)
+    assert shapes["seq"] == R.LayerShape(12, 24, (3,), 1, True, 64, 64)
+    assert shapes["fc"] == R.LayerShape(5, 12, (), 1, True, 64, 64)
     params, macs = count(model, x)
     assert params == sum(p.numel() for p in model.parameters())
     by_hand = (8 * 3 * 9 * 256 + 16 * 8 * 9 * 64 + 16 * 4 * 9 * 64 + 24 * 16 * 64 + 12 * 24 * 3 * 64 + 5 * 12 * 64)
@@ -179,10 +179,6 @@ def test_layer_shapes_and_count_of_a_small_cnn():
     before = model.bn.running_mean.clone()
     count(model, x)
     assert model.training and torch.equal(model.bn.running_mean, before)
-
-
-def LayerShape_(*a):
-    return R.LayerShape(*a)
 
 
 def test_factorize_count_collect_and_rebuild():

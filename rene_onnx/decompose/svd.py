@@ -10,15 +10,21 @@ from __future__ import annotations
 import numpy as np
 
 
+def check_weight(w: np.ndarray, ndims: tuple[int, ...], what: str) -> np.ndarray:
+    """``w`` as an array, checked: ``ndims`` dimensions, non-empty, floating point (else ValueError)."""
+    w = np.asarray(w)
+    if w.ndim not in ndims:
+        layout = "a 2-D weight (out, in)" if ndims == (2,) else "a conv weight (Cout, Cin, k) or (Cout, Cin, kh, kw)"
+        raise ValueError(f"{what} needs {layout}, got shape {w.shape}")
+    if w.size == 0:
+        raise ValueError(f"{what} needs a non-empty weight, got shape {w.shape}")
+    if not np.issubdtype(w.dtype, np.floating):
+        raise ValueError(f"{what} needs a floating-point weight, got dtype {w.dtype}")
+    return w
+
+
 def _as_matrix(w2d: np.ndarray) -> np.ndarray:
-    w2d = np.asarray(w2d)
-    if w2d.ndim != 2:
-        raise ValueError(f"SVD needs a 2-D weight, got shape {w2d.shape}")
-    if w2d.size == 0:
-        raise ValueError(f"SVD needs a non-empty weight, got shape {w2d.shape}")
-    if not np.issubdtype(w2d.dtype, np.floating):
-        raise ValueError(f"SVD needs a floating-point weight, got dtype {w2d.dtype}")
-    return w2d
+    return check_weight(w2d, (2,), "SVD")
 
 
 def _check_rank(rank: int, cap: int) -> int:

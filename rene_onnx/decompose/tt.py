@@ -20,16 +20,11 @@ import math
 
 import numpy as np
 
+from .svd import check_weight
+
 
 def _as_conv_weight(w: np.ndarray) -> np.ndarray:
-    w = np.asarray(w)
-    if w.ndim not in (3, 4):
-        raise ValueError(f"TT needs a conv weight (Cout, Cin, k) or (Cout, Cin, kh, kw), got shape {w.shape}")
-    if w.size == 0:
-        raise ValueError(f"TT needs a non-empty weight, got shape {w.shape}")
-    if not np.issubdtype(w.dtype, np.floating):
-        raise ValueError(f"TT needs a floating-point weight, got dtype {w.dtype}")
-    return w
+    return check_weight(w, (3, 4), "TT")
 
 
 def _split_ranks(ranks, r2=None) -> tuple[int, int]:

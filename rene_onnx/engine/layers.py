@@ -154,8 +154,40 @@ class LowRankConv(FactorizedModule):
         return {"first": _np(self.first.weight), "core": _np(self.core.weight), "last": _np(self.last.weight)}
 
 
-class SVDConv(FactorizedModule):
+class _SVDModule(FactorizedModule):
+    """Shared SVD behaviour: ``first`` holds V (r, in[, k..]), ``last`` holds U (out, r[, 1..]) and the bias."""
+
+    _kinds: tuple[type, ...] = ()
+
+    @classmethod
+    def from_arrays(cls, template: nn.Module, method: str, arrays: dict) -> "_SVDModule":
+        if method != "svd":
+            raise ValueError(f"{cls.__name__} takes method 'svd', got {method!r}")
+        _check_template(template, cls._kinds, f"{cls.__name__}.from_arrays")
+        _check_keys("svd", arrays)
+        r = _svd_rank(template.weight.shape, arrays)
+        bias = _bias_of(template, arrays)
+        m = cls(template, r, bias is not None)
+        _load(m, {"first": arrays["V"], "last": arrays["U"]}, bias)
+        return m
+
+    def reconstruct_weight(self) -> torch.Tensor:
+        r = self.ranks[0]
+        w = self.last.weight.reshape(self.weight_shape[0], r) @ self.first.weight.reshape(r, -1)
+        return w.reshape(self.weight_shape)
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        r = self.ranks[0]
+        return {
+            "U": _np(self.last.weight).reshape(self.weight_shape[0], r),
+            "V": _np(self.first.weight).reshape(r, -1),
+        }
+
+
+class SVDConv(_SVDModule):
     """SVD conv: k x k conv Cin->r carrying stride/padding/dilation -> 1x1 conv r->Cout with the bias."""
+
+    _kinds = _CONVS
 
     def __init__(self, template: nn.Conv1d | nn.Conv2d, rank: int, bias: bool):
         super().__init__()
@@ -178,33 +210,11 @@ class SVDConv(FactorizedModule):
         _check_template(conv, _CONVS, "SVDConv.from_conv")
         return cls.from_arrays(conv, "svd", decompose("svd", _np(conv.weight), ranks))
 
-    @classmethod
-    def from_arrays(cls, template: nn.Conv1d | nn.Conv2d, method: str, arrays: dict) -> "SVDConv":
-        if method != "svd":
-            raise ValueError(f"SVDConv takes method 'svd', got {method!r}")
-        _check_template(template, _CONVS, "SVDConv.from_arrays")
-        _check_keys("svd", arrays)
-        r = _svd_rank(template.weight.shape, arrays)
-        bias = _bias_of(template, arrays)
-        m = cls(template, r, bias is not None)
-        _load(m, {"first": arrays["V"], "last": arrays["U"]}, bias)
-        return m
 
-    def reconstruct_weight(self) -> torch.Tensor:
-        r = self.ranks[0]
-        w = self.last.weight.reshape(self.weight_shape[0], r) @ self.first.weight.reshape(r, -1)
-        return w.reshape(self.weight_shape)
-
-    def _arrays(self) -> dict[str, np.ndarray]:
-        r = self.ranks[0]
-        return {
-            "U": _np(self.last.weight).reshape(self.weight_shape[0], r),
-            "V": _np(self.first.weight).reshape(r, -1),
-        }
-
-
-class SVDLinear(FactorizedModule):
+class SVDLinear(_SVDModule):
     """SVD linear: Linear(in, r, bias=False) -> Linear(r, out) with the bias."""
+
+    _kinds = (nn.Linear,)
 
     def __init__(self, template: nn.Linear, rank: int, bias: bool):
         super().__init__()
@@ -218,24 +228,6 @@ class SVDLinear(FactorizedModule):
     def from_linear(cls, linear: nn.Linear, rank) -> "SVDLinear":
         _check_template(linear, (nn.Linear,), "SVDLinear.from_linear")
         return cls.from_arrays(linear, "svd", decompose("svd", _np(linear.weight), rank))
-
-    @classmethod
-    def from_arrays(cls, template: nn.Linear, method: str, arrays: dict) -> "SVDLinear":
-        if method != "svd":
-            raise ValueError(f"SVDLinear takes method 'svd', got {method!r}")
-        _check_template(template, (nn.Linear,), "SVDLinear.from_arrays")
-        _check_keys("svd", arrays)
-        r = _svd_rank(template.weight.shape, arrays)
-        bias = _bias_of(template, arrays)
-        m = cls(template, r, bias is not None)
-        _load(m, {"first": arrays["V"], "last": arrays["U"]}, bias)
-        return m
-
-    def reconstruct_weight(self) -> torch.Tensor:
-        return self.last.weight @ self.first.weight
-
-    def _arrays(self) -> dict[str, np.ndarray]:
-        return {"U": _np(self.last.weight), "V": _np(self.first.weight)}
 
 
 def _check_keys(method: str, arrays: dict) -> None:
