@@ -1,0 +1,676 @@
+"""Fine-tune a factorized network with distillation from the original (RENE Eq. 10-11).
+
+The loss is::
+
+    L_f = L_ce + lambda_diss * L_diss + logit_kd * L_kd
+    L_diss = L_weight + L_output
+    L_weight = mean_i  d(W_i, What_i)            W_i: the teacher's (original) layer weight,
+                                                 What_i: the student's ``reconstruct_weight()``
+    L_output = mean_i  d(O_i(x), D_i(x))         O_i / D_i: outputs of layer i in teacher / student
+    L_kd = T^2 * KL(softmax(z_t / T) || softmax(z_s / T))
+
+``i`` runs over the factorized layers of the student (modules that have a
+``reconstruct_weight()`` method); the teacher's module of the same name is the
+original layer. ``d`` is chosen by ``FinetuneConfig.diss_norm``:
+
+- ``"relative"`` (default): ``||A - B||_F^2 / ||A||_F^2`` per layer (A the
+  teacher's weight / output over the batch), averaged over layers. Scale free:
+  every layer counts the same whatever its size or activation range, and
+  adding layers does not change the scale that ``lambda_diss`` multiplies (a
+  term near 1 means the layer is as wrong as predicting zeros).
+- ``"mse"``: mean squared error per element, averaged over layers. Its output
+  term follows the activations' scale (19.5 vs a cross-entropy of 2 on the
+  damaged digits CNN of the tests), which can swamp ``L_ce`` at lambda = 0.5.
+- ``"sum"``: the paper's literal sums of squared Frobenius norms (over layers and
+  over the samples of the batch); its scale depends on the model.
+
+Batches without labels (a bare tensor, a 1-tuple, or ``use_labels=False``)
+drop ``L_ce``: the student then distills the teacher's logits (``L_kd`` with
+weight ``logit_kd``, or 1.0 when ``logit_kd`` is 0) and layer outputs.
+
+With ``WORLD_SIZE > 1`` in the environment (``torch.distributed.run``) the
+process group is initialized (gloo on CPU, nccl on GPU), the student is wrapped
+in ``DistributedDataParallel``, the loaders are sharded, and metrics are reduced
+over ranks; see :mod:`rene_onnx.engine.distributed` for the command-line entry.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import distributed as dist_utils
+
+#: progress(epoch, step, total, info): epoch is 1-based, step the global optimizer step (1-based),
+#: total the planned number of steps (None when the loader has no length); info holds the loss terms
+#: (phase "train") or the validation accuracy (phase "val"). Called on rank 0 only.
+ProgressFn = Callable[[int, int, "int | None", dict], None]
+
+_DISS_NORMS = ("mse", "relative", "sum")
+_OPTIMIZERS = ("sgd", "adam", "adamw")
+_SCHEDULES = ("cosine", "constant")
+_SELECT_ON = ("calib", "last")
+
+
+@dataclass
+class FinetuneConfig:
+    """Settings of :func:`finetune`.
+
+    ``select_on="calib"`` keeps the epoch with the best accuracy on
+    ``val_loader`` (a validation / calibration split, never the test split; an
+    unlabeled ``val_loader`` scores agreement with the teacher's top-1);
+    ``"last"`` keeps the last epoch. Without a ``val_loader`` the last epoch is kept.
+    ``batch_size`` is used when ``train_loader`` is a ``Dataset`` (and by the DDP
+    entry); it is per process under DDP.
+    """
+
+    epochs: int = 10
+    lr: float = 0.01
+    optimizer: str = "sgd"  # "sgd" (momentum, Nesterov) | "adam" | "adamw"
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    batch_size: int = 128
+    schedule: str = "cosine"  # over the planned steps | "constant"
+    lambda_diss: float = 0.5
+    weight_term: bool = True  # include sum_i ||W_i - What_i||^2
+    output_term: bool = True  # include sum_i ||O_i(x) - D_i(x)||^2
+    diss_norm: str = "relative"  # "relative" | "mse" | "sum" (see the module docstring)
+    logit_kd: float = 0.0  # weight of the logit distillation term (1.0 is used on unlabeled batches when 0)
+    temperature: float = 1.0  # T of L_kd; T=4 with lr 0.02 diverged on unlabeled digits (T^2 scaling)
+    distill_layers: tuple[str, ...] | None = None  # None: every factorized layer of the student
+    use_labels: bool = True  # False: treat every batch as unlabeled (data-free distillation)
+    max_steps: int | None = None  # cap on optimizer steps over all epochs
+    grad_clip: float | None = None  # max global grad norm
+    seed: int = 0
+    device: str | None = None  # None: "cuda" if available else "cpu" (under DDP: cuda:LOCAL_RANK)
+    select_on: str = "calib"  # "calib" | "last"
+    eval_initial: bool = True  # score the student before training (it can win the selection)
+    log_every: int = 10  # progress callback every this many steps
+    find_unused_parameters: bool = False  # passed to DistributedDataParallel
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.optimizer not in _OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in _SCHEDULES:
+            raise ValueError(f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}")
+        if self.diss_norm not in _DISS_NORMS:
+            raise ValueError(f"diss_norm must be one of {_DISS_NORMS}, got {self.diss_norm!r}")
+        if self.select_on not in _SELECT_ON:
+            raise ValueError(f"select_on must be one of {_SELECT_ON}, got {self.select_on!r}")
+        if self.lambda_diss < 0 or self.logit_kd < 0 or self.weight_decay < 0:
+            raise ValueError("lambda_diss, logit_kd and weight_decay must be >= 0")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+        if self.distill_layers is not None:
+            self.distill_layers = tuple(self.distill_layers)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if d["distill_layers"] is not None:
+            d["distill_layers"] = list(d["distill_layers"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FinetuneConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown FinetuneConfig field(s): {unknown}")
+        return cls(**d)
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` did. Accuracies are fractions in [0, 1].
+
+    ``best_val_top1`` is the selected checkpoint's validation accuracy (None
+    without a ``val_loader``); ``best_epoch`` is 0 when the un-tuned student won.
+    ``history`` has one dict per epoch: ``epoch, steps, loss, ce, kd, diss,
+    diss_weight, diss_output, labeled, lr, val_top1, seconds``.
+    """
+
+    best_val_top1: float | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    epochs_run: int = 0
+    best_epoch: int = 0
+    initial_val_top1: float | None = None
+    steps: int = 0
+    selected_on: str = "last"  # "calib" (val_loader) or "last"
+    layers: list[str] = field(default_factory=list)  # the distilled layers
+    world_size: int = 1
+    stopped: str = ""  # why training stopped early (e.g. a non-finite loss), "" otherwise
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- batches / evaluation
+
+
+def split_batch(batch: Any, use_labels: bool = True) -> tuple[Any, torch.Tensor | None]:
+    """``(inputs, labels or None)`` from a batch: a tensor, an ``(x,)`` / ``(x, y, ...)`` sequence or a dict."""
+    if isinstance(batch, torch.Tensor):
+        x, y = batch, None
+    elif isinstance(batch, (tuple, list)):
+        if not batch:
+            raise ValueError("empty batch")
+        x = batch[0]
+        y = batch[1] if len(batch) > 1 else None
+    elif isinstance(batch, dict):
+        x = next((batch[k] for k in ("x", "input", "inputs", "image", "pixel_values") if k in batch), None)
+        if x is None:
+            raise ValueError(f"dict batch needs an 'x' / 'input' key, got keys {sorted(batch)}")
+        y = next((batch[k] for k in ("y", "label", "labels", "target") if k in batch), None)
+    else:
+        raise ValueError(f"unsupported batch type {type(batch).__name__} (expected tensor, tuple/list or dict)")
+    if not use_labels:
+        y = None
+    return x, y
+
+
+def _to(x: Any, device: torch.device) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.to(device, non_blocking=True)
+    if isinstance(x, (tuple, list)):
+        return type(x)(_to(v, device) for v in x)
+    if isinstance(x, dict):
+        return {k: _to(v, device) for k, v in x.items()}
+    return x
+
+
+def _logits(out: Any) -> torch.Tensor:
+    """The logits of a model output (a tensor, the first element of a tuple, or ``.logits``)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    if hasattr(out, "logits"):
+        return out.logits
+    raise ValueError(f"cannot find logits in a model output of type {type(out).__name__}")
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def evaluate_counts(
+    model: nn.Module,
+    loader: Iterable,
+    device: torch.device | str | None = None,
+    teacher: nn.Module | None = None,
+    max_batches: int | None = None,
+) -> tuple[int, int]:
+    """``(correct, total)`` top-1 counts of ``model`` on ``loader`` (see :func:`evaluate`)."""
+    device = torch.device(device) if device is not None else _model_device(model)
+    was_training = model.training
+    model.eval()
+    t_training = teacher.training if teacher is not None else False
+    if teacher is not None:
+        teacher.eval()
+    correct = total = 0
+    try:
+        for i, batch in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            x, y = split_batch(batch)
+            x = _to(x, device)
+            pred = _logits(model(x)).argmax(dim=-1)
+            if y is None:
+                if teacher is None:
+                    raise ValueError("evaluate: the batch has no labels; pass a teacher to score agreement with it")
+                y = _logits(teacher(x)).argmax(dim=-1)
+            y = y.to(pred.device)
+            if y.shape != pred.shape:
+                raise ValueError(f"evaluate: labels of shape {tuple(y.shape)} do not match predictions {tuple(pred.shape)}")
+            correct += int((pred == y).sum())
+            total += int(y.numel())
+    finally:
+        model.train(was_training)
+        if teacher is not None:
+            teacher.train(t_training)
+    return correct, total
+
+
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    device: torch.device | str | None = None,
+    teacher: nn.Module | None = None,
+    max_batches: int | None = None,
+) -> float:
+    """Top-1 accuracy (a fraction in [0, 1]) of ``model`` on ``loader``.
+
+    Labeled batches are scored against their labels; unlabeled ones against the
+    ``teacher``'s top-1 (agreement), which must then be given. The model's
+    train/eval mode is restored afterwards. Returns 0.0 for an empty loader.
+    """
+    correct, total = evaluate_counts(model, loader, device, teacher, max_batches)
+    return correct / total if total else 0.0
+
+
+# --------------------------------------------------------------------------- distillation
+
+
+def factorized_layers(model: nn.Module) -> list[str]:
+    """Names of the modules of ``model`` that have a ``reconstruct_weight()`` (the factorized layers)."""
+    return [n for n, m in model.named_modules() if n and callable(getattr(m, "reconstruct_weight", None))]
+
+
+def _sq(a: torch.Tensor, b: torch.Tensor, norm: str) -> torch.Tensor:
+    diff = (a - b).float()
+    if norm == "mse":
+        return diff.pow(2).mean()
+    if norm == "relative":
+        return diff.pow(2).sum() / a.float().pow(2).sum().clamp_min(1e-12)
+    return diff.pow(2).sum()
+
+
+class Distiller:
+    """The distillation terms between a student and its frozen teacher.
+
+    Registers forward hooks on the matching layers of both models (by module
+    name: a factorized module replaces the original at the same name) and
+    computes ``L_weight`` (from the student's ``reconstruct_weight()``) and
+    ``L_output`` (from the last forward pass). Use as a context manager or call
+    :meth:`close` to remove the hooks.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        layers: Iterable[str] | None = None,
+        norm: str = "relative",
+        weight_term: bool = True,
+        output_term: bool = True,
+    ) -> None:
+        if norm not in _DISS_NORMS:
+            raise ValueError(f"norm must be one of {_DISS_NORMS}, got {norm!r}")
+        s_mods = dict(student.named_modules())
+        t_mods = dict(teacher.named_modules())
+        names = list(layers) if layers is not None else factorized_layers(student)
+        for n in names:
+            if n not in s_mods:
+                raise ValueError(f"distilled layer {n!r} is not a module of the student")
+            if n not in t_mods:
+                raise ValueError(f"distilled layer {n!r} has no module of the same name in the teacher")
+        self.layers = names
+        self.norm = norm
+        self.weight_term = weight_term
+        self.output_term = output_term
+        self._student = {n: s_mods[n] for n in names}
+        self._teacher = {n: t_mods[n] for n in names}
+        self._weighted = []  # layers whose weight term applies: student reconstructs, teacher has .weight
+        for n in names:
+            sm, tm = self._student[n], self._teacher[n]
+            if callable(getattr(sm, "reconstruct_weight", None)) and isinstance(getattr(tm, "weight", None), torch.Tensor):
+                self._weighted.append(n)
+        self.s_out: dict[str, torch.Tensor] = {}
+        self.t_out: dict[str, torch.Tensor] = {}
+        self._hooks = []
+        if output_term:
+            for n in names:
+                self._hooks.append(self._student[n].register_forward_hook(self._hook(self.s_out, n)))
+                self._hooks.append(self._teacher[n].register_forward_hook(self._hook(self.t_out, n)))
+
+    @staticmethod
+    def _hook(store: dict, name: str):
+        def hook(module, inputs, output):
+            if isinstance(output, torch.Tensor):
+                store[name] = output
+
+        return hook
+
+    def clear(self) -> None:
+        self.s_out.clear()
+        self.t_out.clear()
+
+    def close(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+        self.clear()
+
+    def __enter__(self) -> "Distiller":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def weight_loss(self) -> torch.Tensor | None:
+        """``mean_i d(W_i, What_i)`` (or the sum for ``norm="sum"``); None if no layer applies."""
+        if not self.weight_term or not self._weighted:
+            return None
+        terms = []
+        for n in self._weighted:
+            w_hat = self._student[n].reconstruct_weight()
+            w = self._teacher[n].weight.detach()
+            if w_hat.shape != w.shape:
+                raise ValueError(
+                    f"layer {n!r}: reconstructed weight {tuple(w_hat.shape)} does not match the teacher's {tuple(w.shape)}"
+                )
+            terms.append(_sq(w, w_hat, self.norm))
+        return self._reduce(terms)
+
+    def output_loss(self) -> torch.Tensor | None:
+        """``mean_i d(O_i(x), D_i(x))`` over the layers seen in the last forward of both models."""
+        if not self.output_term:
+            return None
+        terms = []
+        for n in self.layers:
+            if n in self.s_out and n in self.t_out:
+                o, d = self.t_out[n].detach(), self.s_out[n]
+                if o.shape != d.shape:
+                    raise ValueError(f"layer {n!r}: student output {tuple(d.shape)} does not match the teacher's {tuple(o.shape)}")
+                terms.append(_sq(o, d, self.norm))
+        return self._reduce(terms) if terms else None
+
+    def _reduce(self, terms: list[torch.Tensor]) -> torch.Tensor:
+        total = torch.stack(terms).sum()
+        return total if self.norm == "sum" else total / len(terms)
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 * KL(softmax(t/T) || softmax(s/T))``, averaged over the batch."""
+    t = temperature
+    log_p = F.log_softmax(student_logits.float() / t, dim=-1)
+    log_q = F.log_softmax(teacher_logits.detach().float() / t, dim=-1)
+    return F.kl_div(log_p, log_q, reduction="batchmean", log_target=True) * (t * t)
+
+
+@torch.no_grad()
+def distillation_terms(
+    student: nn.Module,
+    teacher: nn.Module,
+    loader: Iterable,
+    config: FinetuneConfig | None = None,
+    max_batches: int | None = None,
+) -> dict[str, float]:
+    """Average ``weight``, ``output`` and ``kd`` terms over ``loader`` (both models in eval mode, no update)."""
+    cfg = config or FinetuneConfig()
+    device = _model_device(student)
+    modes = (student.training, teacher.training)
+    student.eval()
+    teacher.eval()
+    sums = {"weight": 0.0, "output": 0.0, "kd": 0.0}
+    n = 0
+    try:
+        with Distiller(student, teacher, cfg.distill_layers, cfg.diss_norm, cfg.weight_term, cfg.output_term) as d:
+            w = d.weight_loss()
+            for i, batch in enumerate(loader):
+                if max_batches is not None and i >= max_batches:
+                    break
+                x, _ = split_batch(batch)
+                x = _to(x, device)
+                d.clear()
+                zt = _logits(teacher(x))
+                zs = _logits(student(x))
+                o = d.output_loss()
+                sums["output"] += float(o) if o is not None else 0.0
+                sums["kd"] += float(kd_loss(zs, zt, cfg.temperature))
+                n += 1
+    finally:
+        student.train(modes[0])
+        teacher.train(modes[1])
+    out = {k: v / max(n, 1) for k, v in sums.items()}
+    out["weight"] = float(w) if w is not None else 0.0
+    return out
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _make_loader(data: Any, cfg: FinetuneConfig, shuffle: bool) -> Iterable:
+    """A ``Dataset`` becomes a ``DataLoader`` with ``cfg.batch_size``; loaders / iterables pass through."""
+    if isinstance(data, torch.utils.data.DataLoader) or data is None:
+        return data
+    if isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
+        g = torch.Generator().manual_seed(cfg.seed)
+        return torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=shuffle, generator=g)
+    if not hasattr(data, "__iter__"):
+        raise ValueError(f"expected a DataLoader, Dataset or iterable of batches, got {type(data).__name__}")
+    return data
+
+
+def _resolve_device(cfg: FinetuneConfig, info: dist_utils.DistInfo) -> torch.device:
+    if info.world_size > 1 and info.device is not None:
+        return info.device
+    if cfg.device is not None:
+        return torch.device(cfg.device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _make_optimizer(params: list[nn.Parameter], cfg: FinetuneConfig) -> torch.optim.Optimizer:
+    if not params:
+        raise ValueError("the student has no trainable parameters")
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay
+        )
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _len_or_none(loader: Iterable) -> int | None:
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def finetune(
+    student: nn.Module,
+    teacher: nn.Module,
+    train_loader: Any,
+    val_loader: Any = None,
+    config: FinetuneConfig | None = None,
+    progress: ProgressFn | None = None,
+) -> FinetuneResult:
+    """Fine-tune ``student`` (in place) with ``L_ce + lambda * L_diss`` against the frozen ``teacher``.
+
+    ``train_loader`` / ``val_loader``: DataLoaders, Datasets or iterables of
+    batches (``(x, y)``, ``(x,)``, a tensor, or a dict). ``val_loader`` must be
+    a validation / calibration split, never the test split: the best epoch on
+    it is loaded into the student at the end (``config.select_on``). Both
+    models are moved to ``config.device``; the teacher is put in eval mode and
+    never updated (its mode is restored at the end). Under ``torch.distributed.run``
+    with ``WORLD_SIZE > 1`` it runs data-parallel (see the module docstring);
+    every rank returns the same result and holds the same final weights.
+    """
+    cfg = config or FinetuneConfig()
+    if not isinstance(student, nn.Module) or not isinstance(teacher, nn.Module):
+        raise ValueError("student and teacher must be torch.nn.Module instances")
+    if student is teacher:
+        raise ValueError("student and teacher must be different modules (deep-copy the original to get a teacher)")
+    t0 = time.perf_counter()
+    info = dist_utils.init_distributed(cfg.device)
+    device = _resolve_device(cfg, info)
+    torch.manual_seed(cfg.seed)
+
+    train = _make_loader(train_loader, cfg, shuffle=True)
+    val = _make_loader(val_loader, cfg, shuffle=False)
+    if train is None:
+        raise ValueError("finetune needs a train_loader")
+    if info.world_size > 1:
+        train = dist_utils.shard_loader(train, info, shuffle=True, seed=cfg.seed)
+        val = dist_utils.shard_loader(val, info, shuffle=False, seed=cfg.seed, pad=False) if val is not None else None
+
+    student.to(device)
+    teacher.to(device)
+    teacher_mode = teacher.training
+    teacher.eval()
+
+    distiller = Distiller(student, teacher, cfg.distill_layers, cfg.diss_norm, cfg.weight_term, cfg.output_term)
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = _make_optimizer(params, cfg)
+    model: nn.Module = student
+    if info.world_size > 1:
+        model = dist_utils.wrap_ddp(student, info, find_unused_parameters=cfg.find_unused_parameters)
+
+    per_epoch = _len_or_none(train)
+    planned = per_epoch * cfg.epochs if per_epoch is not None else None
+    if cfg.max_steps is not None:
+        planned = min(planned, cfg.max_steps) if planned is not None else cfg.max_steps
+    sched = None
+    if cfg.schedule == "cosine" and planned:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, planned) / planned)))
+
+    def validate() -> float | None:
+        if val is None:
+            return None
+        dist_utils.sync_buffers(student, info)
+        c, n = evaluate_counts(student, val, device, teacher=teacher)
+        c, n = dist_utils.all_reduce_sum([c, n], info, device)
+        return c / n if n else 0.0
+
+    result = FinetuneResult(best_val_top1=None, layers=list(distiller.layers), world_size=info.world_size)
+    use_val = cfg.select_on == "calib" and val is not None
+    result.selected_on = "calib" if use_val else "last"
+    best_state = _snapshot(student)  # the un-tuned student: kept if nothing better (or training diverges)
+    best = -1.0
+    if use_val and cfg.eval_initial:
+        result.initial_val_top1 = validate()
+        best = result.initial_val_top1
+        result.best_val_top1 = best
+        if progress is not None and info.rank == 0:
+            progress(0, 0, planned, {"phase": "val", "val_top1": best})
+
+    step = 0
+    student.train()
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            if cfg.max_steps is not None and step >= cfg.max_steps:
+                break
+            te = time.perf_counter()
+            dist_utils.set_epoch(train, epoch)
+            sums = torch.zeros(6, device=device, dtype=torch.float64)  # loss, ce, kd, w, o, labeled-batches
+            nb = 0
+            for batch in train:
+                if cfg.max_steps is not None and step >= cfg.max_steps:
+                    break
+                x, y = split_batch(batch, cfg.use_labels)
+                x = _to(x, device)
+                distiller.clear()
+                with torch.no_grad():
+                    zt = _logits(teacher(x))
+                zs = _logits(model(x))
+                loss, terms = _loss(zs, zt, y, distiller, cfg, device)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                step += 1
+                nb += 1
+                sums += terms
+                if progress is not None and info.rank == 0 and (step % cfg.log_every == 0 or step == planned):
+                    t = terms.tolist()
+                    progress(epoch, step, planned, {"phase": "train", "loss": t[0], "ce": t[1], "kd": t[2],
+                                                    "diss_weight": t[3], "diss_output": t[4], "lr": opt.param_groups[0]["lr"]})
+            distiller.clear()
+            totals = dist_utils.all_reduce_sum(sums.tolist() + [nb], info, device)
+            nb_all = max(int(totals[6]), 1)
+            rec: dict[str, Any] = {
+                "epoch": epoch,
+                "steps": step,
+                "loss": totals[0] / nb_all,
+                "ce": totals[1] / nb_all,
+                "kd": totals[2] / nb_all,
+                "diss_weight": totals[3] / nb_all,
+                "diss_output": totals[4] / nb_all,
+                "labeled": totals[5] / nb_all,
+                "lr": opt.param_groups[0]["lr"],
+            }
+            rec["diss"] = rec["diss_weight"] + rec["diss_output"]
+            finite = math.isfinite(rec["loss"])  # the same on every rank (reduced)
+            rec["val_top1"] = validate() if finite else None
+            rec["seconds"] = time.perf_counter() - te
+            result.history.append(rec)
+            result.epochs_run = epoch
+            if not finite:
+                result.stopped = f"non-finite loss in epoch {epoch} (lower the lr?); kept epoch {result.best_epoch}"
+                break
+            if progress is not None and info.rank == 0 and rec["val_top1"] is not None:
+                progress(epoch, step, planned, {"phase": "val", "val_top1": rec["val_top1"]})
+            if not use_val or rec["val_top1"] > best:
+                best = rec["val_top1"] if use_val else best
+                best_state = _snapshot(student)
+                result.best_epoch = epoch
+                result.best_val_top1 = rec["val_top1"]
+            if nb == 0:
+                break
+    finally:
+        distiller.close()
+        teacher.train(teacher_mode)
+
+    student.load_state_dict(best_state)
+    dist_utils.sync_buffers(student, info)
+    student.train()
+    result.steps = step
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _loss(
+    zs: torch.Tensor,
+    zt: torch.Tensor,
+    y: torch.Tensor | None,
+    distiller: Distiller,
+    cfg: FinetuneConfig,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step's loss and the detached terms ``[loss, ce, kd, w, o, labeled]`` (float64)."""
+    zero = zs.new_zeros((), dtype=torch.float32)
+    labeled = y is not None
+    ce = F.cross_entropy(zs.float(), y.to(device)) if labeled else zero
+    kd_w = cfg.logit_kd if (labeled or cfg.logit_kd > 0) else 1.0
+    kd = kd_loss(zs, zt, cfg.temperature) if kd_w > 0 else zero
+    w = distiller.weight_loss() if cfg.lambda_diss > 0 else None
+    o = distiller.output_loss() if cfg.lambda_diss > 0 else None
+    w = w if w is not None else zero
+    o = o if o is not None else zero
+    loss = ce + kd_w * kd + cfg.lambda_diss * (w + o)
+    terms = torch.stack([loss.detach(), ce.detach(), kd.detach(), w.detach(), o.detach(), zero + float(labeled)])
+    return loss, terms.to(torch.float64)
+
+
+__all__ = [
+    "FinetuneConfig",
+    "FinetuneResult",
+    "Distiller",
+    "distillation_terms",
+    "evaluate",
+    "evaluate_counts",
+    "factorized_layers",
+    "finetune",
+    "kd_loss",
+    "split_batch",
+]
