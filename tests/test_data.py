@@ -213,6 +213,12 @@ def test_imagefolder_train_val_grey(tmp_path):
     _assert_disjoint(d)
     x, y = _raw(d.test)
     np.testing.assert_allclose(x[:, 0, 0, 0] * 255, 40 * (y + 1), atol=0.5)
+    import shutil
+
+    shutil.move(str(tmp_path / "val"), str(tmp_path.parent / f"{tmp_path.name}_val"))
+    only_train = load_dataset(tmp_path)  # train/ without val/: a fixed held-out part of train/
+    assert only_train.classes == ("cat", "dog", "emu") and only_train.sizes() == {"train": 11, "calib": 3, "test": 4}
+    shutil.move(str(tmp_path.parent / f"{tmp_path.name}_val"), str(tmp_path / "val"))
     (tmp_path / "val" / "zebra").mkdir()
     with pytest.raises(ValueError, match="zebra"):
         load_dataset(tmp_path)

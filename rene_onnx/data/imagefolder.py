@@ -2,7 +2,7 @@
 
 With ``root/train/<class>/...`` and ``root/val/`` (or ``root/test/``) the
 two subtrees are the train and test parts; otherwise the test split is a
-fixed stratified held-out part of the whole tree. Classes are the sorted
+fixed stratified held-out part of the tree (``root/train/`` alone, or ``root``). Classes are the sorted
 sub-folder names of the training tree (torchvision's indices). Images are
 decoded lazily with PIL, converted to RGB (or L for a grey tree) and resized
 to ``image_size`` (default: the first image's size).
@@ -79,8 +79,8 @@ def load_imagefolder_splits(folder: Path, *, seed: int, calib_fraction: float, t
     from PIL import Image
 
     test_root = next((folder / t for t in TEST_DIRS if (folder / t).is_dir()), None)
-    split_tree = (folder / "train").is_dir() and test_root is not None
-    train_root = folder / "train" if split_tree else folder
+    train_root = folder / "train" if (folder / "train").is_dir() else folder
+    split_tree = train_root != folder and test_root is not None
     classes = [d.name for d in _class_dirs(train_root)]
     if not classes:
         raise ValueError(f"{train_root}: no class sub-folders (expected <root>/<class>/*.png)")
