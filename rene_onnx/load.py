@@ -217,6 +217,46 @@ def build_layer_map(model: nn.Module, graph: onnx.ModelProto) -> tuple[dict[str,
     return layer_map, param_map, unmapped
 
 
+def restore_dropped_biases(model: nn.Module, graph: onnx.ModelProto) -> list[str]:
+    """Give back the bias input that the exporter dropped because it was all zeros.
+
+    The dynamo exporter omits an all-zero bias (e.g. a freshly initialized BN
+    folded into a conv). Fine-tuning makes it non-zero, and the ONNX graph must
+    have somewhere to put it; counts must also match torch's. Conv and Gemm
+    nodes whose weight is ``<layer>.weight`` get a zero ``<layer>.bias`` input.
+    """
+    from onnx import numpy_helper
+
+    inits = {i.name for i in graph.graph.initializer}
+    restored = []
+    for name, mod in model.named_modules():
+        if not isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Linear)) or mod.bias is None:
+            continue
+        wname, bname = f"{name}.weight", f"{name}.bias"
+        if wname not in inits or bname in inits:
+            continue
+        for node in graph.graph.node:
+            if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2 or node.input[1] != wname:
+                continue
+            if len(node.input) > 2 and node.input[2]:
+                continue
+            if node.op_type == "Gemm" and any(a.name == "beta" and a.f != 1.0 for a in node.attribute):
+                continue
+            if node.op_type == "Gemm" and not any(a.name == "transB" and a.i == 1 for a in node.attribute):
+                continue
+            bias = mod.bias.detach().numpy().astype(mod.weight.detach().numpy().dtype)
+            graph.graph.initializer.append(numpy_helper.from_array(bias, bname))
+            while len(node.input) < 2:
+                node.input.append("")
+            if len(node.input) == 2:
+                node.input.append(bname)
+            else:
+                node.input[2] = bname
+            restored.append(bname)
+            break
+    return restored
+
+
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
     if a.shape == b.shape:
         return np.allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -248,5 +288,6 @@ def load_torch(spec: str, weights: str | Path | None = None, input_shape: tuple[
                             f"{(ref - got).abs().max().item():.2e}); this model is not supported yet")
         notes.append(f"folded {len(pairs)} BatchNorm layer(s) into the preceding conv/linear before export")
     graph = export_onnx(folded, shape)
+    restore_dropped_biases(folded, graph)
     layer_map, param_map, unmapped = build_layer_map(folded, graph)
     return ModelHandle(folded, graph, layer_map, param_map, shape, source=spec, notes=notes, unmapped=unmapped)

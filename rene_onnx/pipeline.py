@@ -6,6 +6,7 @@ them. Only this module, the loaders and the CLI see both torch and onnx.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import tempfile
 import time
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from rene_onnx.config import CompressConfig, RewriteConfig, ValidateConfig
-from rene_onnx.decompose.ranks import LayerShape, dense_macs, dense_params, factorized_macs, factorized_params
+from rene_onnx.decompose.ranks import LayerShape
 from rene_onnx.load import LoadError, ModelHandle, load_torch
 from rene_onnx.plan import Factors, RankPlan
 
@@ -74,33 +75,40 @@ def layer_shapes(handle: ModelHandle) -> dict[str, LayerShape]:
     return {n: s for n, s in shapes.items() if n in handle.layer_map}
 
 
-def plan_ranks(shapes: dict[str, LayerShape], cfg: RewriteConfig) -> RankPlan:
-    """User-given ranks -> RankPlan (a fraction, a JSON plan file, or a mapping)."""
-    from rene_onnx.decompose.choose import plan_from_fraction, plan_from_mapping
-
-    ranks = cfg.ranks
+def parse_ranks(ranks: float | str | Path | dict | RankPlan | None) -> float | dict | RankPlan:
+    """Check ``--ranks`` before any heavy work: a fraction in (0, 1], a JSON plan file, or a mapping."""
     if ranks is None:
         raise ValueError("no ranks given: pass --ranks FRACTION or --ranks plan.json")
+    if isinstance(ranks, (dict, RankPlan)):
+        return ranks
     if isinstance(ranks, (int, float)) or (isinstance(ranks, str) and _is_number(ranks)):
         frac = float(ranks)
         if not 0 < frac <= 1:
             raise ValueError(f"--ranks fraction must be in (0, 1], got {frac}")
-        return plan_from_fraction(shapes, cfg.method, frac, rank_multiple=cfg.rank_multiple)
-    if isinstance(ranks, (str, Path)):
-        path = Path(ranks)
-        if not path.is_file():
-            raise LoadError(f"rank plan not found: {path}")
-        import json
+        return frac
+    path = Path(ranks)
+    if not path.is_file():
+        raise LoadError(f"rank plan not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise LoadError(f"rank plan {path} is not valid JSON: {e}") from None
+    if isinstance(data, dict) and str(data.get("format", "")).startswith("rene-onnx/rank-plan"):
+        return RankPlan.from_dict(data)
+    if not isinstance(data, dict):
+        raise LoadError(f"rank plan {path} must be a JSON object {{layer: rank or [r1, r2]}}")
+    return data
 
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise LoadError(f"rank plan {path} is not valid JSON: {e}") from None
-        if isinstance(data, dict) and data.get("format", "").startswith("rene-onnx/rank-plan"):
-            return _checked_plan(RankPlan.from_dict(data), shapes, cfg)
-        if not isinstance(data, dict):
-            raise LoadError(f"rank plan {path} must be a JSON object {{layer: rank or [r1, r2]}}")
-        ranks = data
+
+def plan_ranks(shapes: dict[str, LayerShape], cfg: RewriteConfig) -> RankPlan:
+    """User-given ranks -> RankPlan (a fraction, a JSON plan file, or a mapping)."""
+    from rene_onnx.decompose.choose import plan_from_fraction, plan_from_mapping
+
+    ranks = parse_ranks(cfg.ranks)
+    if isinstance(ranks, float):
+        return plan_from_fraction(shapes, cfg.method, ranks, rank_multiple=cfg.rank_multiple)
+    if isinstance(ranks, RankPlan):
+        return _checked_plan(ranks, shapes, cfg)
     return plan_from_mapping(shapes, cfg.method, ranks, rank_multiple=cfg.rank_multiple)
 
 
@@ -265,6 +273,7 @@ def compress(cfg: CompressConfig, progress: Progress = _noop) -> CompressResult:
         raise LoadError(f"output folder does not exist: {out_path.parent}")
     if cfg.report is not None and not Path(cfg.report).parent.is_dir():
         raise LoadError(f"report folder does not exist: {Path(cfg.report).parent}")
+    parse_ranks(cfg.rewrite.ranks)  # fail fast on bad ranks, before loading anything
     test_data = test_split_arrays(cfg.data, cfg.model) if cfg.data or not cfg.weights else None
 
     progress("load", {"model": cfg.model})
@@ -288,27 +297,19 @@ def compress(cfg: CompressConfig, progress: Progress = _noop) -> CompressResult:
 
 def build_report(cfg: CompressConfig, handle: ModelHandle, shapes: dict[str, LayerShape], plan: RankPlan,
                  rewritten: Rewritten, val: Validation, seconds: float):
-    from rene_onnx.report.report import LayerRow, Report
+    from rene_onnx.report.report import LayerRow, Report, environment_meta
 
     records = {r.node: r for r in rewritten.records}
     rows = []
     for name, shape in shapes.items():
         lp = plan.layers.get(name)
         ref = handle.layer_map[name]
-        method = lp.method if lp else "dense"
         rec = records.get(ref.node)
-        factorized = method != "dense" and rec is not None and rec.status == "factorized"
-        ranks = tuple(rewritten.factors.layers[name].ranks) if factorized else None
-        rows.append(LayerRow(
-            name=name, op=ref.op_type, method=method if factorized else "dense",
-            rank=list(ranks) if ranks else None,
-            params_before=dense_params(shape),
-            params_after=factorized_params(method, shape, ranks) if factorized else dense_params(shape),
-            macs_before=dense_macs(shape),
-            macs_after=factorized_macs(method, shape, ranks) if factorized else dense_macs(shape),
-            status="factorized" if factorized else "dense",
-            reason="" if factorized else (lp.reason if lp and lp.reason else "not in the rank plan"),
-        ))
+        if lp and lp.method != "dense" and rec is not None and rec.status == "factorized":
+            rows.append(LayerRow.from_shape(name, ref.op_type, shape, lp.method, rewritten.factors.layers[name].ranks))
+        else:
+            reason = (rec.reason if rec is not None else "") or (lp.reason if lp else "") or "not in the rank plan"
+            rows.append(LayerRow.from_shape(name, ref.op_type, shape, reason=reason))
     for name, why in handle.unmapped.items():
         rows.append(LayerRow(name=name, op="?", method="dense", rank=None, params_before=0, params_after=0,
                              macs_before=0, macs_after=0, status="dense", reason=why))
@@ -328,17 +329,8 @@ def build_report(cfg: CompressConfig, handle: ModelHandle, shapes: dict[str, Lay
         meta={"model": cfg.model, "weights": str(cfg.weights) if cfg.weights else None,
               "input_shape": list(handle.input_shape), "output": str(cfg.output), "command": cfg.command,
               "method": cfg.rewrite.method, "ranks": str(cfg.rewrite.ranks), "notes": handle.notes,
-              "seconds": round(seconds, 2), "versions": _versions()},
+              "seconds": round(seconds, 2), **environment_meta()},
     )
-
-
-def _versions() -> dict[str, str]:
-    import onnxruntime
-
-    import rene_onnx
-
-    return {"rene_onnx": rene_onnx.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__}
 
 
 def _is_number(s: str) -> bool:

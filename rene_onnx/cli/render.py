@@ -6,7 +6,8 @@ from contextlib import contextmanager
 from rich.console import Console
 
 console = Console(stderr=True)
-out = Console()
+# a pipe or a CI log gets 80 columns by default: too narrow for the per-layer table
+out = Console() if Console().is_terminal else Console(width=140)
 
 
 @contextmanager
