@@ -5,7 +5,6 @@ import copy
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -76,18 +75,21 @@ def _loader(xy, shuffle=False, bs=64):
     return DataLoader(TensorDataset(*xy), batch_size=bs, shuffle=shuffle)
 
 
-@pytest.fixture(scope="module")
-def teacher(digits):
-    torch.set_num_threads(1)
+def _train(net: nn.Module, digits, epochs: int) -> nn.Module:
     torch.manual_seed(0)
-    net = _net()
     opt = torch.optim.Adam(net.parameters(), 3e-3)
-    for _ in range(10):
+    for _ in range(epochs):
         for x, y in _loader(digits["train"], shuffle=True):
             opt.zero_grad()
             nn.functional.cross_entropy(net(x), y).backward()
             opt.step()
-    net.eval()
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def teacher(digits):
+    torch.set_num_threads(1)
+    net = _train(_net(), digits, 10)
     assert evaluate(net, _loader(digits["val"])) > 0.9
     return net
 
@@ -267,23 +269,9 @@ def test_inputs_are_checked(teacher):
 # --------------------------------------------------------------------------- DDP
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_two_processes_gloo(tmp_path, digits):
     """torch.distributed.run with 2 CPU processes: the ranks agree and only rank 0 writes."""
-    torch.manual_seed(0)
-    teacher = _net(bn=True)
-    opt = torch.optim.Adam(teacher.parameters(), 3e-3)
-    for _ in range(6):
-        for x, y in _loader(digits["train"], shuffle=True):
-            opt.zero_grad()
-            nn.functional.cross_entropy(teacher(x), y).backward()
-            opt.step()
-    teacher.eval()
+    teacher = _train(_net(bn=True), digits, 6)
     student = _student(teacher, _plan(conv2=(3, 3), fc=(3,)))
     torch.save(teacher, tmp_path / "teacher.pt")
     torch.save(student, tmp_path / "student.pt")
@@ -292,8 +280,8 @@ def test_ddp_two_processes_gloo(tmp_path, digits):
     (tmp_path / "cfg.json").write_text(json.dumps({"epochs": 3, "lr": 0.02, "batch_size": 32, "device": "cpu"}))
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "rene_onnx.engine.distributed",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "rene_onnx.engine.distributed",
            "--student", str(tmp_path / "student.pt"), "--teacher", str(tmp_path / "teacher.pt"),
            "--train", str(tmp_path / "train.pt"), "--val", str(tmp_path / "val.pt"),
            "--config", str(tmp_path / "cfg.json"), "--out", str(out)]
