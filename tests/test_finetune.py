@@ -164,7 +164,7 @@ def test_distiller_rejects_unknown_layer(teacher):
 
 
 def test_finetune_recovers_damaged_model(teacher, digits):
-    student = _student(teacher, _plan(conv2=(3, 3), fc=(3,)))
+    student = _student(teacher, _plan(conv2=(3, 3), fc=(3,))).train()
     val, test = _loader(digits["val"]), _loader(digits["test"])
     before_val, before_test = evaluate(student, val), evaluate(student, test)
     calls = []
@@ -185,7 +185,7 @@ def test_finetune_recovers_damaged_model(teacher, digits):
     assert calls[0][:3] == (0, 0, 128) and calls[0][3]["phase"] == "val"
     assert sum(c[3]["phase"] == "train" for c in calls) == 16
     assert sum(c[3]["phase"] == "val" for c in calls) == 9
-    assert student.training and not teacher.training
+    assert student.training and not teacher.training  # modes restored
 
 
 def test_selection_uses_val_not_test(teacher, digits):
@@ -237,8 +237,10 @@ def test_unlabeled_batches_distill_the_teacher(teacher, digits):
 
 def test_max_steps_and_divergence(teacher, digits):
     student = _student(teacher, _plan(conv2=(3, 3)))
-    res = finetune(student, teacher, _loader(digits["train"]), None, FinetuneConfig(epochs=5, max_steps=20, device="cpu"))
+    cfg = FinetuneConfig(epochs=5, max_steps=20, device="cpu", amp=True)  # bf16 autocast runs on CPU too
+    res = finetune(student, teacher, _loader(digits["train"]), None, cfg)
     assert res.steps == 20 and res.epochs_run == 2 and res.best_epoch == 2
+    assert res.history[-1]["loss"] < res.history[0]["loss"] and not student.training
     # a diverging run stops, says why, and keeps the last finite weights (here: the initial ones)
     bad = _student(teacher, _plan(conv2=(3, 3)))
     init = copy.deepcopy(bad.state_dict())

@@ -93,6 +93,7 @@ class FinetuneConfig:
     eval_initial: bool = True  # score the student before training (it can win the selection)
     log_every: int = 10  # progress callback every this many steps
     find_unused_parameters: bool = False  # passed to DistributedDataParallel
+    amp: bool = False  # bfloat16 autocast for the forward passes (losses are computed in float32)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -519,7 +520,7 @@ def finetune(
 
     student.to(device)
     teacher.to(device)
-    teacher_mode = teacher.training
+    teacher_mode, student_mode = teacher.training, student.training
     teacher.eval()
 
     distiller = Distiller(student, teacher, cfg.distill_layers, cfg.diss_norm, cfg.weight_term, cfg.output_term)
@@ -573,9 +574,10 @@ def finetune(
                 x, y = split_batch(batch, cfg.use_labels)
                 x = _to(x, device)
                 distiller.clear()
-                with torch.no_grad():
-                    zt = _logits(teacher(x))
-                zs = _logits(model(x))
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                    with torch.no_grad():
+                        zt = _logits(teacher(x))
+                    zs = _logits(model(x))
                 loss, terms = _loss(zs, zt, y, distiller, cfg, device)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -629,7 +631,7 @@ def finetune(
 
     student.load_state_dict(best_state)
     dist_utils.sync_buffers(student, info)
-    student.train()
+    student.train(student_mode)
     result.steps = step
     result.seconds = time.perf_counter() - t0
     return result
