@@ -166,6 +166,7 @@ def validate(handle: ModelHandle, student: nn.Module, compressed: onnx.ModelProt
     from rene_onnx.engine.profile import count as torch_count
     from rene_onnx.validate.counts import count_onnx
     from rene_onnx.validate.numerics import compare, run_onnx
+    from rene_onnx.validate.pair import measure_pair, onnx_top1
 
     shape = handle.input_shape
     shapes = {handle.input_name: shape}
@@ -187,7 +188,7 @@ def validate(handle: ModelHandle, student: nn.Module, compressed: onnx.ModelProt
     latency = None
     if cfg.latency:
         progress("latency", {})
-        latency = measure_pair(handle.onnx_model, compressed, feeds, cfg)
+        latency = measure_pair(handle.onnx_model, compressed, feeds, cfg.provider, cfg.warmup, cfg.repeats)
 
     accuracy = None
     if test_data is not None:
@@ -196,39 +197,10 @@ def validate(handle: ModelHandle, student: nn.Module, compressed: onnx.ModelProt
         accuracy = {
             "metric": "top1",
             "samples": int(len(y)),
-            "before": onnx_top1(handle.onnx_model, handle.input_name, X, y, cfg.provider),
-            "after_decomposition": onnx_top1(compressed, handle.input_name, X, y, cfg.provider),
+            "before": onnx_top1(handle.onnx_model, X, y, cfg.provider),
+            "after_decomposition": onnx_top1(compressed, X, y, cfg.provider),
         }
     return Validation(before, after, torch_counts, numerics, latency, accuracy)
-
-
-def measure_pair(original: onnx.ModelProto, compressed: onnx.ModelProto, feeds: dict[str, np.ndarray],
-                 cfg: ValidateConfig) -> dict[str, Any]:
-    """Latency of both models, interleaved in one torch-free worker process (ratios are what matter)."""
-    from rene_onnx.validate.latency import measure_latency
-
-    with tempfile.TemporaryDirectory(prefix="rene-lat-") as tmp:
-        paths = [os.path.join(tmp, "original.onnx"), os.path.join(tmp, "compressed.onnx")]
-        onnx.save(original, paths[0])
-        onnx.save(compressed, paths[1])
-        np.savez(os.path.join(tmp, "feeds.npz"), **feeds)
-        lat = measure_latency(paths, os.path.join(tmp, "feeds.npz"), None, provider=cfg.provider,
-                              warmup=cfg.warmup, repeats=cfg.repeats)
-    return {"before": lat[0].median_ms, "after": lat[1].median_ms, "provider": lat[1].provider,
-            "repeats": cfg.repeats, "detail": [vars(t) for t in lat]}
-
-
-def onnx_top1(model: onnx.ModelProto, input_name: str, X: np.ndarray, y: np.ndarray, provider: str) -> float:
-    from rene_onnx.validate.numerics import make_session
-
-    sess = make_session(model, provider)
-    batch_dim = sess.get_inputs()[0].shape[0]
-    bs = 256 if not isinstance(batch_dim, int) else batch_dim
-    correct = 0
-    for i in range(0, len(X), bs):
-        logits = sess.run(None, {input_name: X[i:i + bs]})[0]
-        correct += int((logits.argmax(-1) == y[i:i + bs]).sum())
-    return 100.0 * correct / len(y)
 
 
 def test_split_arrays(name: str | None, model_name: str) -> tuple[np.ndarray, np.ndarray] | None:

@@ -138,3 +138,21 @@ def test_bad_state_dict_and_bad_plan(tmp_path):
     r = run("--debug", "compress", "resnet20", "--ranks", "plan0.json", "-o", "x.onnx", cwd=tmp_path)
     assert "Traceback" in r.stderr
     assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_validate_pair_side_by_side(tmp_path, resnet20_weights):
+    out, rep = tmp_path / "c.onnx", tmp_path / "v.json"
+    r = run("compress", "resnet20", "--weights", str(resnet20_weights), "--ranks", "0.5", "-o", str(out),
+            "--no-latency")
+    assert r.returncode == 0, r.stderr
+    from rene_onnx.load import load_torch
+
+    original = tmp_path / "o.onnx"
+    onnx.save(load_torch("resnet20", resnet20_weights).onnx_model, original)
+    r = run_inproc("validate", str(original), str(out), "--repeats", "5", "--report", str(rep), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    v = json.loads(rep.read_text())
+    assert v["params"]["after"] < v["params"]["before"] and v["macs"]["after"] < v["macs"]["before"]
+    assert 0 < v["numerics"]["max_abs_diff"] and v["latency_ms"]["before"] > 0
+    r = run_inproc("validate", str(original), "missing.onnx", cwd=tmp_path)
+    assert r.returncode == 2 and "not found" in r.stderr

@@ -1,0 +1,70 @@
+"""Two ONNX models side by side: counts, numerics, latency and top-1 (no torch).
+
+Used by the pipeline (original vs compressed) and by ``rene-onnx validate``
+on any pair of models with the same inputs.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import onnx
+
+from .counts import OnnxCounts, count_onnx
+from .latency import measure_latency
+from .numerics import Numerics, compare, make_session, run_onnx
+
+
+@dataclass
+class PairResult:
+    counts: tuple[OnnxCounts, OnnxCounts]
+    numerics: Numerics
+    latency: dict[str, Any] | None
+    accuracy: dict[str, Any] | None
+
+
+def measure_pair(original: onnx.ModelProto, compressed: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
+                 provider: str = "cpu", warmup: int = 10, repeats: int = 50) -> dict[str, Any]:
+    """Latency of both models, interleaved in one torch-free worker process (the ratio is what matters)."""
+    with tempfile.TemporaryDirectory(prefix="rene-lat-") as tmp:
+        paths = [os.path.join(tmp, "original.onnx"), os.path.join(tmp, "compressed.onnx")]
+        onnx.save(original, paths[0])
+        onnx.save(compressed, paths[1])
+        np.savez(os.path.join(tmp, "feeds.npz"), **feeds)
+        lat = measure_latency(paths, os.path.join(tmp, "feeds.npz"), None, provider=provider,
+                              warmup=warmup, repeats=repeats)
+    return {"before": lat[0].median_ms, "after": lat[1].median_ms, "provider": lat[1].provider,
+            "repeats": repeats, "detail": [vars(t) for t in lat]}
+
+
+def onnx_top1(model: onnx.ModelProto, X: np.ndarray, y: np.ndarray, provider: str = "cpu",
+              batch_size: int = 256) -> float:
+    """Top-1 accuracy (%) of a classifier with one input; a static batch dim is respected."""
+    sess = make_session(model, provider)
+    inp = sess.get_inputs()[0]
+    if isinstance(inp.shape[0], int):
+        batch_size = inp.shape[0]
+    correct = 0
+    for i in range(0, len(X), batch_size):
+        logits = sess.run(None, {inp.name: X[i:i + batch_size]})[0]
+        correct += int((logits.reshape(len(logits), -1).argmax(-1) == y[i:i + batch_size]).sum())
+    return 100.0 * correct / len(y)
+
+
+def compare_pair(original: onnx.ModelProto, compressed: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
+                 input_shapes: Mapping[str, tuple[int, ...]] | None = None, provider: str = "cpu",
+                 latency: bool = True, warmup: int = 10, repeats: int = 50,
+                 test_data: tuple[np.ndarray, np.ndarray] | None = None) -> PairResult:
+    """Counts, output differences on ``feeds``, latency and (with ``test_data``) top-1 of both models."""
+    counts = (count_onnx(original, input_shapes), count_onnx(compressed, input_shapes))
+    numerics = compare(run_onnx(original, feeds, provider), run_onnx(compressed, feeds, provider))
+    lat = measure_pair(original, compressed, feeds, provider, warmup, repeats) if latency else None
+    acc = None
+    if test_data is not None:
+        X, y = test_data
+        acc = {"metric": "top1", "samples": int(len(y)), "before": onnx_top1(original, X, y, provider),
+               "after": onnx_top1(compressed, X, y, provider)}
+    return PairResult(counts, numerics, lat, acc)
