@@ -1,0 +1,667 @@
+"""RENE rank search: learnable rank selection over decomposition candidates (the paper's Algorithm 1).
+
+Per searched layer i (Conv / Linear; method from ``decompose.choose.resolve_method``):
+
+- candidate ranks ``R_i`` (:mod:`.search_ladder`), one factorized candidate per
+  rank initialized from the weights (TT: nested HOSVD, r1 = r2; SVD: truncated
+  SVD; CP: CP-ALS) -- :mod:`.search_banks`; logits ``alpha_i`` (zeros at each
+  stage), ``p_i = softmax(alpha_i)``; the layer computes with the mixture
+  ``W_mix = sum_r p_r W_r``.
+- rank loss (Eq. 5) ``L_r = gamma * sum_i (sum_r p_r r / max R_i)^beta``.
+- decomposition loss (Eq. 6) ``L_d = sum_i ||W_i - W_mix_i||^2 / ||W_i||^2``:
+  each layer's term is normalized by its own ``||W_i||^2`` so that layers with
+  big weights do not dominate.
+- weight step: SGD (Nesterov, momentum 0.9) on ``L_d * L_r`` w.r.t. the
+  candidates' factors; alpha step: SGD (Nesterov) on ``L_val * L_r`` w.r.t.
+  the logits (Eq. 7), ``L_val`` = cross-entropy of the mixture model on a
+  held-out calibration split (mode ``validation-ce``) or ``L_d`` itself (mode
+  ``data-free``). The alpha step descends ``n * log(L_val * L_r)`` (n = number
+  of searched layers): the same minimizers as ``L_val * L_r``, with steps that
+  depend neither on the losses' scale nor on the depth, so ``alpha_lr`` (much
+  larger than the weights' ``lr``) means the same on a 4-layer test net and on
+  ResNet-18 and the logits really move (recorded: ``LayerSearch.p_moved``).
+  Note that in this product form gamma only scales the weight step; the alpha
+  step's minimizer depends on beta, not on gamma.
+- each stage starts with ``warmup_steps`` weight-only steps, then ``steps``
+  alternations. Data-free, both steps minimize the same ``L_d * L_r``, so one
+  backward pass gives both gradients (a simultaneous rather than sequential
+  update). TT / SVD candidates are trained in the exact one-value-per-shell
+  form of :mod:`.search_banks` (the same SGD trajectory as training full
+  cores), so a data-free step costs O(sum of candidate ranks) and runs no
+  forward pass and no reconstruction. With data, the weight step needs no data
+  and the alpha step runs ONE forward / backward of the model per step with
+  the mixed weights (one dense weight per layer, not one conv per candidate)
+  on a small cached calibration batch (at most ``max_calib_batches`` batches of
+  ``calib_batch_size`` samples, cycled).
+- after a stage, ``rbar = argmax p``; the window is refined to
+  ``rbar +- ceil(s/2)`` CLAMPED to the layer's original ``[lb, ub]``,
+  ``s <- s // f``; candidates and alpha are re-initialized; a layer stops when
+  one candidate is left. Only the current stage's candidates are held.
+  Candidates never exceed the layer's break-even rank; a layer with a single
+  rank that saves parameters is not searched (it stays dense unless a budget
+  wants it).
+
+Final choice: without a budget, each layer's last-stage ``argmax p`` (the
+paper). With ``target_params`` / ``target_macs`` (fraction of the ORIGINAL
+model's parameters / MACs to keep, whole model: layers left dense and
+non-layer parameters count), :func:`.search_budget.allocate` picks the ranks:
+over every layer's admissible ranks (its original window, or dense) it
+minimizes the sum of the layers' normalized truncation errors (the same
+decompositions' error curves), each weighted by the importance the searched
+rank implies for that layer, under the budget, by Lagrangian bisection plus a
+greedy fill; the plan lands within ``tolerance`` (2%) of the target (a note
+says so otherwise). gamma is not calibrated: in the product form it cannot
+move the ranks.
+
+Robustness: gradients are clipped (``grad_clip``, per step group); a
+non-finite loss or gradient restores the last good state and multiplies both
+learning rates by ``backoff`` (at most ``max_backoffs`` times, then
+:class:`SearchError`): a plan never comes from NaN logits. A fixed ``seed``
+gives the same plan twice. ``checkpoint_dir`` receives a plan after every
+stage (``stage<k>.json``) and the final ``plan.json``; a later call with the
+same folder, model and config resumes after the last finished stage.
+
+The model is not modified: the search reads its weights, runs it in eval
+mode with substituted (detached) parameters and restores its training flags.
+While it runs, denormal floats are flushed (torch.set_flush_denormal), which
+is switched off again afterwards.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..decompose import ranks as R
+from ..decompose.choose import METHOD_CHOICES, resolve_method
+from ..decompose.ranks import LayerShape
+from ..plan import LayerPlan, RankPlan
+from .profile import layer_shapes
+from .search_banks import LayerFrame
+from .search_budget import LayerOptions, allocate
+from .search_ladder import PRESETS, Window, initial_window
+
+Progress = Callable[[int, int, int, dict], None]
+
+MODES = ("data-free", "validation-ce")
+
+
+class SearchError(RuntimeError):
+    """The search could not produce a trustworthy plan (e.g. the losses stayed NaN / inf after back-offs)."""
+
+
+@dataclass
+class SearchConfig:
+    """Options of :func:`search` (see the module docstring for the method)."""
+
+    method: str = "auto"  # tt | cp | svd | auto (tt for k x k convs, svd for 1x1 convs / Linear)
+    preset: str = "auto"  # auto | paper-cifar | paper-imagenet
+    n_candidates: int = 10  # auto preset: candidates per layer in the first stage
+    factor: int = 10  # f: the step is divided by f after each stage (auto preset / custom bounds)
+    bounds: tuple[int, int, int] | None = None  # (lower, upper, step): overrides the preset
+    gamma: float = 0.4
+    beta: float = 0.8
+    target_params: float | None = None  # fraction of the original model's parameters to keep
+    target_macs: float | None = None  # fraction of the original model's MACs to keep
+    tolerance: float = 0.02  # relative: the plan lands within target * (1 +- tolerance)
+    steps: int = 60  # alternating (weight, alpha) steps per stage
+    warmup_steps: int = 10  # weights-only steps at the start of each stage
+    lr: float = 1e-3  # weight step (candidate factors)
+    alpha_lr: float = 0.5  # alpha step (logits), per layer (see the module docstring)
+    momentum: float = 0.9
+    grad_clip: float = 10.0
+    calib_batch_size: int = 16  # validation-ce: samples per alpha step
+    max_calib_batches: int = 4  # validation-ce: distinct calibration batches, cycled
+    seed: int = 0
+    data_free: bool | None = None  # None: data-free iff no calib_loader is given
+    rank_multiple: int = 1
+    layers: list[str] | None = None  # search only these layers (default: every Conv / Linear)
+    exclude: list[str] = field(default_factory=list)  # layers kept dense
+    checkpoint_dir: str | Path | None = None
+    resume: bool = True
+    max_backoffs: int = 3
+    backoff: float = 0.5  # lr multiplier after a non-finite step
+    snapshot_every: int = 10  # steps between last-good-state snapshots (NaN guard)
+    progress_every: int = 10
+    cp_iters: int = 100  # CP-ALS sweeps for the largest CP candidate
+
+    def __post_init__(self) -> None:
+        if self.method not in METHOD_CHOICES:
+            raise ValueError(f"method must be one of {', '.join(METHOD_CHOICES)}, got {self.method!r}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        for name in ("target_params", "target_macs"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 < v <= 1.0:
+                raise ValueError(f"{name} is a fraction of the original model to keep, in (0, 1], got {v}")
+        positive = ("gamma", "beta", "lr", "alpha_lr", "grad_clip", "tolerance")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
+        if not 0.0 < self.backoff < 1.0:
+            raise ValueError(f"backoff must lie in (0, 1), got {self.backoff}")
+        for name in ("steps", "calib_batch_size", "max_calib_batches", "rank_multiple", "snapshot_every",
+                     "progress_every", "cp_iters"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "max_backoffs"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.n_candidates < 2:
+            raise ValueError(f"n_candidates must be >= 2, got {self.n_candidates}")
+        if self.factor < 2:
+            raise ValueError(f"factor must be >= 2, got {self.factor}")
+        if self.bounds is not None:
+            self.bounds = tuple(int(b) for b in self.bounds)
+            if len(self.bounds) != 3:
+                raise ValueError(f"bounds must be (lower, upper, step), got {self.bounds}")
+        self.exclude = list(self.exclude)
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes the search's stages (not the budget, checkpointing or progress).
+
+        A finished checkpoint can thus be resumed with another budget: only the final choice runs again.
+        """
+        d = asdict(self)
+        for k in ("checkpoint_dir", "resume", "progress_every", "tolerance", "target_params", "target_macs"):
+            d.pop(k)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class LayerSearch:
+    """One searched layer's outcome. ``candidates`` / ``p`` are the last stage's."""
+
+    name: str
+    method: str
+    candidates: tuple[int, ...]
+    p: tuple[float, ...]
+    chosen: tuple[int, ...]  # final ranks (after the budget, if any); () when the layer stays dense
+    rbar: int  # the search's own pick (argmax p of the last stage)
+    p_moved: float  # total-variation distance of the last stage's p from uniform (0: never moved)
+    error: float  # ||W - W_r||^2 / ||W||^2 of the truncation at ``chosen`` (0 when dense)
+    window: tuple[int, int]  # the original [lb, ub] every stage stayed inside
+
+
+@dataclass
+class SearchResult:
+    plan: RankPlan
+    layers: dict[str, LayerSearch]
+    mode: str  # data-free | validation-ce
+    seconds: float
+    stages: list[dict] = field(default_factory=list)  # per stage: seconds, steps, losses, per-layer p / rbar
+    params: tuple[int, int] = (0, 0)  # (original, planned) whole model
+    macs: tuple[int, int] = (0, 0)
+    backoffs: int = 0
+    calib_samples: int = 0  # distinct calibration samples used (validation-ce)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def params_fraction(self) -> float:
+        return self.params[1] / max(self.params[0], 1)
+
+    @property
+    def macs_fraction(self) -> float:
+        return self.macs[1] / max(self.macs[0], 1)
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+class _Guard:
+    """NaN / inf guard: snapshots the last good state; on a bad step restores it and backs off the lrs."""
+
+    def __init__(self, tensors: list[torch.Tensor], optimizers: list[torch.optim.Optimizer],
+                 max_backoffs: int, factor: float, every: int, backoffs: int = 0):
+        self.tensors, self.optimizers = tensors, optimizers
+        self.max_backoffs, self.factor, self.every = max_backoffs, factor, every
+        self.backoffs, self._good = backoffs, 0
+        self.snapshot()
+
+    def snapshot(self) -> None:
+        self._data = [t.detach().clone() for t in self.tensors]
+        self._opt = [copy.deepcopy(o.state_dict()) for o in self.optimizers]
+
+    def check(self, *values: torch.Tensor | float) -> bool:
+        """True if every value is finite (and maybe snapshot); else restore, back off and return False."""
+        if all(bool(torch.isfinite(torch.as_tensor(v)).all()) for v in values):
+            self._good += 1
+            if self._good % self.every == 0:
+                self.snapshot()
+            return True
+        if self.backoffs >= self.max_backoffs:
+            raise SearchError(
+                f"the search hit a non-finite loss or gradient and {self.backoffs} learning-rate back-offs "
+                f"did not cure it; lower lr / alpha_lr (now {[g['lr'] for o in self.optimizers for g in o.param_groups]})"
+            )
+        self.backoffs += 1
+        with torch.no_grad():
+            for t, d in zip(self.tensors, self._data):
+                t.copy_(d)
+                t.grad = None
+        for o, s in zip(self.optimizers, self._opt):
+            o.load_state_dict(s)
+            for g in o.param_groups:
+                g["lr"] *= self.factor
+        self._opt = [copy.deepcopy(o.state_dict()) for o in self.optimizers]
+        return False
+
+
+def _grad_norm(params: list[torch.Tensor], clip: float) -> torch.Tensor:
+    params = [p for p in params if p.grad is not None]
+    if not params:
+        return torch.zeros(())
+    return torch.nn.utils.clip_grad_norm_(params, clip)
+
+
+@dataclass
+class _Layer:
+    name: str
+    method: str
+    shape: LayerShape
+    window: Window
+    first: Window
+    frame: LayerFrame | None = None
+    rbar: int = 0
+    candidates: tuple[int, ...] = ()
+    p: tuple[float, ...] = (1.0,)
+    p_moved: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return len(self.window.candidates) > 1
+
+
+def _calib_batches(loader: Iterable, cfg: SearchConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    out = []
+    for batch in loader:
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise ValueError("calib_loader must yield (inputs, labels) batches")
+        x, y = batch[0], batch[1]
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+            raise ValueError("calib_loader must yield (inputs, labels) tensors")
+        out.append((x[: cfg.calib_batch_size], y[: cfg.calib_batch_size].long()))
+        if len(out) >= cfg.max_calib_batches:
+            break
+    if not out:
+        raise ValueError("calib_loader yielded no batches")
+    return out
+
+
+def _rank_loss(ps: list[torch.Tensor], rel: list[torch.Tensor], cfg: SearchConfig) -> torch.Tensor:
+    return cfg.gamma * sum((p @ r) ** cfg.beta for p, r in zip(ps, rel))
+
+
+def _model_fingerprint(shapes: dict[str, LayerShape], layers: list[_Layer]) -> str:
+    d = [(n, asdict(s)) for n, s in shapes.items()] + [(l.name, l.method, l.first.to_dict()) for l in layers]
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------- the search
+
+
+@dataclass
+class _Budget:
+    """Whole-model totals, the part outside the searched layers, and the targets (fractions)."""
+
+    total: dict[str, int]
+    fixed: dict[str, int]
+    target: dict[str, float | None]
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in self.target.values())
+
+
+
+@dataclass
+class _State:
+    """What a checkpoint restores besides the layers' windows."""
+
+    stages: list[dict] = field(default_factory=list)
+    backoffs: int = 0
+
+
+def _costs(method: str, shape: LayerShape, r: int) -> tuple[int, int]:
+    ranks = R.check_ranks(method, shape, int(r))
+    return R.factorized_params(method, shape, ranks), R.factorized_macs(method, shape, ranks)
+
+
+def search(
+    model: nn.Module,
+    example_input: Any,
+    config: SearchConfig | None = None,
+    calib_loader: Iterable | None = None,
+    progress: Progress | None = None,
+) -> SearchResult:
+    """Search per-layer ranks for ``model`` by RENE; returns a :class:`SearchResult` (the model is not modified).
+
+    ``example_input``: a batch-1 input (tensor, tuple or dict) used to find the
+    layers and their geometry. ``calib_loader``: an iterable of
+    ``(inputs, labels)`` batches from a held-out calibration split (never the
+    test split) for the validation cross-entropy; without it (or with
+    ``config.data_free=True``) the search is data-free. ``progress(stage,
+    step, total, info)`` is called every ``config.progress_every`` steps
+    (stage 0: the decompositions).
+    """
+    cfg = config or SearchConfig()
+    t0 = time.perf_counter()
+    data_free = cfg.data_free if cfg.data_free is not None else calib_loader is None
+    if not data_free and calib_loader is None:
+        raise ValueError("data_free=False needs a calib_loader (a held-out calibration split)")
+    mode = "data-free" if data_free else "validation-ce"
+    report = progress or (lambda *a: None)
+    shapes = layer_shapes(model, example_input)
+    if not shapes:
+        raise ValueError("the model has no Conv1d / Conv2d / Linear layer that runs on the example input")
+    named = dict(model.named_modules())
+    unknown = [n for n in list(cfg.layers or []) + cfg.exclude if n not in shapes]
+    if unknown:
+        raise ValueError(f"layer(s) not among the model's Conv / Linear layers: {', '.join(map(repr, unknown))}")
+
+    budgeted = cfg.target_params is not None or cfg.target_macs is not None
+    plan = RankPlan(meta={"search": {"mode": mode, "method": cfg.method, "preset": cfg.preset, "seed": cfg.seed}})
+    layers: list[_Layer] = []
+    for name, shape in shapes.items():
+        if (cfg.layers is not None and name not in cfg.layers) or name in cfg.exclude:
+            plan.add(LayerPlan(name, "dense", (), "not searched (excluded)"))
+            continue
+        method, note = resolve_method(cfg.method, shape)
+        if method == "dense":
+            plan.add(LayerPlan(name, "dense", (), note))
+            continue
+        be = R.break_even_rank(method, shape)
+        win = initial_window(cfg.preset, be, n_candidates=cfg.n_candidates, factor=cfg.factor,
+                             rank_multiple=cfg.rank_multiple, bounds=cfg.bounds)
+        if win is None:
+            plan.add(LayerPlan(name, "dense", (), f"no {method} rank has fewer parameters than dense"))
+            continue
+        if len(win.candidates) == 1 and not budgeted:
+            plan.add(LayerPlan(name, "dense", (), f"only {method} rank {win.lb} saves parameters "
+                               f"(break-even rank {be}): nothing to search, kept dense"))
+            continue
+        layers.append(_Layer(name, method, shape, win, win))
+    if not layers:
+        raise ValueError("no layer has two or more ranks that save parameters: nothing to search")
+
+    total = {"params": sum(p.numel() for p in model.parameters()), "macs": sum(R.dense_macs(s) for s in shapes.values())}
+    budget = _Budget(
+        total,
+        {"params": total["params"] - sum(R.dense_params(l.shape) for l in layers),
+         "macs": total["macs"] - sum(R.dense_macs(l.shape) for l in layers)},
+        {"params": cfg.target_params, "macs": cfg.target_macs},
+    )
+    _check_budget(cfg, layers, budget)
+
+    # one decomposition per layer serves every stage
+    for i, l in enumerate(layers):
+        w = named[l.name].weight.detach().cpu().numpy()
+        l.frame = LayerFrame(l.name, l.method, l.shape, w, l.window.ub, dense_mix=not data_free,
+                             cp_iters=cfg.cp_iters, seed=cfg.seed)
+        report(0, i + 1, len(layers), {"phase": "decompose", "layer": l.name})
+
+    batches = [] if data_free else _calib_batches(calib_loader, cfg)
+    ckpt = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir is not None else None
+    fp = {"config": cfg.fingerprint(), "model": _model_fingerprint(shapes, layers)}
+    state = _State()
+    if ckpt is not None:
+        ckpt.mkdir(parents=True, exist_ok=True)
+        if cfg.resume:
+            state = _resume(ckpt, fp, layers)
+
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    flags = {m: m.training for m in model.modules()}
+    # tiny mixture weights (p ~ 1e-30) make denormal floats, ~100x slower on CPUs; torch's default (off) is restored
+    flushed = torch.set_flush_denormal(True)
+    try:
+        model.eval()
+        while any(l.active for l in layers):
+            stage = len(state.stages) + 1
+            state.stages.append(_run_stage(stage, layers, cfg, model, params, batches, state, report))
+            if ckpt is not None:
+                _checkpoint(ckpt / f"stage{stage}.json", layers, state, fp, plan)
+    finally:
+        if flushed:
+            torch.set_flush_denormal(False)
+        for m, flag in flags.items():
+            m.training = flag
+
+    for l in layers:  # layers that never had more than one candidate
+        if not l.candidates:
+            l.rbar = l.window.candidates[0]
+            l.candidates, l.p = (l.rbar,), (1.0,)
+
+    result_layers, notes = _final_choice(cfg, layers, plan, budget)
+    plan.layers = {n: plan.layers[n] for n in shapes}  # model order
+    searched = [(lp, shapes[n]) for n, lp in plan.layers.items() if n in result_layers]
+    planned_params = budget.fixed["params"] + sum(R.factorized_params(lp.method, s, lp.ranks) for lp, s in searched)
+    planned_macs = budget.fixed["macs"] + sum(R.factorized_macs(lp.method, s, lp.ranks) for lp, s in searched)
+    still = [l.name for l in layers if len(l.candidates) > 1 and l.p_moved < 0.05]
+    if still:
+        notes.append(f"p barely moved (< 0.05 from uniform) in {len(still)} layer(s): {', '.join(still[:5])}"
+                     f"{'...' if len(still) > 5 else ''}; consider a larger alpha_lr or more steps")
+    low = [l.name for l in layers if len(l.first.candidates) > 2 and l.rbar == l.first.lb]
+    if not budgeted and len(low) > len(layers) // 2:
+        notes.append(f"{len(low)} of {len(layers)} layers ended at their smallest rank: the rank loss outweighed "
+                     "the decomposition / validation loss (fragile model?); consider target_params or a smaller beta")
+    plan.meta["search"].update({
+        "stages": len(state.stages), "params": [total["params"], planned_params], "macs": [total["macs"], planned_macs],
+        "target_params": cfg.target_params, "target_macs": cfg.target_macs, "fingerprint": fp,
+    })
+    result = SearchResult(
+        plan, result_layers, mode, time.perf_counter() - t0, state.stages, (total["params"], planned_params),
+        (total["macs"], planned_macs), state.backoffs, sum(len(b[0]) for b in batches), notes,
+    )
+    if ckpt is not None:
+        plan.save(ckpt / "plan.json")
+    return result
+
+
+def _check_budget(cfg: SearchConfig, layers: list[_Layer], budget: _Budget) -> None:
+    """Fail early if even the smallest admissible ranks cannot meet a target."""
+    for i, key in enumerate(("params", "macs")):
+        target = budget.target[key]
+        if target is None:
+            continue
+        dense = R.dense_params if key == "params" else R.dense_macs
+        low = budget.fixed[key] + sum(min(_costs(l.method, l.shape, l.window.lb)[i], dense(l.shape)) for l in layers)
+        if low > target * budget.total[key] * (1 + cfg.tolerance):
+            raise ValueError(
+                f"target_{key}={target} cannot be met: with every searched layer at its smallest rank the model "
+                f"keeps {low / budget.total[key]:.3f} of its {key} ({budget.fixed[key] / budget.total[key]:.3f} "
+                "is in layers / parameters that are not searched)"
+            )
+
+
+def _run_stage(stage, layers, cfg, model, params, batches, state, report) -> dict:
+    """One stage of Algorithm 1 on the active layers; refines their windows and returns the stage record."""
+    t0 = time.perf_counter()
+    active = [l for l in layers if l.active]
+    banks = [l.frame.bank(l.window.candidates) for l in active]
+    alphas = [torch.zeros(len(b.ranks), requires_grad=True) for b in banks]
+    rel = [torch.tensor(b.ranks, dtype=torch.float32) / max(b.ranks) for b in banks]
+    weights = [t for b in banks for t in b.params]
+    n = len(active)
+    opt_w = torch.optim.SGD(weights, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    opt_a = torch.optim.SGD(alphas, lr=cfg.alpha_lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    for o in (opt_w, opt_a):  # earlier back-offs carry over to later stages
+        for g in o.param_groups:
+            g["lr"] *= cfg.backoff ** state.backoffs
+    guard = _Guard(weights + alphas, [opt_w, opt_a], cfg.max_backoffs, cfg.backoff, cfg.snapshot_every,
+                   state.backoffs)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + stage)
+    order = torch.randperm(len(batches), generator=gen).tolist() if batches else []
+    total = cfg.warmup_steps + cfg.steps
+    losses: dict[str, float] = {}
+
+    def mixture(train_w: bool, train_a: bool):
+        ps = [torch.softmax(a if train_a else a.detach(), 0) for a in alphas]
+        mixes = [b.mix(p, train=train_w) for b, p in zip(banks, ps)]
+        return ps, mixes, sum(b.dist(m) for b, m in zip(banks, mixes))
+
+    for step in range(1, total + 1):
+        warm = step <= cfg.warmup_steps
+        opt_w.zero_grad(set_to_none=True)
+        opt_a.zero_grad(set_to_none=True)
+        if batches and not warm:
+            # weight step (no data): L_d * L_r w.r.t. the candidates
+            ps, _, ld = mixture(True, False)
+            lr_ = _rank_loss(ps, rel, cfg)
+            (ld * lr_).backward()
+            gw = _grad_norm(weights, cfg.grad_clip)
+            if not guard.check(ld, gw):
+                continue
+            opt_w.step()
+            # alpha step: n * log(CE * L_r) of the mixture model on one calibration batch
+            x, y = batches[order[(step - 1) % len(order)]]
+            ps = [torch.softmax(a, 0) for a in alphas]
+            sub = dict(params)
+            for l, b, p in zip(active, banks, ps):
+                key = f"{l.name}.weight"
+                sub[key] = b.weight(b.mix(p, train=False)).to(params[key].dtype)
+            ce = nn.functional.cross_entropy(torch.func.functional_call(model, sub, (x,)), y)
+            lr_ = _rank_loss(ps, rel, cfg)
+            (n * (torch.log(ce) + torch.log(lr_))).backward()
+            ga = _grad_norm(alphas, cfg.grad_clip)
+            if not guard.check(ce, ga):
+                continue
+            opt_a.step()
+            losses = {"L_val": ce.item(), "L_d": ld.item(), "L_r": lr_.item()}
+        else:
+            ps, _, ld = mixture(True, not warm)
+            lr_ = _rank_loss(ps, rel, cfg)
+            if warm:
+                (ld * lr_).backward()
+            else:
+                # one backward of log(L_d * L_r): the alpha gradient, and (rescaled) the weight gradient
+                (torch.log(ld) + torch.log(lr_)).backward()
+                scale = (ld * lr_).item()
+                for w in weights:
+                    if w.grad is not None:
+                        w.grad.mul_(scale)
+                for a in alphas:
+                    a.grad.mul_(n)
+            gw = _grad_norm(weights, cfg.grad_clip)
+            ga = _grad_norm(alphas, cfg.grad_clip) if not warm else torch.zeros(())
+            if not guard.check(ld, lr_, gw, ga):
+                continue
+            opt_w.step()
+            if not warm:
+                opt_a.step()
+            losses = {"L_d": ld.item(), "L_r": lr_.item()}
+        if step % cfg.progress_every == 0 or step == total:
+            report(stage, step, total, {"phase": "warmup" if warm else "search", "layers": n, **losses,
+                                        "backoffs": guard.backoffs})
+    state.backoffs = guard.backoffs
+
+    with torch.no_grad():
+        final_p = [torch.softmax(a, 0) for a in alphas]
+    if not all(bool(torch.isfinite(p).all()) for p in final_p):
+        raise SearchError(f"stage {stage}: the rank logits are not finite")
+    layer_rec = {}
+    for l, b, p in zip(active, banks, final_p):
+        pv = p.tolist()
+        l.rbar = b.ranks[int(np.argmax(pv))]
+        l.candidates, l.p = tuple(b.ranks), tuple(pv)
+        l.p_moved = 0.5 * float(sum(abs(x - 1.0 / len(pv)) for x in pv))
+        layer_rec[l.name] = {"candidates": list(b.ranks), "p": [round(x, 6) for x in pv], "rbar": l.rbar,
+                             "p_moved": round(l.p_moved, 6), "window": [l.window.lo, l.window.hi, l.window.step]}
+        nxt = l.window.refine(l.rbar)
+        l.window = nxt or Window(l.window.lb, l.window.ub, l.rbar, l.rbar, 1, l.window.factor, l.window.final_step)
+    info = {"phase": "done", "layers": n, **losses, "backoffs": guard.backoffs}
+    report(stage, total, total, info)
+    return {"stage": stage, "seconds": time.perf_counter() - t0, "steps": total, "losses": losses,
+            "backoffs": guard.backoffs, "layers": layer_rec}
+
+
+def _final_choice(cfg: SearchConfig, layers: list[_Layer], plan: RankPlan, budget: _Budget):
+    notes: list[str] = []
+    choice: dict[str, int | None] = {l.name: l.rbar for l in layers}
+    if budget.active:
+        options = []
+        for l in layers:
+            m = cfg.rank_multiple
+            ranks = np.arange(l.first.lb, l.first.ub + 1)
+            ranks = ranks[(ranks % m == 0) | (ranks == l.first.lb) | (ranks == l.first.ub)]
+            cost = np.array([_costs(l.method, l.shape, int(r)) for r in ranks], dtype=np.float64).reshape(-1, 2)
+            keep = cost[:, 0] < R.dense_params(l.shape)
+            if cfg.target_macs is not None:
+                keep &= cost[:, 1] < R.dense_macs(l.shape)
+            if not keep.any():
+                keep[:] = True
+            ranks, cost = ranks[keep], cost[keep]
+            options.append(LayerOptions(l.name, ranks, l.frame.error_curve(ranks), cost[:, 0], cost[:, 1],
+                                        R.dense_params(l.shape), R.dense_macs(l.shape), l.rbar))
+        room = {k: None if t is None else t * budget.total[k] - budget.fixed[k] for k, t in budget.target.items()}
+        alloc = allocate(options, room["params"], room["macs"])
+        choice = alloc.choice
+        for key, got in (("params", alloc.params), ("macs", alloc.macs)):
+            target = budget.target[key]
+            if target is None:
+                continue
+            frac = (budget.fixed[key] + got) / budget.total[key]
+            if abs(frac / target - 1) > cfg.tolerance:
+                notes.append(f"the plan keeps {frac:.4f} of the {key}, outside target {target} +- "
+                             f"{cfg.tolerance:.0%} (a rank step is too coarse here, or the other budget binds)")
+    out: dict[str, LayerSearch] = {}
+    for l in layers:
+        r = choice[l.name]
+        if r is None:
+            plan.add(LayerPlan(l.name, "dense", (), "the budget keeps this layer dense"))
+            ranks, err = (), 0.0
+        else:
+            ranks = R.check_ranks(l.method, l.shape, int(r))
+            err = l.frame.error(int(r))
+            dense, fact = R.dense_params(l.shape), R.factorized_params(l.method, l.shape, ranks)
+            plan.add(LayerPlan(l.name, l.method, ranks,
+                               f"searched: rbar={l.rbar} p={max(l.p):.2f} over {list(l.candidates)}; "
+                               f"params {dense} -> {fact} ({100.0 * fact / dense:.1f}%)"))
+        out[l.name] = LayerSearch(l.name, l.method, l.candidates, l.p, ranks, l.rbar, l.p_moved, err,
+                                  (l.first.lb, l.first.ub))
+    return out, notes
+
+
+# --------------------------------------------------------------------------------------------- checkpoints
+
+
+def _checkpoint(path: Path, layers: list[_Layer], state: _State, fp: dict, plan: RankPlan) -> None:
+    snap = RankPlan(dict(plan.layers), {"search_checkpoint": {
+        "fingerprint": fp, "backoffs": state.backoffs, "stages": state.stages,
+        "layers": {l.name: {"window": l.window.to_dict(), "rbar": l.rbar, "candidates": list(l.candidates),
+                            "p": list(l.p), "p_moved": l.p_moved} for l in layers},
+    }})
+    for l in layers:
+        if l.rbar:
+            snap.add(LayerPlan(l.name, l.method, R.check_ranks(l.method, l.shape, l.rbar), "search in progress"))
+    snap.save(path)
+
+
+def _resume(ckpt: Path, fp: dict, layers: list[_Layer]) -> _State:
+    def stage_no(p: Path) -> int:
+        return int(p.stem[5:]) if p.stem[5:].isdigit() else -1
+
+    files = sorted(ckpt.glob("stage*.json"), key=stage_no)
+    if not files:
+        return _State()
+    state = RankPlan.load(files[-1]).meta.get("search_checkpoint")
+    if not state:
+        raise ValueError(f"{files[-1]} is not a search checkpoint")
+    if state["fingerprint"] != fp:
+        raise ValueError(
+            f"checkpoint_dir {str(ckpt)!r} holds a search of another model or config; use another folder or resume=False"
+        )
+    for l in layers:
+        s = state["layers"][l.name]
+        l.window = Window.from_dict(s["window"])
+        l.rbar, l.candidates, l.p, l.p_moved = int(s["rbar"]), tuple(s["candidates"]), tuple(s["p"]), s["p_moved"]
+    return _State(list(state["stages"]), int(state["backoffs"]))

@@ -1,0 +1,197 @@
+"""Candidate banks of the RENE search: one layer's candidates at one stage, and their mixture.
+
+A *frame* holds what a layer needs for the whole search, from ONE decomposition
+(``TTTruncations`` / ``SVDTruncations`` / ``CPTruncations``): the normalized
+error curve ``e(r) = ||W - W_r||^2 / ||W||^2`` and, when the model has to run
+with mixed weights, the orthonormal bases. A *bank* holds one stage's
+candidates, each initialized from the weights (never randomly), and computes
+the mixture ``W_mix = sum_r p_r W_r``.
+
+TT and SVD: shells (exact, and why no weight is ever reconstructed data-free)
+------------------------------------------------------------------------------
+In the layer's orthonormal HOSVD frame (TT, r1 = r2 = r) or SVD frame, the
+rank-r candidate is ``U[:, :r] C_r V[:, :r]^T`` with a trainable core ``C_r``
+initialized to the projected core ``G[:r, :r]`` (for TT exactly the
+contract's ``last`` / ``core`` / ``first``; the bases are the truncations' and
+are not trained). Index the core entries by their *shell*
+``s = max(a, b)``: the rank-r block holds shells ``0..r-1``. The mixture is
+``U M V^T`` with ``M = sum_r p_r pad(C_r)``, and since U, V are orthonormal
+
+    ||W - W_mix||^2 = e(R) ||W||^2 + ||G_R - M||^2      (R = the stage's largest rank).
+
+At initialization every ``C_r`` is G masked to its block, so ``G - M`` is G
+times a per-shell factor; the gradient of ``L_d * L_r`` w.r.t. each ``C_r``
+is then again G times a per-shell factor, and so are SGD's momentum and
+Nesterov updates and the global-norm gradient clipping. By induction the
+trajectory of full-core SGD never leaves ``C_r = c_r[shell] * G``. We train
+exactly that trajectory with one parameter per shell per candidate,
+``theta_r[s] = c_r[s] * ||G_shell s||`` (this scaling makes the parameter
+metric, hence SGD, clipping and momentum, identical to the full cores'):
+
+    m[s] = sum_{r > s} p_r theta_r[s],   ||G - M||^2 = sum_s (g[s] - m[s])^2,
+    g[s] = ||G_shell s|| = sqrt(e(s) - e(s+1)) ||W||.
+
+So the data-free objective costs O(sum of candidate ranks) per step, needs only
+the error curve (no core, no bases) and no forward pass. With validation data,
+the mixed weight is rebuilt once per step as ``U (G * m/g [shell]) V^T``: one
+dense weight per layer, not one per candidate.
+
+CP: candidates are CP-ALS solutions (warm-started from the largest), not
+nested; all three factors are trainable and the mixture is one einsum over
+all candidates' components (dense reconstruction: meant for small models).
+
+All values are normalized by ``||W||`` (every layer's decomposition loss is
+relative); ``weight()`` scales back.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..decompose import CPTruncations, SVDTruncations, TTTruncations
+from ..decompose.ranks import LayerShape
+
+
+class LayerFrame:
+    """Everything the search keeps for one layer across stages.
+
+    ``dense_mix``: keep the bases to rebuild mixed dense weights (validation
+    cross-entropy mode); without it a TT / SVD frame holds only its error curve.
+    """
+
+    def __init__(self, name: str, method: str, shape: LayerShape, weight: np.ndarray, max_rank: int, *,
+                 dense_mix: bool = False, cp_iters: int = 100, seed: int = 0):
+        self.name, self.method, self.shape = name, method, shape
+        self.weight_shape = tuple(weight.shape)
+        w = np.asarray(weight, dtype=np.float64)
+        if not np.all(np.isfinite(w)):
+            raise ValueError(f"layer {name!r}: the weight holds NaN or inf values")
+        self.norm2 = float(np.sum(w * w))
+        if self.norm2 == 0.0:
+            raise ValueError(f"layer {name!r}: the weight is all zeros (nothing to decompose)")
+        self.scale = math.sqrt(self.norm2)
+        self.max_rank = int(max_rank)
+        self.u = self.v = self.g = self.w = None
+        self._cp: CPTruncations | None = None
+        self._cp_err: dict[int, float] = {}
+        cout = self.weight_shape[0]
+        if method == "tt":
+            tr = TTTruncations(w)
+            self.errors = np.asarray(tr.error(np.arange(self.max_rank + 1)), dtype=np.float64) / self.norm2
+            if dense_mix:
+                f = tr.factors(self.max_rank, self.max_rank)
+                self.u = torch.from_numpy(f["last"].reshape(cout, -1)).float()
+                self.v = torch.from_numpy(f["first"].reshape(self.max_rank, -1).T.copy()).float()
+                self.g = torch.from_numpy(f["core"].reshape(self.max_rank, self.max_rank, -1) / self.scale).float()
+        elif method == "svd":
+            tr = SVDTruncations(w.reshape(cout, -1))
+            self.errors = np.asarray(tr.errors[: self.max_rank + 1], dtype=np.float64) / self.norm2
+            if dense_mix:
+                us, vs = tr.factors(self.max_rank)
+                s = tr.singular_values[: self.max_rank]
+                root = np.sqrt(s)
+                inv = np.divide(1.0, root, out=np.zeros_like(root), where=root > 0)
+                self.u = torch.from_numpy(us * inv[None, :]).float()
+                self.v = torch.from_numpy((vs * inv[:, None]).T.copy()).float()
+                self.g = torch.from_numpy(np.diag(s)[:, :, None] / self.scale).float()
+        elif method == "cp":
+            self._cp = CPTruncations(w, self.max_rank, n_iter_max=cp_iters, seed=seed)
+            self.w = torch.from_numpy(w.reshape(cout, w.shape[1], -1) / self.scale).float()
+            self.errors = None
+        else:
+            raise ValueError(f"layer {name!r}: the search handles tt, svd and cp, not {method!r}")
+        if self.errors is not None:
+            # shell norms of the normalized projected core: g[s]^2 = e(s) - e(s+1)
+            self.shell = torch.from_numpy(np.sqrt(np.maximum(self.errors[:-1] - self.errors[1:], 0.0)))
+
+    # -- error curve ---------------------------------------------------------------------------
+    def error(self, r: int) -> float:
+        """Normalized error ``||W - W_r||^2 / ||W||^2`` of the rank-``r`` truncation (CP: its ALS solution)."""
+        if self.method != "cp":
+            return float(self.errors[int(r)])
+        r = int(r)
+        if r not in self._cp_err:
+            self._cp_err[r] = float(self._cp.error(r)) / self.norm2
+        return self._cp_err[r]
+
+    def error_curve(self, ranks: np.ndarray) -> np.ndarray:
+        """Errors at ``ranks``; for CP interpolated between the ranks whose ALS solution is known."""
+        ranks = np.asarray(ranks, dtype=np.int64)
+        if self.method != "cp":
+            return self.errors[ranks]
+        known = sorted(self._cp_err.items())
+        xs = np.array([0] + [r for r, _ in known], dtype=np.float64)
+        ys = np.array([1.0] + [e for _, e in known])
+        return np.interp(ranks, xs, ys)
+
+    def bank(self, ranks: list[int]) -> "ShellBank | CPBank":
+        return CPBank(self, ranks) if self.method == "cp" else ShellBank(self, ranks)
+
+
+class ShellBank:
+    """TT / SVD candidates, one trainable value per shell per candidate (see the module docstring)."""
+
+    def __init__(self, frame: LayerFrame, ranks: list[int]):
+        self.frame, self.ranks = frame, list(ranks)
+        self.r = max(self.ranks)
+        self.g = frame.shell[: self.r]
+        self.resid = float(frame.errors[self.r])  # ||W - U G_R V^T||^2 / ||W||^2: beyond the largest candidate
+        self.params = [frame.shell[:k].clone().requires_grad_(True) for k in self.ranks]
+
+    def mix(self, p: torch.Tensor, *, train: bool = True) -> torch.Tensor:
+        """Shell norms ``m`` (R,) of the mixed core."""
+        rows = [t if train else t.detach() for t in self.params]
+        stacked = torch.stack([torch.nn.functional.pad(t, (0, self.r - t.shape[0])) for t in rows])
+        return p.to(stacked.dtype) @ stacked
+
+    def dist(self, m: torch.Tensor) -> torch.Tensor:
+        d = self.g - m
+        return self.resid + (d * d).sum()
+
+    def weight(self, m: torch.Tensor) -> torch.Tensor:
+        """The dense mixed weight (needs a frame built with ``dense_mix``)."""
+        f = self.frame
+        if f.g is None:
+            raise RuntimeError(f"layer {f.name!r}: the frame was built without dense_mix")
+        r = self.r
+        factor = torch.where(self.g > 0, m / torch.where(self.g > 0, self.g, torch.ones_like(self.g)),
+                             torch.zeros_like(m)).float()
+        idx = torch.arange(r)
+        shell = torch.maximum(idx[:, None], idx[None, :])
+        core = f.g[:r, :r] * factor[shell][:, :, None]  # (R, R, x)
+        cout, x = f.u.shape[0], core.shape[2]
+        t = (f.u[:, :r] @ core.reshape(r, r * x)).reshape(cout, r, x)  # (Cout, R_b, x)
+        w = torch.einsum("obx,ib->oix", t, f.v[:, :r]) * f.scale
+        return w.reshape(f.weight_shape)
+
+
+class CPBank:
+    """CP candidates (CP-ALS solutions, warm-started from the largest) with all factors trainable."""
+
+    def __init__(self, frame: LayerFrame, ranks: list[int]):
+        self.frame, self.ranks = frame, list(ranks)
+        self.params = []
+        for r in self.ranks:
+            f = frame._cp.factors(r)
+            frame.error(r)  # record the ALS error: the budget choice interpolates between known ranks
+            a = torch.from_numpy(f["last"].reshape(-1, r) / frame.scale).float()
+            c = torch.from_numpy(f["core"].reshape(r, -1)).float()
+            b = torch.from_numpy(f["first"].reshape(r, -1)).float()
+            self.params += [t.requires_grad_(True) for t in (a, c, b)]
+        self._owner = torch.from_numpy(np.repeat(np.arange(len(self.ranks)), self.ranks))
+
+    def mix(self, p: torch.Tensor, *, train: bool = True) -> torch.Tensor:
+        """The dense mixed weight (Cout, Cin, x), normalized."""
+        ps = self.params if train else [t.detach() for t in self.params]
+        a = torch.cat(ps[0::3], dim=1) * p[self._owner][None, :]
+        c, b = torch.cat(ps[1::3], dim=0), torch.cat(ps[2::3], dim=0)
+        return torch.einsum("os,sx,si->oix", a, c, b)
+
+    def dist(self, m: torch.Tensor) -> torch.Tensor:
+        d = self.frame.w - m
+        return (d * d).sum()
+
+    def weight(self, m: torch.Tensor) -> torch.Tensor:
+        return (m * self.frame.scale).reshape(self.frame.weight_shape)
