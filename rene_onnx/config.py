@@ -52,4 +52,20 @@ class CompressConfig:
     data: str | None = None  # dataset name or path, for accuracy (and search / fine-tuning)
     rewrite: RewriteConfig = field(default_factory=RewriteConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
+    #: rene_onnx.engine.search.SearchConfig; used when ``rewrite.ranks`` is None (ranks are searched)
+    search: Any = None
+    #: rene_onnx.engine.finetune.FinetuneConfig; None or epochs=0: no fine-tuning
+    finetune: Any = None
+    data_free: bool = False  # search on the weights only, even when data is available
+    calib: str | Path | None = None  # unlabeled inputs (.npy/.npz) for data-free distillation
     command: str = ""  # the command line, recorded in the report
+
+    def __post_init__(self) -> None:
+        for key in ("target_params", "target_macs"):
+            value = getattr(self.search, key, None)
+            if value is not None and not 0 < value < 1:
+                raise ValueError(f"--{key.replace('_', '-')} must be in (0, 1), got {value}")
+        if self.rewrite.ranks is not None and self.search is not None and (
+                getattr(self.search, "target_params", None) is not None
+                or getattr(self.search, "target_macs", None) is not None):
+            raise ValueError("--ranks and --target-params/--target-macs conflict: give one of them")

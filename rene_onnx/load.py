@@ -3,11 +3,14 @@
 A ModelHandle holds the torch module used for search and fine-tuning, the
 ONNX graph that is rewritten and shipped, and the layer map between them.
 
-Torch input: BatchNorm is folded into the preceding conv *in torch* first
-(``engine.fold``), then the folded model is exported with the dynamo exporter.
-The exporter keeps parameter names as initializer names, so the layer map
-matches ``<module>.weight`` by name and checks the values; a layer whose
-values do not match is matched by value instead, or left out with a reason.
+Torch input: a copy with BatchNorm folded into the preceding conv *in torch*
+(``engine.fold``) is exported with the dynamo exporter. The exporter keeps
+parameter names as initializer names, so the layer map matches
+``<module>.weight`` by name and checks the values; a layer whose values do
+not match is matched by value instead, or left out with a reason. Search and
+fine-tuning run on the original (BatchNorm kept, as in the paper); before the
+rewrite the student is folded the same way (``ModelHandle.deployable``), and
+a BatchNorm after a factorized conv folds into the chain's last 1x1 conv.
 """
 from __future__ import annotations
 
@@ -47,7 +50,7 @@ class OnnxRef:
 
 @dataclass
 class ModelHandle:
-    torch_model: nn.Module  # BN folded, eval mode
+    torch_model: nn.Module  # the original, eval mode (BatchNorm kept: search and fine-tuning use it)
     onnx_model: onnx.ModelProto  # the original graph: rewritten and shipped
     layer_map: dict[str, OnnxRef]  # torch module name -> ONNX node
     param_map: dict[str, str]  # torch parameter name -> ONNX initializer name
@@ -55,6 +58,15 @@ class ModelHandle:
     source: str
     notes: list[str] = field(default_factory=list)
     unmapped: dict[str, str] = field(default_factory=dict)  # torch layer -> why it is not in the ONNX graph
+    external_data: bool = False  # the ONNX input came with external data: save the output that way too
+    fold_bn: bool = False  # the ONNX graph has BatchNorm folded into the convs: fold before writing back
+
+    def deployable(self, model: nn.Module) -> nn.Module:
+        """An eval-mode copy of ``model`` (the original or a student) in the ONNX graph's form (BN folded)."""
+        out = copy.deepcopy(model).eval()
+        if self.fold_bn:
+            fold_batchnorm_(out)
+        return out
 
     @property
     def input_name(self) -> str:
@@ -290,4 +302,5 @@ def load_torch(spec: str, weights: str | Path | None = None, input_shape: tuple[
     graph = export_onnx(folded, shape)
     restore_dropped_biases(folded, graph)
     layer_map, param_map, unmapped = build_layer_map(folded, graph)
-    return ModelHandle(folded, graph, layer_map, param_map, shape, source=spec, notes=notes, unmapped=unmapped)
+    return ModelHandle(model, graph, layer_map, param_map, shape, source=spec, notes=notes, unmapped=unmapped,
+                       fold_bn=bool(pairs))

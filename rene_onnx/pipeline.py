@@ -144,7 +144,7 @@ def rewrite(handle: ModelHandle, student: nn.Module) -> Rewritten:
     from rene_onnx import passes
     from rene_onnx.engine.layers import collect_factors
 
-    factors = collect_factors(student)
+    factors = collect_factors(handle.deployable(student), buffers=True)
     by_node = {}
     for name, lf in factors.layers.items():
         ref = handle.layer_map.get(name)
@@ -172,7 +172,8 @@ def validate(handle: ModelHandle, student: nn.Module, compressed: onnx.ModelProt
     shapes = {handle.input_name: shape}
     before, after = count_onnx(handle.onnx_model, shapes), count_onnx(compressed, shapes)
     x = handle.example_input(cfg.seed)
-    torch_counts = {"before": torch_count(handle.torch_model, x), "after": torch_count(student, x)}
+    teacher, student = handle.deployable(handle.torch_model), handle.deployable(student)
+    torch_counts = {"before": torch_count(teacher, x), "after": torch_count(student, x)}
 
     progress("numerics", {})
     feeds = {handle.input_name: x.numpy()}
@@ -198,24 +199,90 @@ def validate(handle: ModelHandle, student: nn.Module, compressed: onnx.ModelProt
             "metric": "top1",
             "samples": int(len(y)),
             "before": onnx_top1(handle.onnx_model, X, y, cfg.provider),
-            "after_decomposition": onnx_top1(compressed, X, y, cfg.provider),
+            "after": onnx_top1(compressed, X, y, cfg.provider),
         }
     return Validation(before, after, torch_counts, numerics, latency, accuracy)
 
 
-def test_split_arrays(name: str | None, model_name: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """The held-out test split of ``name`` (or the zoo model's default dataset) as numpy arrays."""
-    from rene_onnx import models as zoo
-
-    if name is None:
-        name = zoo.default_dataset(model_name) if model_name in zoo.list_models() else None
-    if name is None:
-        return None
+def test_split_arrays(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out test split of dataset ``name`` as numpy arrays (inputs, labels)."""
     from rene_onnx.data import load_dataset
 
+    return _test_arrays(load_dataset(name))
+
+
+def load_data(cfg: CompressConfig, handle: ModelHandle):
+    """The labeled dataset for search / fine-tuning / accuracy, checked against the model; None if there is none."""
+    from rene_onnx import models as zoo
+    from rene_onnx.data import load_dataset
+
+    name = cfg.data
+    if name is None and cfg.model in zoo.list_models() and cfg.weights is None:
+        name = zoo.default_dataset(cfg.model)
+    if name is None:
+        return None
     splits = load_dataset(name)
-    xs, ys = zip(*[splits.test[i] for i in range(len(splits.test))])
-    return torch.stack(xs).numpy().astype(np.float32), np.asarray([int(t) for t in ys])
+    if min(len(splits.train), len(splits.test)) == 0:
+        raise ValueError(f"dataset {name} is empty: {splits.sizes()}")
+    want = tuple(handle.input_shape[1:])
+    if tuple(splits.input_shape) != want:
+        raise ValueError(f"dataset {name} has inputs {tuple(splits.input_shape)} but the model expects {want}")
+    with torch.no_grad():
+        classes = handle.torch_model(handle.example_input()).shape[-1]
+    if classes != splits.num_classes:
+        raise ValueError(f"dataset {name} has {splits.num_classes} classes but the model outputs {classes}")
+    return splits
+
+
+def search_ranks(handle: ModelHandle, cfg: CompressConfig, splits, progress: Progress = _noop):
+    """RENE search on the torch model -> SearchResult (its ``plan`` is the RankPlan)."""
+    from rene_onnx.engine.search import SearchConfig, search
+
+    scfg = cfg.search or SearchConfig()
+    scfg.method = cfg.rewrite.method
+    scfg.rank_multiple = cfg.rewrite.rank_multiple
+    use_data = splits is not None and not cfg.data_free
+    scfg.data_free = not use_data
+    scfg.layers = [n for n in handle.layer_map if n in layer_shapes(handle)]
+    calib = None
+    if use_data:
+        calib = torch.utils.data.DataLoader(splits.calib, batch_size=scfg.calib_batch_size, shuffle=True,
+                                            generator=torch.Generator().manual_seed(scfg.seed))
+
+    def report(stage: int, step: int, total: int, info: dict) -> None:
+        progress("search", {"stage": stage, "step": f"{step}/{total}"})
+
+    return search(handle.torch_model, handle.example_input(), scfg, calib, report)
+
+
+def finetune_student(handle: ModelHandle, student: nn.Module, cfg: CompressConfig, splits,
+                     progress: Progress = _noop):
+    """Fine-tune with CE + lambda * distillation (labeled data), or distill only (``--calib`` inputs)."""
+    from rene_onnx.engine.finetune import finetune
+
+    ft = cfg.finetune
+    if ft is None or ft.epochs <= 0:
+        return None
+    teacher = handle.torch_model
+    if splits is not None:
+        train, val = splits.train, splits.calib
+    elif cfg.calib is not None:
+        from rene_onnx.data import unlabeled_inputs
+
+        x = unlabeled_inputs(cfg.calib, handle.input_shape)
+        n_val = max(1, len(x) // 10)
+        train, val = torch.utils.data.TensorDataset(x[n_val:]), torch.utils.data.TensorDataset(x[:n_val])
+        ft.use_labels = False
+    else:
+        return None
+
+    def report(epoch: int, step: int, total: int, info: dict) -> None:
+        progress("finetune", {"epoch": f"{epoch}/{ft.epochs}", "step": f"{step}/{total}"})
+
+    student.train()
+    result = finetune(student, teacher, train, val, ft, report)
+    student.eval()
+    return result
 
 
 # ----------------------------------------------------------------------------- the whole job
@@ -238,33 +305,89 @@ def save_onnx_atomic(model: onnx.ModelProto, path: str | Path) -> Path:
 
 
 def compress(cfg: CompressConfig, progress: Progress = _noop) -> CompressResult:
-    """Load -> plan -> factorize -> rewrite -> validate -> report; writes ``cfg.output`` (and ``cfg.report``)."""
+    """Load -> ranks (given or searched) -> factorize -> fine-tune -> rewrite -> validate -> report.
+
+    Writes ``cfg.output`` (and ``cfg.report``); nothing is written when a stage fails.
+    """
     t0 = time.perf_counter()
     out_path = Path(cfg.output)
     if not out_path.parent.is_dir():
         raise LoadError(f"output folder does not exist: {out_path.parent}")
     if cfg.report is not None and not Path(cfg.report).parent.is_dir():
         raise LoadError(f"report folder does not exist: {Path(cfg.report).parent}")
-    parse_ranks(cfg.rewrite.ranks)  # fail fast on bad ranks, before loading anything
-    test_data = test_split_arrays(cfg.data, cfg.model) if cfg.data or not cfg.weights else None
+    if cfg.rewrite.ranks is not None:
+        parse_ranks(cfg.rewrite.ranks)  # fail fast on bad ranks, before loading anything
 
     progress("load", {"model": cfg.model})
     handle = load_model(cfg)
+    splits = load_data(cfg, handle)
     shapes = layer_shapes(handle)
-    progress("plan", {})
-    plan = plan_ranks(shapes, cfg.rewrite)
+    searched = None
+    if cfg.rewrite.ranks is not None:
+        progress("plan", {})
+        plan = plan_ranks(shapes, cfg.rewrite)
+    else:
+        progress("search", {})
+        searched = search_ranks(handle, cfg, splits, progress)
+        plan = searched.plan
     progress("factorize", {"layers": len(plan.factorized())})
     student = factorize(handle, plan)
+    test_data = _test_arrays(splits)
+    acc_decomposed = _torch_top1(student, test_data)
+    tuned = finetune_student(handle, student, cfg, splits, progress)
     progress("rewrite", {})
     rewritten = rewrite(handle, student)
     progress("validate", {})
     val = validate(handle, student, rewritten.model, cfg.validate, test_data, progress)
+    if val.accuracy is not None:
+        val.accuracy["after_decomposition"] = acc_decomposed
+        if tuned is not None:
+            val.accuracy["after_finetune"] = val.accuracy.pop("after")
+        else:
+            val.accuracy.pop("after")
     save_onnx_atomic(rewritten.model, out_path)
 
     report = build_report(cfg, handle, shapes, plan, rewritten, val, seconds=time.perf_counter() - t0)
+    report.search = _search_section(searched)
+    if tuned is not None:
+        report.meta["finetune"] = {"epochs_run": tuned.epochs_run, "best_epoch": tuned.best_epoch,
+                                   "seconds": round(tuned.seconds, 2), "selected_on": tuned.selected_on,
+                                   "best_val_top1": tuned.best_val_top1, "stopped": tuned.stopped}
+    if splits is not None:
+        report.meta["data"] = {"name": splits.name, "sizes": splits.sizes()}
     if cfg.report is not None:
         report.save_json(cfg.report)
-    return CompressResult(report, out_path, plan, handle.notes)
+    return CompressResult(report, out_path, plan, handle.notes + (searched.notes if searched else []))
+
+
+def _test_arrays(splits) -> tuple[np.ndarray, np.ndarray] | None:
+    if splits is None:
+        return None
+    x, y = splits.test.tensors()
+    return x.numpy().astype(np.float32), y.numpy().astype(np.int64)
+
+
+def _torch_top1(model: nn.Module, test_data) -> float | None:
+    if test_data is None:
+        return None
+    X, y = test_data
+    with torch.no_grad():
+        pred = torch.cat([model(torch.from_numpy(X[i:i + 512])).argmax(-1) for i in range(0, len(X), 512)])
+    return 100.0 * float((pred.numpy() == y).mean())
+
+
+def _search_section(searched) -> dict | None:
+    if searched is None:
+        return None
+    return {
+        "mode": searched.mode, "seconds": round(searched.seconds, 2), "stages": len(searched.stages),
+        "params_fraction": searched.params_fraction, "macs_fraction": searched.macs_fraction,
+        "calib_samples": searched.calib_samples, "backoffs": searched.backoffs,
+        "layers": {n: {"method": l.method, "chosen": list(l.chosen), "rbar": l.rbar,
+                       "candidates": list(l.candidates), "p": [round(float(v), 4) for v in l.p],
+                       "p_moved": round(float(l.p_moved), 4), "error": float(l.error)}
+                   for n, l in searched.layers.items()},
+    }
 
 
 def build_report(cfg: CompressConfig, handle: ModelHandle, shapes: dict[str, LayerShape], plan: RankPlan,

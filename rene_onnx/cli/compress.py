@@ -1,4 +1,4 @@
-"""``rene-onnx compress``: model in, factorized and validated ONNX model (and report) out."""
+"""``rene-onnx compress``: model in, factorized, fine-tuned and validated ONNX model (and report) out."""
 from __future__ import annotations
 
 import shlex
@@ -6,41 +6,53 @@ import sys
 
 import click
 
-from rene_onnx.cli.options import model_options, validate_options
+from rene_onnx.cli.options import model_options, search_config, search_options, validate_options
 
 
 @click.command()
 @click.argument("model", required=False, default="digits_resnet")
 @model_options
-@click.option("--method", type=click.Choice(["auto", "tt", "cp", "svd"]), default="auto", show_default=True,
-              help="tt / cp for k x k convs, svd for Linear and 1x1 convs; auto = tt for k x k, svd otherwise.")
-@click.option("--ranks", default="0.3", show_default=True, metavar="FRACTION|PLAN.json",
-              help="Fraction of each layer's parameters to keep, or a JSON plan {layer: rank or [r1, r2]}.")
-@click.option("--rank-multiple", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Round ranks to a multiple of this (hardware-friendly shapes).")
-@click.option("--data", default=None, help="Dataset name or path for accuracy (default: the zoo model's own).")
+@search_options
+@click.option("--ranks", default=None, metavar="FRACTION|PLAN.json",
+              help="Skip the search: keep this fraction of each layer's parameters, or use a JSON plan "
+                   "{layer: rank or [r1, r2]} (e.g. written by `rene-onnx search`).")
+@click.option("--epochs", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Fine-tuning epochs (CE + distillation from the original); 0 to skip.")
+@click.option("--lr", type=float, default=0.01, show_default=True, help="Fine-tuning learning rate.")
+@click.option("--lambda-diss", type=float, default=0.5, show_default=True,
+              help="Weight of the distillation loss (weights and per-layer outputs, Eq. 10-11).")
+@click.option("--calib", type=click.Path(dir_okay=False), default=None,
+              help="Unlabeled inputs (.npy/.npz) to distill on when there is no labeled data.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Output ONNX path [default: <model>.rene.onnx].")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
               help="Write the report as JSON here.")
 @validate_options
-def compress(model, weights, input_shape, method, ranks, rank_multiple, data, output, report_path,
-             provider, latency, repeats):
+def compress(model, weights, input_shape, method, target_params, target_macs, gamma, beta, preset, search_steps,
+             rank_multiple, data, data_free, checkpoint_dir, seed, ranks, epochs, lr, lambda_diss, calib, output,
+             report_path, provider, latency, repeats):
     """Compress MODEL (a zoo name or package.module:callable) into a factorized ONNX model.
 
-    With no MODEL, runs the built-in demo: a small ResNet trained on the UCI
-    digits images that ship with scikit-learn.
+    Ranks come from the RENE search unless --ranks is given. With no MODEL,
+    runs the built-in demo: a small ResNet trained on the UCI digits images
+    that ship with scikit-learn.
     """
     from rene_onnx.cli.render import show_report, stage_status
     from rene_onnx.config import CompressConfig, RewriteConfig, ValidateConfig
+    from rene_onnx.engine.finetune import FinetuneConfig
     from rene_onnx.load import parse_shape
     from rene_onnx.pipeline import compress as run
 
+    if ranks is not None and (target_params is not None or target_macs is not None):
+        raise click.UsageError("--ranks and --target-params/--target-macs conflict: give one of them")
     name = model.rsplit(":", 1)[-1].rsplit("/", 1)[-1].removesuffix(".onnx")
     cfg = CompressConfig(
         model=model, weights=weights, input_shape=parse_shape(input_shape),
-        output=output or f"{name}.rene.onnx", report=report_path, data=data,
+        output=output or f"{name}.rene.onnx", report=report_path, data=data, data_free=data_free, calib=calib,
         rewrite=RewriteConfig(method=method, ranks=ranks, rank_multiple=rank_multiple),
+        search=search_config(method, target_params, target_macs, gamma, beta, preset, search_steps, rank_multiple,
+                             seed, checkpoint_dir),
+        finetune=FinetuneConfig(epochs=epochs, lr=lr, lambda_diss=lambda_diss, seed=seed),
         validate=ValidateConfig(provider=provider, latency=latency, repeats=repeats),
         command=shlex.join(["rene-onnx", *sys.argv[1:]]),
     )

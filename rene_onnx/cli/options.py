@@ -27,3 +27,42 @@ validate_options = _compose(
     click.option("--repeats", type=click.IntRange(min=1), default=50, show_default=True,
                  help="Timed runs per model (median reported)."),
 )
+
+search_options = _compose(
+    click.option("--method", type=click.Choice(["auto", "tt", "cp", "svd"]), default="auto", show_default=True,
+                 help="tt / cp for k x k convs, svd for Linear and 1x1 convs; auto = tt for k x k, svd otherwise."),
+    click.option("--target-params", type=float, default=None, metavar="FRACTION",
+                 help="Keep this fraction of the model's parameters (lands within +-2%)."),
+    click.option("--target-macs", type=float, default=None, metavar="FRACTION",
+                 help="Keep this fraction of the model's MACs (lands within +-2%)."),
+    click.option("--gamma", type=float, default=0.4, show_default=True, help="Rank-loss weight (Eq. 5)."),
+    click.option("--beta", type=float, default=0.8, show_default=True, help="Rank-loss exponent (Eq. 5)."),
+    click.option("--preset", type=click.Choice(["auto", "paper-cifar", "paper-imagenet"]), default="auto",
+                 show_default=True, help="Candidate ranks: scaled to each layer, or the paper's grids."),
+    click.option("--search-steps", type=click.IntRange(min=1), default=60, show_default=True,
+                 help="Alternating weight / alpha steps per search stage."),
+    click.option("--rank-multiple", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="Round ranks to a multiple of this (hardware-friendly shapes)."),
+    click.option("--data", default=None,
+                 help="Dataset name (digits, fashion-mnist) or folder (CIFAR pickles, idx files, ImageFolder) "
+                      "[default: the zoo model's own]."),
+    click.option("--data-free", is_flag=True, help="Search on the weights only (no forward pass, no labels)."),
+    click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
+                 help="Keep each search stage's rank plan here and resume from it."),
+    click.option("--seed", type=int, default=0, show_default=True),
+)
+
+
+def search_config(method, target_params, target_macs, gamma, beta, preset, search_steps, rank_multiple, seed,
+                  checkpoint_dir):
+    """A SearchConfig from the shared search options (one place, used by compress and search)."""
+    from rene_onnx.engine.search import SearchConfig
+
+    for key, value in (("--target-params", target_params), ("--target-macs", target_macs)):
+        if value is not None and not 0 < value < 1:
+            raise click.BadParameter(f"must be in (0, 1), got {value}", param_hint=key)
+    if target_params is not None and target_macs is not None:
+        raise click.UsageError("give --target-params or --target-macs, not both")
+    return SearchConfig(method=method, preset=preset, gamma=gamma, beta=beta, target_params=target_params,
+                        target_macs=target_macs, steps=search_steps, rank_multiple=rank_multiple, seed=seed,
+                        checkpoint_dir=checkpoint_dir)

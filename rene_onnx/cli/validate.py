@@ -37,7 +37,7 @@ def validate(original, compressed, input_shape, data, report_path, provider, lat
             from rene_onnx.pipeline import test_split_arrays
 
             progress("data", {"data": data})
-            test_data = test_split_arrays(data, "")
+            test_data = test_split_arrays(data)
         progress("validate", {})
         res = compare_pair(a, b, feeds, shapes, provider, latency, repeats=repeats, test_data=test_data)
     ca, cb = res.counts
