@@ -1,0 +1,320 @@
+"""Latency-aware factorization: per-layer times of the dense node vs its factorized chain, and the layers to keep dense.
+
+No torch here. The flow (``--latency-aware``): rewrite every planned layer,
+profile the original and the rewritten model with onnxruntime
+(:func:`rene_onnx.validate.latency.profile_nodes`, torch-free worker), compare
+each layer's dense node with its chain (:func:`layer_latency`), then rewrite
+again without the layers whose chain is not faster (:func:`slower_layers`,
+:func:`latency_aware_rewrite`).
+
+Layout conversions. On CPU, onnxruntime runs convs in the blocked NCHWc
+layout where it can and inserts ``ReorderInput`` / ``ReorderOutput`` nodes
+where a tensor changes layout. A conv whose channel counts do not suit the
+NCHWc kernels (a rank that is not a multiple of 4 here) stays in NCHW and
+costs a reorder on each side. Those nodes have no counterpart in the graph
+we wrote, so :func:`layer_latency` charges each one to the layer next to it
+(``attribute_reorders``): to the conv on its NCHW side when that conv belongs
+to a layer (the conv that could not run blocked caused it), else to the conv
+on its NCHWc side. The neighbours are read from onnxruntime's optimized
+graph, which is built again here (same optimization level as the profiler's
+session; optimization does not depend on thread count).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from ._graph import load_model, model_path
+from .latency import name_mapper, profile_nodes
+from .numerics import providers_for
+
+#: onnxruntime's layout-conversion ops (domain com.microsoft) that :func:`layer_latency` attributes to layers
+REORDER_OPS = ("ReorderInput", "ReorderOutput")
+
+LayerNodes = Mapping[str, "tuple[str, Sequence[str]]"]
+LayerTimes = dict[str, "tuple[float | None, float | None]"]
+
+
+# ------------------------------------------------------------------------------------------------ mapping
+
+
+def layer_nodes_from_records(records: Iterable, layer_of_node: Mapping[str, str] | None = None) -> dict[str, tuple[str, list[str]]]:
+    """``{layer: (original node, [new nodes])}`` from :class:`rene_onnx.passes.PassRecord` s.
+
+    Only records with status ``factorized`` are used. ``layer_of_node`` maps an
+    ONNX node name to the layer name to key the result by (default: the node
+    name itself).
+    """
+    out: dict[str, tuple[str, list[str]]] = {}
+    for r in records:
+        if r.status != "factorized":
+            continue
+        layer = (layer_of_node or {}).get(r.node, r.node)
+        out[layer] = (r.node, list(r.new_nodes))
+    return out
+
+
+def _check_layer_nodes(layer_nodes: LayerNodes) -> dict[str, tuple[str, list[str]]]:
+    out = {}
+    for layer, entry in layer_nodes.items():
+        try:
+            orig, new = entry
+        except (TypeError, ValueError):
+            raise ValueError(f"layer_nodes[{layer!r}] must be (original node, [new nodes]), got {entry!r}") from None
+        if isinstance(new, str):
+            raise ValueError(f"layer_nodes[{layer!r}]: the new nodes must be a list of names, got the string {new!r}")
+        new = [str(n) for n in new]
+        if not new:
+            raise ValueError(f"layer_nodes[{layer!r}] lists no new nodes")
+        out[str(layer)] = (str(orig), new)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ times
+
+
+def layer_latency(
+    original_path: str | os.PathLike,
+    compressed_path: str | os.PathLike,
+    layer_nodes: LayerNodes,
+    feeds_npz: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
+    provider: str = "cpu",
+    repeats: int = 20,
+    *,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    warmup: int = 3,
+    threads: int | None = None,
+    attribute_reorders: bool = True,
+    timeout_s: float | None = None,
+) -> LayerTimes:
+    """``{layer: (us_dense, us_factorized)}``: median kernel time of the dense node and of its chain.
+
+    ``layer_nodes``: ``{layer: (original node name, [new node names])}`` (see
+    :func:`layer_nodes_from_records`). Both models are profiled with
+    :func:`profile_nodes` (``repeats`` runs after ``warmup``, ``threads``
+    intra-op threads; inputs from ``feeds_npz`` or random from
+    ``input_shapes``). A layer's time is the sum over its profiled nodes
+    plus, with ``attribute_reorders``, the layout conversions charged to it
+    (module docstring); ``None`` where none of its nodes was profiled.
+    """
+    nodes = _check_layer_nodes(layer_nodes)
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    original_path, compressed_path = model_path(original_path), model_path(compressed_path)
+    kw = dict(provider=provider, repeats=repeats, input_shapes=input_shapes, warmup=warmup, threads=threads,
+              timeout_s=timeout_s)
+    t_orig = profile_nodes(original_path, feeds_npz, **kw)
+    t_comp = profile_nodes(compressed_path, feeds_npz, **kw)
+    dense = _per_layer(t_orig, {layer: [orig] for layer, (orig, _) in nodes.items()},
+                       original_path if attribute_reorders else None, provider)
+    fact = _per_layer(t_comp, {layer: new for layer, (_, new) in nodes.items()},
+                      compressed_path if attribute_reorders else None, provider)
+    return {layer: (dense[layer], fact[layer]) for layer in nodes}
+
+
+def _per_layer(times: Mapping[str, float], owned: dict[str, list[str]], path: str | None,
+               provider: str) -> dict[str, float | None]:
+    node_layer = {n: layer for layer, ns in owned.items() for n in ns}
+    out: dict[str, float | None] = {layer: None for layer in owned}
+    for name, us in times.items():
+        layer = node_layer.get(name)
+        if layer is not None:
+            out[layer] = (out[layer] or 0.0) + float(us)
+    if path is not None:
+        unmatched = {n: us for n, us in times.items() if n not in node_layer}
+        if any(n.startswith(REORDER_OPS) for n in unmatched):
+            for name, layer in attribute_layout_nodes(path, unmatched, node_layer, provider).items():
+                if out[layer] is not None:  # a reorder alone does not make a layer "profiled"
+                    out[layer] += float(unmatched[name])
+    return out
+
+
+def attribute_layout_nodes(
+    model: str | os.PathLike,
+    profiled: Iterable[str],
+    node_layer: Mapping[str, str],
+    provider: str = "cpu",
+) -> dict[str, str]:
+    """``{profiled reorder node: layer}`` for the layout conversions onnxruntime inserted into ``model``.
+
+    ``node_layer`` maps original node names to layers. A reorder is charged to
+    the layer of its NCHW-side neighbour when that is a layer's node, else to
+    its NCHWc-side neighbour's layer; unmatched ones are left out.
+    """
+    wanted = {n for n in profiled if n.startswith(REORDER_OPS)}
+    if not wanted:
+        return {}
+    graph = optimized_graph(model, provider)
+    sides = reorder_neighbours(graph, name_mapper(model))
+    out = {}
+    for name in wanted:
+        nchw, nchwc = sides.get(name, ((), ()))
+        owner = next((node_layer[n] for n in [*nchw, *nchwc] if n in node_layer), None)
+        if owner is not None:
+            out[name] = owner
+    return out
+
+
+def reorder_neighbours(graph: onnx.GraphProto, rename: Callable[[str], str] = lambda s: s
+                       ) -> dict[str, tuple[list[str], list[str]]]:
+    """``{reorder node: (NCHW-side neighbours, NCHWc-side neighbours)}`` in an optimized graph, renamed.
+
+    ``ReorderInput`` reads NCHW (its producer) and feeds NCHWc (its consumers);
+    ``ReorderOutput`` the other way round. ``rename`` maps optimized node
+    names back to the original graph's (:func:`latency.name_mapper`).
+    """
+    producer = {o: n for n in graph.node for o in n.output if o}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            if i:
+                consumers.setdefault(i, []).append(n)
+    out = {}
+    for n in graph.node:
+        if n.op_type not in REORDER_OPS:
+            continue
+        before = [rename(producer[i].name) for i in n.input if i in producer]
+        after = [rename(c.name) for o in n.output for c in consumers.get(o, ())]
+        out[n.name] = (before, after) if n.op_type == "ReorderInput" else (after, before)
+    return out
+
+
+def optimized_graph(model: str | os.PathLike, provider: str = "cpu") -> onnx.GraphProto:
+    """The graph onnxruntime runs after ``ORT_ENABLE_ALL`` optimization (NCHWc layout, fusions) on ``provider``."""
+    import onnxruntime as ort
+
+    path = model_path(model)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3  # the "optimized model is hardware specific" warning is expected here
+    with tempfile.TemporaryDirectory(prefix="rene-opt-") as tmp:
+        so.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
+        ort.InferenceSession(path, so, providers=providers_for(provider))
+        return onnx.load(so.optimized_model_filepath, load_external_data=False).graph
+
+
+# ------------------------------------------------------------------------------------------------ choice
+
+
+def slower_layers(times: Mapping[str, tuple[float | None, float | None]], margin: float = 1.0) -> list[str]:
+    """Layers whose factorized chain is not faster than the dense node, in the order of ``times``.
+
+    A layer is listed when ``us_dense <= margin * us_factorized``: with
+    ``margin=1`` the chain must be strictly faster to stay; ``margin=1.2``
+    asks for a 1.2x speed-up. Layers with a missing time (``None``) are not
+    listed (nothing to judge by).
+    """
+    margin = float(margin)
+    if not margin > 0 or not np.isfinite(margin):
+        raise ValueError(f"margin must be a positive number, got {margin}")
+    out = []
+    for layer, pair in times.items():
+        try:
+            dense, fact = pair
+        except (TypeError, ValueError):
+            raise ValueError(f"times[{layer!r}] must be (us_dense, us_factorized), got {pair!r}") from None
+        if dense is None or fact is None:
+            continue
+        if dense <= margin * fact:
+            out.append(layer)
+    return out
+
+
+@dataclass
+class LatencyAwareRewrite:
+    """The model rewritten without its slow layers, and why."""
+
+    model: onnx.ModelProto  # the final model (slow layers left dense)
+    records: list  # passes.PassRecord of the final rewrite
+    times: LayerTimes  # {node: (us_dense, us_factorized)} of the full rewrite
+    kept_dense: list[str] = field(default_factory=list)  # nodes whose chain was not faster
+    first_model: onnx.ModelProto | None = None  # the full rewrite (every layer factorized)
+
+
+def latency_aware_rewrite(
+    original: onnx.ModelProto | str | os.PathLike,
+    layers: Mapping[str, object],
+    dense_updates: Mapping[str, np.ndarray] | None = None,
+    feeds: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
+    provider: str = "cpu",
+    repeats: int = 20,
+    *,
+    margin: float = 1.0,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    threads: int | None = None,
+    warmup: int = 3,
+    timeout_s: float | None = None,
+) -> LatencyAwareRewrite:
+    """Rewrite ``layers`` (``{ONNX node: LayerFactors}``), profile, and rewrite again without the slow ones.
+
+    Uses :func:`rene_onnx.passes.apply_factors` twice (the second time only
+    when some layer is slower); ``kept_dense`` lists the nodes left dense.
+    ``original`` is not modified.
+    """
+    from rene_onnx import passes
+
+    original = load_model(original)
+    first, records = passes.apply_factors(original, dict(layers), dict(dense_updates or {}))
+    nodes = layer_nodes_from_records(records)
+    if not nodes:
+        return LatencyAwareRewrite(first, records, {}, [], first)
+    with tempfile.TemporaryDirectory(prefix="rene-la-") as tmp:
+        p_orig, p_comp = os.path.join(tmp, "original.onnx"), os.path.join(tmp, "compressed.onnx")
+        onnx.save(original, p_orig)
+        onnx.save(first, p_comp)
+        times = layer_latency(p_orig, p_comp, nodes, feeds, provider, repeats, input_shapes=input_shapes,
+                              warmup=warmup, threads=threads, timeout_s=timeout_s)
+    slow = slower_layers(times, margin)
+    if not slow:
+        return LatencyAwareRewrite(first, records, times, [], first)
+    keep = {k: v for k, v in layers.items() if k not in set(slow)}
+    updates = {**dict(dense_updates or {}), **dense_from_factors(original, {k: layers[k] for k in slow})}
+    final, final_records = passes.apply_factors(original, keep, updates)
+    return LatencyAwareRewrite(final, final_records, times, slow, first)
+
+
+def dense_from_factors(original: onnx.ModelProto, layers: Mapping[str, object]) -> dict[str, np.ndarray]:
+    """Dense updates ``{initializer: value}`` that give nodes the weight (and bias) their factors represent.
+
+    A layer kept dense for speed should still compute what the (possibly
+    fine-tuned) factors compute, not the weight it had before compression.
+    The weight is rebuilt in torch layout (:func:`rene_onnx.decompose.reconstruct`)
+    and stored in the node's ONNX layout (transposed for ``x @ W`` and Gemm
+    without ``transB``).
+    """
+    from rene_onnx import passes
+    from rene_onnx.decompose import reconstruct
+
+    found = {layer.name: layer for layer in passes.find_layers(original)}
+    stored = {t.name: tuple(t.dims) for t in original.graph.initializer}
+    out: dict[str, np.ndarray] = {}
+    for key, lf in layers.items():
+        layer = found.get(key)
+        if layer is None or layer.weight_array is None:
+            raise ValueError(f"node {key!r}: no layer with a constant weight of that name in the graph")
+        w = reconstruct(lf.method, lf.arrays, layer.torch_weight().shape)
+        out[layer.weight] = _onnx_layout(layer, w).astype(layer.weight_array.dtype)
+        bias = lf.arrays.get("bias")
+        if bias is not None and layer.bias in stored:
+            out[layer.bias] = np.asarray(bias).reshape(stored[layer.bias]).astype(layer.weight_array.dtype)
+    return out
+
+
+def _onnx_layout(layer, w: np.ndarray) -> np.ndarray:
+    """A torch-layout weight in the layout ``layer`` stores: ``OnnxLayer.torch_weight`` is its own inverse
+    (a transpose or nothing, chosen by op, side and trans flags), so apply it to ``w``."""
+    return dataclasses.replace(layer, weight_array=w).torch_weight()
+
+
+__all__ = [
+    "LatencyAwareRewrite", "REORDER_OPS", "attribute_layout_nodes", "dense_from_factors", "latency_aware_rewrite",
+    "layer_latency",
+    "layer_nodes_from_records", "optimized_graph", "reorder_neighbours", "slower_layers",
+]
