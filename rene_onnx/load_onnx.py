@@ -79,11 +79,7 @@ def load_onnx(path: str | os.PathLike, input_shape: tuple[int, ...] | None = Non
     from rene_onnx.passes import find_layers
 
     path = Path(path)
-    light = _read(path)
-    _check_versions(light, path.name)
-    external = _check_external_data(light, path)
-    _run_checker(path)
-    original = _with_external_data(light, path) if external else light
+    light, original, external = _read_checked(path)
     input_name, shape, notes = _input_spec(original, input_shape, path.name)
     layers = find_layers(original)
     _check_compressible(layers, path.name)
@@ -106,6 +102,20 @@ def load_onnx(path: str | os.PathLike, input_shape: tuple[int, ...] | None = Non
         _verify(gm, path, input_name, shape)
     return ModelHandle(gm, original, layer_map, param_map, shape, source=str(path), notes=notes,
                        unmapped=unmapped, external_data=external)
+
+
+def read_onnx(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read an ONNX file with every check of ``load_onnx`` (versions, checker, external data in its folder)."""
+    return _read_checked(Path(path))[1]
+
+
+def _read_checked(path: Path) -> tuple[onnx.ModelProto, onnx.ModelProto, bool]:
+    """(graph without external data, the full model, whether it has external data), all checked."""
+    light = _read(path)
+    _check_versions(light, path.name)
+    external = _check_external_data(light, path)
+    _run_checker(path)
+    return light, (_with_external_data(light, path) if external else light), external
 
 
 def onnx_dense_updates(handle: ModelHandle, dense: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

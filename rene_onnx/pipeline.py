@@ -63,8 +63,13 @@ def _noop(stage: str, info: dict) -> None:  # default progress callback
 # ----------------------------------------------------------------------------- stages
 
 def load_model(cfg: CompressConfig) -> ModelHandle:
+    """A zoo name or ``package.module:callable`` (+ weights), or an ``.onnx`` file -> ModelHandle."""
     if str(cfg.model).endswith(".onnx"):
-        raise LoadError("ONNX input is not supported yet: give a zoo name or package.module:callable")
+        from rene_onnx.load_onnx import load_onnx
+
+        if cfg.weights is not None:
+            raise LoadError("--weights does not apply to an ONNX model (its weights are in the file)")
+        return load_onnx(cfg.model, cfg.input_shape)
     return load_torch(cfg.model, cfg.weights, cfg.input_shape)
 
 
@@ -143,6 +148,7 @@ def rewrite(handle: ModelHandle, student: nn.Module) -> Rewritten:
     """Rewrite the ORIGINAL ONNX graph from the student's factors and updated dense weights."""
     from rene_onnx import passes
     from rene_onnx.engine.layers import collect_factors
+    from rene_onnx.load_onnx import onnx_dense_updates
 
     factors = collect_factors(handle.deployable(student), buffers=True)
     by_node = {}
@@ -151,7 +157,7 @@ def rewrite(handle: ModelHandle, student: nn.Module) -> Rewritten:
         if ref is None:
             raise PipelineError(f"layer {name} is not in the ONNX graph: {handle.unmapped.get(name, 'unmapped')}")
         by_node[ref.node] = lf
-    dense = {handle.param_map[k]: v for k, v in factors.dense.items() if k in handle.param_map}
+    dense = onnx_dense_updates(handle, factors.dense)
     model, records = passes.apply_factors(handle.onnx_model, by_node, dense)
     failed = [r for r in records if r.status != "factorized"]
     if failed:
@@ -287,21 +293,49 @@ def finetune_student(handle: ModelHandle, student: nn.Module, cfg: CompressConfi
 
 # ----------------------------------------------------------------------------- the whole job
 
-def save_onnx_atomic(model: onnx.ModelProto, path: str | Path) -> Path:
-    """Write ``model`` to a temporary file next to ``path``, check it, then rename (no half-written output)."""
+def save_onnx_atomic(model: onnx.ModelProto, path: str | Path, external_data: bool = False) -> Path:
+    """Write ``model`` to a temporary file next to ``path``, check it, then rename (no half-written output).
+
+    With ``external_data`` the tensors go to ``<name>.data`` beside it (models over protobuf's 2 GB limit).
+    """
     path = Path(path)
     if not path.parent.is_dir():
         raise LoadError(f"output folder does not exist: {path.parent}")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    data_name = f"{path.name}.data"
+    tmp_data = path.parent / f".{data_name}.tmp"
     try:
-        onnx.save(model, tmp)
-        onnx.checker.check_model(tmp, full_check=True)
+        if external_data:
+            # the location is written into the model: name the final file, write the data to a temp first
+            onnx.save(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True, location=tmp_data.name)
+            onnx.checker.check_model(tmp, full_check=True)
+            saved = onnx.load(tmp, load_external_data=False)
+            for t in _external_tensors(saved.graph):
+                for e in t.external_data:
+                    if e.key == "location":
+                        e.value = data_name
+            onnx.save(saved, tmp)
+            os.replace(tmp_data, path.parent / data_name)
+        else:
+            onnx.save(model, tmp)
+            onnx.checker.check_model(tmp, full_check=True)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        tmp_data.unlink(missing_ok=True)
         raise
     return path
+
+
+def _external_tensors(graph: onnx.GraphProto):
+    for t in graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            yield t
+    for node in graph.node:
+        for a in node.attribute:
+            if a.t is not None and a.t.data_location == onnx.TensorProto.EXTERNAL:
+                yield a.t
 
 
 def compress(cfg: CompressConfig, progress: Progress = _noop) -> CompressResult:
@@ -345,7 +379,7 @@ def compress(cfg: CompressConfig, progress: Progress = _noop) -> CompressResult:
             val.accuracy["after_finetune"] = val.accuracy.pop("after")
         else:
             val.accuracy.pop("after")
-    save_onnx_atomic(rewritten.model, out_path)
+    save_onnx_atomic(rewritten.model, out_path, handle.external_data)
 
     report = build_report(cfg, handle, shapes, plan, rewritten, val, seconds=time.perf_counter() - t0)
     report.search = _search_section(searched)

@@ -17,7 +17,7 @@ def validate(original, compressed, input_shape, data, report_path, provider, lat
     """Compare ORIGINAL and COMPRESSED (any two ONNX models with the same inputs)."""
     from rene_onnx.cli.render import show_report, stage_status
     from rene_onnx.load import parse_shape
-    from rene_onnx.validate._graph import load_model as read_onnx
+    from rene_onnx.load_onnx import read_onnx
     from rene_onnx.report.report import Report, environment_meta
     from rene_onnx.validate.numerics import input_feeds
     from rene_onnx.validate.pair import compare_pair

@@ -1,0 +1,11 @@
+"""Test-wide settings."""
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_blas_thread():
+    """Multi-threaded OpenBLAS on 2 shared cores made small SVDs 100x slower here; one thread is steady."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
