@@ -34,6 +34,10 @@ class ValidateConfig:
     warmup: int = 10
     repeats: int = 50
     seed: int = 0
+    #: keep a layer dense when its factorized chain is not faster (per-node onnxruntime profile);
+    #: None: on when latency is measured
+    latency_aware: bool | None = None
+    profile_repeats: int = 20
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:

@@ -36,6 +36,8 @@ class Rewritten:
     model: onnx.ModelProto
     records: list  # passes.PassRecord per requested node
     factors: Factors
+    layer_times: dict[str, tuple] = field(default_factory=dict)  # layer -> (us dense, us factorized), if profiled
+    kept_dense: dict[str, str] = field(default_factory=dict)  # layer -> why its factors were not used (latency)
 
 
 @dataclass
@@ -144,26 +146,51 @@ def factorize(handle: ModelHandle, plan: RankPlan) -> nn.Module:
     return student
 
 
-def rewrite(handle: ModelHandle, student: nn.Module) -> Rewritten:
-    """Rewrite the ORIGINAL ONNX graph from the student's factors and updated dense weights."""
+def rewrite(handle: ModelHandle, student: nn.Module, latency_aware: ValidateConfig | None = None) -> Rewritten:
+    """Rewrite the ORIGINAL ONNX graph from the student's factors and updated dense weights.
+
+    With ``latency_aware`` (a ValidateConfig: provider, repeats), every layer's dense node and
+    factorized chain are profiled on onnxruntime, and a layer whose chain is not faster is kept
+    dense -- with the weight its factors represent, and ``student`` is changed the same way
+    (``densify_``) so torch and ONNX still compute the same function.
+    """
     from rene_onnx import passes
-    from rene_onnx.engine.layers import collect_factors
+    from rene_onnx.engine.layers import collect_factors, densify_
     from rene_onnx.load_onnx import onnx_dense_updates
 
     factors = collect_factors(handle.deployable(student), buffers=True)
-    by_node = {}
+    by_node, layer_of = {}, {}
     for name, lf in factors.layers.items():
         ref = handle.layer_map.get(name)
         if ref is None:
             raise PipelineError(f"layer {name} is not in the ONNX graph: {handle.unmapped.get(name, 'unmapped')}")
         by_node[ref.node] = lf
+        layer_of[ref.node] = name
     dense = onnx_dense_updates(handle, factors.dense)
-    model, records = passes.apply_factors(handle.onnx_model, by_node, dense)
+    times: dict[str, tuple] = {}
+    kept: dict[str, str] = {}
+    if latency_aware is not None and by_node:
+        from rene_onnx.validate.latency_aware import latency_aware_rewrite
+
+        res = latency_aware_rewrite(handle.onnx_model, by_node, dense, {handle.input_name: handle.example_input().numpy()},
+                                    latency_aware.provider, repeats=latency_aware.profile_repeats)
+        model, records = res.model, res.records
+        times = {layer_of[n]: t for n, t in res.times.items() if n in layer_of}
+        for node in res.kept_dense:
+            us_dense, us_fact = res.times[node]
+            kept[layer_of[node]] = (f"kept dense: the factorized chain is not faster on {latency_aware.provider} "
+                                    f"({us_fact:.0f} us vs {us_dense:.0f} us dense)")
+        if kept:
+            densify_(student, list(kept))
+            for name in kept:
+                factors.layers.pop(name)
+    else:
+        model, records = passes.apply_factors(handle.onnx_model, by_node, dense)
     failed = [r for r in records if r.status != "factorized"]
     if failed:
         r = failed[0]
         raise PipelineError(f"could not rewrite {r.node} ({r.op_type}): {r.reason}")
-    return Rewritten(model, records, factors)
+    return Rewritten(model, records, factors, times, kept)
 
 
 def validate(handle: ModelHandle, student: nn.Module, compressed: onnx.ModelProto, cfg: ValidateConfig,
@@ -285,6 +312,9 @@ def finetune_student(handle: ModelHandle, student: nn.Module, cfg: CompressConfi
     def report(epoch: int, step: int, total: int, info: dict) -> None:
         progress("finetune", {"epoch": f"{epoch}/{ft.epochs}", "step": f"{step}/{total}"})
 
+    batch = static_batch(handle)
+    if batch is not None and ft.batch_size != batch:
+        ft.batch_size = batch  # the graph (and so its torch import) only runs this batch size
     student.train()
     result = finetune(student, teacher, train, val, ft, report)
     student.eval()
@@ -367,10 +397,11 @@ def compress(cfg: CompressConfig, progress: Progress = _noop) -> CompressResult:
     progress("factorize", {"layers": len(plan.factorized())})
     student = factorize(handle, plan)
     test_data = _test_arrays(splits)
-    acc_decomposed = _torch_top1(student, test_data)
+    acc_decomposed = _torch_top1(student, test_data, static_batch(handle))
     tuned = finetune_student(handle, student, cfg, splits, progress)
     progress("rewrite", {})
-    rewritten = rewrite(handle, student)
+    v = cfg.validate
+    rewritten = rewrite(handle, student, v if (v.latency_aware if v.latency_aware is not None else v.latency) else None)
     progress("validate", {})
     val = validate(handle, student, rewritten.model, cfg.validate, test_data, progress)
     if val.accuracy is not None:
@@ -401,13 +432,22 @@ def _test_arrays(splits) -> tuple[np.ndarray, np.ndarray] | None:
     return x.numpy().astype(np.float32), y.numpy().astype(np.int64)
 
 
-def _torch_top1(model: nn.Module, test_data) -> float | None:
+def static_batch(handle: ModelHandle) -> int | None:
+    """The batch size an ONNX graph was exported with when it is fixed (None: dynamic)."""
+    vi = next(i for i in handle.onnx_model.graph.input if i.name == handle.input_name)
+    dims = vi.type.tensor_type.shape.dim
+    return int(dims[0].dim_value) if dims and dims[0].HasField("dim_value") else None
+
+
+def _torch_top1(model: nn.Module, test_data, batch: int | None = None) -> float | None:
     if test_data is None:
         return None
     X, y = test_data
+    bs = batch or 512
+    usable = len(X) - len(X) % bs  # a fixed batch size cannot take a short last batch
     with torch.no_grad():
-        pred = torch.cat([model(torch.from_numpy(X[i:i + 512])).argmax(-1) for i in range(0, len(X), 512)])
-    return 100.0 * float((pred.numpy() == y).mean())
+        pred = torch.cat([model(torch.from_numpy(X[i:i + bs])).argmax(-1) for i in range(0, usable, bs)])
+    return 100.0 * float((pred.numpy() == y[:usable]).mean())
 
 
 def _search_section(searched) -> dict | None:
@@ -435,10 +475,14 @@ def build_report(cfg: CompressConfig, handle: ModelHandle, shapes: dict[str, Lay
         ref = handle.layer_map[name]
         rec = records.get(ref.node)
         if lp and lp.method != "dense" and rec is not None and rec.status == "factorized":
-            rows.append(LayerRow.from_shape(name, ref.op_type, shape, lp.method, rewritten.factors.layers[name].ranks))
+            row = LayerRow.from_shape(name, ref.op_type, shape, lp.method, rewritten.factors.layers[name].ranks)
         else:
-            reason = (rec.reason if rec is not None else "") or (lp.reason if lp else "") or "not in the rank plan"
-            rows.append(LayerRow.from_shape(name, ref.op_type, shape, reason=reason))
+            reason = (rewritten.kept_dense.get(name) or (rec.reason if rec is not None else "")
+                      or (lp.reason if lp else "") or "not in the rank plan")
+            row = LayerRow.from_shape(name, ref.op_type, shape, reason=reason)
+        if name in rewritten.layer_times:
+            row.latency_us_before, row.latency_us_after = rewritten.layer_times[name]
+        rows.append(row)
     for name, why in handle.unmapped.items():
         rows.append(LayerRow(name=name, op="?", method="dense", rank=None, params_before=0, params_after=0,
                              macs_before=0, macs_after=0, status="dense", reason=why))

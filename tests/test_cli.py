@@ -156,3 +156,59 @@ def test_validate_pair_side_by_side(tmp_path, resnet20_weights):
     assert 0 < v["numerics"]["max_abs_diff"] and v["latency_ms"]["before"] > 0
     r = run_inproc("validate", str(original), "missing.onnx", cwd=tmp_path)
     assert r.returncode == 2 and "not found" in r.stderr
+
+
+def test_latency_aware_keeps_slower_chains_dense(tmp_path, resnet20_weights):
+    rep = tmp_path / "r.json"
+    r = run("compress", "resnet20", "--weights", str(resnet20_weights), "--ranks", "0.3", "--provider", "cpu",
+            "--repeats", "5", "-o", str(tmp_path / "o.onnx"), "--report", str(rep))
+    assert r.returncode == 0, r.stderr
+    report = json.loads(rep.read_text())
+    profiled = [l for l in report["layers"] if l.get("latency_us_before") is not None]
+    assert len(profiled) >= 18
+    for l in profiled:
+        if l["status"] == "dense":  # kept dense for speed: its chain was measured slower
+            assert l["reason"].startswith("kept dense") and l["latency_us_after"] >= l["latency_us_before"]
+        else:
+            assert l["latency_us_after"] < l["latency_us_before"]
+    # torch and ONNX still compute and count the same model
+    assert report["params"]["after"] == report["params"]["torch_after"]
+    assert report["numerics"]["max_abs_diff"] < 1e-3
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_compress_onnx_file_from_either_exporter(tmp_path, dynamo):
+    model = zoo.build("digits_resnet", pretrained=True).eval()
+    src = tmp_path / "in.onnx"
+    kwargs = dict(dynamo=True, external_data=False) if dynamo else dict(dynamo=False, opset_version=13)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(1, 1, 8, 8),), str(src), input_names=["x"], output_names=["y"], **kwargs)
+    before = src.read_bytes()
+    out, rep = tmp_path / "out.onnx", tmp_path / "r.json"
+    r = run("compress", str(src), "--data-free", "--ranks", "0.5", "--data", "digits", "--epochs", "0", "--repeats",
+            "5", "-o", str(out), "--report", str(rep))
+    assert r.returncode == 0, r.stderr
+    assert src.read_bytes() == before  # the input is never modified
+    report = json.loads(rep.read_text())
+    assert report["params"]["after"] < 0.75 * report["params"]["before"]
+    assert report["numerics"]["max_abs_diff"] < 1e-3
+    assert report["accuracy"]["before"] > 97
+    m = onnx.load(out)
+    onnx.checker.check_model(m, full_check=True)
+    assert [i.name for i in m.graph.input] == ["x"] and [o.name for o in m.graph.output] == ["y"]
+    r = run_inproc("validate", str(src), str(out), "--data", "digits", "--repeats", "5", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
+def test_bad_onnx_inputs(tmp_path):
+    (tmp_path / "trunc.onnx").write_bytes(b"\x08\x07\x12\x04junk")
+    r = run_inproc("compress", "trunc.onnx", "-o", "x.onnx", cwd=tmp_path)
+    assert r.returncode == 2 and "error:" in r.stderr and "Traceback" not in r.stderr
+    r = run_inproc("compress", "resnet20", "--ranks", "0.5", "--target-params", "0.3", "-o", "x.onnx", cwd=tmp_path)
+    assert r.returncode == 2 and "conflict" in r.stderr
+    r = run_inproc("compress", "resnet20", "--target-params", "1.5", "-o", "x.onnx", cwd=tmp_path)
+    assert r.returncode == 2 and "(0, 1)" in r.stderr
+    assert not list(tmp_path.glob("x.onnx*"))

@@ -294,3 +294,25 @@ def test_factorized_model_exports_to_onnx_as_plain_convs():
     (y,) = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
     with torch.no_grad():
         np.testing.assert_allclose(y, model(x).numpy(), atol=1e-5, rtol=1e-4)
+
+
+def test_densify_gives_back_the_same_function():
+    import torch
+    from torch import nn
+
+    from rene_onnx.engine.layers import densify_, factorize_module, factorized_modules
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1, dilation=1), nn.ReLU(),
+                          nn.Conv2d(16, 16, 3, padding=2, dilation=2, bias=False), nn.Flatten(), nn.Linear(16 * 16, 5))
+    model[0] = factorize_module(model[0], "tt", (4, 4))
+    model[2] = factorize_module(model[2], "svd", (5,))
+    model[4] = factorize_module(model[4], "svd", (3,))
+    x = torch.randn(2, 8, 8, 8)
+    with torch.no_grad():
+        ref = model(x)
+        densify_(model, ["0", "2", "4"])
+        got = model(x)
+    assert not factorized_modules(model)
+    assert isinstance(model[0], nn.Conv2d) and model[0].stride == (2, 2) and model[2].bias is None
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)

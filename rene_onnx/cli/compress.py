@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from rene_onnx.cli.options import model_options, search_config, search_options, validate_options
+from rene_onnx.cli.options import (latency_aware_option, model_options, search_config, search_options,
+                                   validate_options)
 
 
 @click.command()
@@ -29,9 +30,10 @@ from rene_onnx.cli.options import model_options, search_config, search_options, 
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
               help="Write the report as JSON here.")
 @validate_options
+@latency_aware_option
 def compress(model, weights, input_shape, method, target_params, target_macs, gamma, beta, preset, search_steps,
              rank_multiple, data, data_free, checkpoint_dir, seed, ranks, epochs, lr, lambda_diss, calib, output,
-             report_path, provider, latency, repeats):
+             report_path, provider, latency, repeats, latency_aware):
     """Compress MODEL (a zoo name or package.module:callable) into a factorized ONNX model.
 
     Ranks come from the RENE search unless --ranks is given. With no MODEL,
@@ -58,8 +60,11 @@ def compress(model, weights, input_shape, method, target_params, target_macs, ga
         rewrite=RewriteConfig(method=method, ranks=ranks, rank_multiple=rank_multiple),
         search=search_config(method, target_params, target_macs, gamma, beta, preset, search_steps, rank_multiple,
                              seed, checkpoint_dir),
-        finetune=FinetuneConfig(epochs=epochs, lr=lr, lambda_diss=lambda_diss, seed=seed, grad_clip=5.0),
-        validate=ValidateConfig(provider=provider, latency=latency, repeats=repeats),
+        finetune=FinetuneConfig(epochs=epochs, lr=lr, lambda_diss=lambda_diss, seed=seed, grad_clip=5.0)
+        if epochs > 0 else None,
+        validate=ValidateConfig(provider=provider or "cpu", latency=latency, repeats=repeats,
+                                latency_aware=(provider is not None and latency) if latency_aware is None
+                                else latency_aware),
         command=shlex.join(["rene-onnx", *sys.argv[1:]]),
     )
     with stage_status() as progress:

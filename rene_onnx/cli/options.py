@@ -21,12 +21,18 @@ model_options = _compose(
 )
 
 validate_options = _compose(
-    click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
-                 help="onnxruntime execution provider for numerics and latency (fails if not really active)."),
+    click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default=None,
+                 help="onnxruntime execution provider for numerics and latency; fails if not really active "
+                      "[default: cpu]."),
     click.option("--latency/--no-latency", default=True, show_default=True, help="Measure onnxruntime latency."),
     click.option("--repeats", type=click.IntRange(min=1), default=50, show_default=True,
                  help="Timed runs per model (median reported)."),
 )
+
+latency_aware_option = click.option(
+    "--latency-aware/--no-latency-aware", default=None,
+    help="Keep a layer dense when its factorized chain is not faster on the provider (per-node profile) "
+         "[default: on when --provider is given, i.e. a deployment target is named].")
 
 search_options = _compose(
     click.option("--method", type=click.Choice(["auto", "tt", "cp", "svd"]), default="auto", show_default=True,

@@ -39,7 +39,7 @@ def validate(original, compressed, input_shape, data, report_path, provider, lat
             progress("data", {"data": data})
             test_data = test_split_arrays(data)
         progress("validate", {})
-        res = compare_pair(a, b, feeds, shapes, provider, latency, repeats=repeats, test_data=test_data)
+        res = compare_pair(a, b, feeds, shapes, provider or "cpu", latency, repeats=repeats, test_data=test_data)
     ca, cb = res.counts
     report = Report(
         params={"before": ca.params, "after": cb.params}, macs={"before": ca.macs, "after": cb.macs},

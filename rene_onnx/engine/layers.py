@@ -368,6 +368,33 @@ def factorize_(
     return status
 
 
+def dense_module(m: FactorizedModule) -> nn.Module:
+    """The plain Conv / Linear that computes what ``m`` computes (weight = ``m.reconstruct_weight()``)."""
+    out_f, in_f = m.weight_shape[0], m.weight_shape[1]
+    kw = {"device": m.last.weight.device, "dtype": m.last.weight.dtype, "bias": m.bias is not None}
+    if isinstance(m, SVDLinear):
+        dense = nn.Linear(in_f, out_f, **kw)
+    else:
+        geo = m.core if isinstance(m, LowRankConv) else m.first  # the factor that carries the geometry
+        dense = type(geo)(in_f, out_f, geo.kernel_size, stride=geo.stride, padding=geo.padding,
+                          dilation=geo.dilation, padding_mode=geo.padding_mode, **kw)
+    with torch.no_grad():
+        dense.weight.copy_(m.reconstruct_weight())
+        if m.bias is not None:
+            dense.bias.copy_(m.bias)
+    return dense.train(m.training)
+
+
+def densify_(model: nn.Module, names: list[str]) -> None:
+    """Replace the factorized modules ``names`` by their dense equivalents (e.g. when the chain is slower)."""
+    fmods = factorized_modules(model)
+    missing = [n for n in names if n not in fmods]
+    if missing:
+        raise ValueError(f"not factorized modules: {', '.join(missing)}")
+    for n in names:
+        _set_submodule(model, n, dense_module(fmods[n]))
+
+
 def collect_factors(model: nn.Module, *, buffers: bool = False) -> Factors:
     """Factors of every factorized module, plus every other parameter's current value in ``Factors.dense``.
 
@@ -403,6 +430,8 @@ __all__ = [
     "module_from_arrays",
     "factorize_",
     "collect_factors",
+    "dense_module",
+    "densify_",
     "factorized_modules",
     "DENSE_TYPES",
 ]

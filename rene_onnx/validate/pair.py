@@ -47,11 +47,12 @@ def onnx_top1(model: onnx.ModelProto, X: np.ndarray, y: np.ndarray, provider: st
     inp = sess.get_inputs()[0]
     if isinstance(inp.shape[0], int):
         batch_size = inp.shape[0]
+    n = len(X) - len(X) % batch_size if isinstance(inp.shape[0], int) else len(X)  # a fixed batch: no short one
     correct = 0
-    for i in range(0, len(X), batch_size):
+    for i in range(0, n, batch_size):
         logits = sess.run(None, {inp.name: X[i:i + batch_size]})[0]
         correct += int((logits.reshape(len(logits), -1).argmax(-1) == y[i:i + batch_size]).sum())
-    return 100.0 * correct / len(y)
+    return 100.0 * correct / n
 
 
 def compare_pair(original: onnx.ModelProto, compressed: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
