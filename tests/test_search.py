@@ -81,8 +81,17 @@ X1 = torch.zeros(1, 16, 8, 8)
 FAST = dict(steps=40, warmup_steps=5)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: one thread is as fast and does not stall when other jobs share the cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
-def data_free_result():
+def data_free_result(one_thread):
     return search(planted_model(), X1, SearchConfig(**FAST))
 
 

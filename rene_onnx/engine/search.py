@@ -84,6 +84,7 @@ from ..decompose import ranks as R
 from ..decompose.choose import METHOD_CHOICES, resolve_method
 from ..decompose.ranks import LayerShape
 from ..plan import LayerPlan, RankPlan
+from .finetune import _logits, _model_device, _to, split_batch
 from .profile import layer_shapes
 from .search_banks import LayerFrame
 from .search_budget import LayerOptions, allocate
@@ -118,7 +119,7 @@ class SearchConfig:
     alpha_lr: float = 0.5  # alpha step (logits), per layer (see the module docstring)
     momentum: float = 0.9
     grad_clip: float = 10.0
-    calib_batch_size: int = 16  # validation-ce: samples per alpha step
+    calib_batch_size: int = 8  # validation-ce: samples per alpha step
     max_calib_batches: int = 4  # validation-ce: distinct calibration batches, cycled
     seed: int = 0
     data_free: bool | None = None  # None: data-free iff no calib_loader is given
@@ -282,20 +283,45 @@ class _Layer:
         return len(self.window.candidates) > 1
 
 
-def _calib_batches(loader: Iterable, cfg: SearchConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _take(x: Any, n: int) -> Any:
+    """The first ``n`` samples of a batch's inputs (a tensor, a tuple / list or a dict of them)."""
+    if isinstance(x, torch.Tensor):
+        return x[:n]
+    if isinstance(x, (tuple, list)):
+        return type(x)(_take(v, n) for v in x)
+    if isinstance(x, dict):
+        return {k: _take(v, n) for k, v in x.items()}
+    return x
+
+
+def _n_samples(x: Any) -> int:
+    if isinstance(x, torch.Tensor):
+        return int(x.shape[0])
+    first = next(iter(x.values() if isinstance(x, dict) else x), None)
+    return 0 if first is None else _n_samples(first)
+
+
+def _calib_batches(loader: Iterable, cfg: SearchConfig, device: torch.device) -> list[tuple[Any, torch.Tensor]]:
+    """At most ``max_calib_batches`` batches of at most ``calib_batch_size`` labelled samples, on ``device``."""
     out = []
     for batch in loader:
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise ValueError("calib_loader must yield (inputs, labels) batches")
-        x, y = batch[0], batch[1]
-        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-            raise ValueError("calib_loader must yield (inputs, labels) tensors")
-        out.append((x[: cfg.calib_batch_size], y[: cfg.calib_batch_size].long()))
+        x, y = split_batch(batch)
+        if y is None:
+            raise ValueError("the validation cross-entropy needs labelled calibration batches: (inputs, labels)")
+        n = cfg.calib_batch_size
+        out.append((_to(_take(x, n), device), _to(y[:n], device).long()))
         if len(out) >= cfg.max_calib_batches:
             break
     if not out:
         raise ValueError("calib_loader yielded no batches")
     return out
+
+
+def _forward(model: nn.Module, params: dict, x: Any) -> torch.Tensor:
+    if isinstance(x, dict):
+        return _logits(torch.func.functional_call(model, params, (), x))
+    args = tuple(x) if isinstance(x, (tuple, list)) else (x,)
+    return _logits(torch.func.functional_call(model, params, args))
 
 
 def _rank_loss(ps: list[torch.Tensor], rel: list[torch.Tensor], cfg: SearchConfig) -> torch.Tensor:
@@ -370,6 +396,7 @@ def search(
         raise ValueError(f"layer(s) not among the model's Conv / Linear layers: {', '.join(map(repr, unknown))}")
 
     budgeted = cfg.target_params is not None or cfg.target_macs is not None
+    device = _model_device(model)
     plan = RankPlan(meta={"search": {"mode": mode, "method": cfg.method, "preset": cfg.preset, "seed": cfg.seed}})
     layers: list[_Layer] = []
     for name, shape in shapes.items():
@@ -407,10 +434,10 @@ def search(
     for i, l in enumerate(layers):
         w = named[l.name].weight.detach().cpu().numpy()
         l.frame = LayerFrame(l.name, l.method, l.shape, w, l.window.ub, dense_mix=not data_free,
-                             cp_iters=cfg.cp_iters, seed=cfg.seed)
+                             cp_iters=cfg.cp_iters, seed=cfg.seed, device=device)
         report(0, i + 1, len(layers), {"phase": "decompose", "layer": l.name})
 
-    batches = [] if data_free else _calib_batches(calib_loader, cfg)
+    batches = [] if data_free else _calib_batches(calib_loader, cfg, device)
     ckpt = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir is not None else None
     fp = {"config": cfg.fingerprint(), "model": _model_fingerprint(shapes, layers)}
     state = _State()
@@ -460,7 +487,7 @@ def search(
     })
     result = SearchResult(
         plan, result_layers, mode, time.perf_counter() - t0, state.stages, (total["params"], planned_params),
-        (total["macs"], planned_macs), state.backoffs, sum(len(b[0]) for b in batches), notes,
+        (total["macs"], planned_macs), state.backoffs, sum(_n_samples(b[0]) for b in batches), notes,
     )
     if ckpt is not None:
         plan.save(ckpt / "plan.json")
@@ -499,6 +526,15 @@ def _run_stage(stage, layers, cfg, model, params, batches, state, report) -> dic
             g["lr"] *= cfg.backoff ** state.backoffs
     guard = _Guard(weights + alphas, [opt_w, opt_a], cfg.max_backoffs, cfg.backoff, cfg.snapshot_every,
                    state.backoffs)
+    # with data, layers that are done run with their chosen candidate (not with the dense weight)
+    fixed = {}
+    if batches:
+        with torch.no_grad():
+            for l in layers:
+                if not l.active:
+                    b = l.frame.bank([l.rbar or l.window.candidates[0]])
+                    key = f"{l.name}.weight"
+                    fixed[key] = b.weight(b.mix(torch.ones(1), train=False)).to(params[key].dtype)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + stage)
     order = torch.randperm(len(batches), generator=gen).tolist() if batches else []
     total = cfg.warmup_steps + cfg.steps
@@ -525,11 +561,11 @@ def _run_stage(stage, layers, cfg, model, params, batches, state, report) -> dic
             # alpha step: n * log(CE * L_r) of the mixture model on one calibration batch
             x, y = batches[order[(step - 1) % len(order)]]
             ps = [torch.softmax(a, 0) for a in alphas]
-            sub = dict(params)
+            sub = {**params, **fixed}
             for l, b, p in zip(active, banks, ps):
                 key = f"{l.name}.weight"
                 sub[key] = b.weight(b.mix(p, train=False)).to(params[key].dtype)
-            ce = nn.functional.cross_entropy(torch.func.functional_call(model, sub, (x,)), y)
+            ce = nn.functional.cross_entropy(_forward(model, sub, x), y)
             lr_ = _rank_loss(ps, rel, cfg)
             (n * (torch.log(ce) + torch.log(lr_))).backward()
             ga = _grad_norm(alphas, cfg.grad_clip)

@@ -62,7 +62,8 @@ class LayerFrame:
     """
 
     def __init__(self, name: str, method: str, shape: LayerShape, weight: np.ndarray, max_rank: int, *,
-                 dense_mix: bool = False, cp_iters: int = 100, seed: int = 0):
+                 dense_mix: bool = False, cp_iters: int = 100, seed: int = 0,
+                 device: torch.device | str = "cpu"):
         self.name, self.method, self.shape = name, method, shape
         self.weight_shape = tuple(weight.shape)
         w = np.asarray(weight, dtype=np.float64)
@@ -102,6 +103,9 @@ class LayerFrame:
             self.errors = None
         else:
             raise ValueError(f"layer {name!r}: the search handles tt, svd and cp, not {method!r}")
+        for attr in ("u", "v", "g", "w"):  # what the mixed dense weight is built from lives with the model
+            if getattr(self, attr) is not None:
+                setattr(self, attr, getattr(self, attr).to(device))
         if self.errors is not None:
             # shell norms of the normalized projected core: g[s]^2 = e(s) - e(s+1)
             self.shell = torch.from_numpy(np.sqrt(np.maximum(self.errors[:-1] - self.errors[1:], 0.0)))
@@ -160,7 +164,7 @@ class ShellBank:
                              torch.zeros_like(m)).float()
         idx = torch.arange(r)
         shell = torch.maximum(idx[:, None], idx[None, :])
-        core = f.g[:r, :r] * factor[shell][:, :, None]  # (R, R, x)
+        core = f.g[:r, :r] * factor[shell].to(f.g.device)[:, :, None]  # (R, R, x)
         cout, x = f.u.shape[0], core.shape[2]
         t = (f.u[:, :r] @ core.reshape(r, r * x)).reshape(cout, r, x)  # (Cout, R_b, x)
         w = torch.einsum("obx,ib->oix", t, f.v[:, :r]) * f.scale
@@ -179,13 +183,13 @@ class CPBank:
             a = torch.from_numpy(f["last"].reshape(-1, r) / frame.scale).float()
             c = torch.from_numpy(f["core"].reshape(r, -1)).float()
             b = torch.from_numpy(f["first"].reshape(r, -1)).float()
-            self.params += [t.requires_grad_(True) for t in (a, c, b)]
+            self.params += [t.to(frame.w.device).requires_grad_(True) for t in (a, c, b)]
         self._owner = torch.from_numpy(np.repeat(np.arange(len(self.ranks)), self.ranks))
 
     def mix(self, p: torch.Tensor, *, train: bool = True) -> torch.Tensor:
         """The dense mixed weight (Cout, Cin, x), normalized."""
         ps = self.params if train else [t.detach() for t in self.params]
-        a = torch.cat(ps[0::3], dim=1) * p[self._owner][None, :]
+        a = torch.cat(ps[0::3], dim=1) * p[self._owner].to(ps[0].device)[None, :]
         c, b = torch.cat(ps[1::3], dim=0), torch.cat(ps[2::3], dim=0)
         return torch.einsum("os,sx,si->oix", a, c, b)
 
