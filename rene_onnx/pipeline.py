@@ -444,7 +444,7 @@ def _torch_top1(model: nn.Module, test_data, batch: int | None = None) -> float 
         return None
     X, y = test_data
     bs = batch or 512
-    usable = len(X) - len(X) % bs  # a fixed batch size cannot take a short last batch
+    usable = len(X) - len(X) % bs if batch else len(X)  # a fixed batch size cannot take a short last batch
     with torch.no_grad():
         pred = torch.cat([model(torch.from_numpy(X[i:i + bs])).argmax(-1) for i in range(0, usable, bs)])
     return 100.0 * float((pred.numpy() == y[:usable]).mean())
