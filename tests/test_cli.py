@@ -212,3 +212,24 @@ def test_bad_onnx_inputs(tmp_path):
     r = run_inproc("compress", "resnet20", "--target-params", "1.5", "-o", "x.onnx", cwd=tmp_path)
     assert r.returncode == 2 and "(0, 1)" in r.stderr
     assert not list(tmp_path.glob("x.onnx*"))
+
+
+def test_data_that_does_not_fit_the_model(tmp_path):
+    # digits images are 1x8x8; resnet20 wants 3x32x32
+    r = run_inproc("compress", "resnet20", "--data", "digits", "--target-params", "0.3", "-o", "x.onnx", cwd=tmp_path)
+    assert r.returncode == 2 and "expects" in r.stderr, r.stderr
+    # right image size, wrong number of classes: a 3-class ImageFolder of 8x8 grey images for the 10-class demo
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b", "c"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8), mode="L").save(tmp_path / "imgs" / c / f"{i}.png")
+    r = run_inproc("compress", "digits_resnet", "--data", "imgs", "--target-params", "0.3", "-o", "x.onnx",
+                   cwd=tmp_path)
+    assert r.returncode == 2 and "classes" in r.stderr, r.stderr
+    (tmp_path / "empty").mkdir()
+    r = run_inproc("compress", "digits_resnet", "--data", "empty", "-o", "x.onnx", cwd=tmp_path)
+    assert r.returncode == 2 and "error:" in r.stderr
+    assert not list(tmp_path.glob("x.onnx*"))

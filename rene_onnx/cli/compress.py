@@ -54,9 +54,12 @@ def compress(model, weights, input_shape, method, target_params, target_macs, ga
         if ranks is None and target_params is None and target_macs is None:
             target_params = 0.3
     name = model.rsplit(":", 1)[-1].rsplit("/", 1)[-1].removesuffix(".onnx")
+    output = output or f"{name}.rene.onnx"
+    if ranks is None and checkpoint_dir is None:
+        checkpoint_dir = f"{output}.search"
     cfg = CompressConfig(
         model=model, weights=weights, input_shape=parse_shape(input_shape),
-        output=output or f"{name}.rene.onnx", report=report_path, data=data, data_free=data_free, calib=calib,
+        output=output, report=report_path, data=data, data_free=data_free, calib=calib,
         rewrite=RewriteConfig(method=method, ranks=ranks, rank_multiple=rank_multiple),
         search=search_config(method, target_params, target_macs, gamma, beta, preset, search_steps, rank_multiple,
                              seed, checkpoint_dir),

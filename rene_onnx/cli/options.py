@@ -54,7 +54,8 @@ search_options = _compose(
                       "[default: the zoo model's own]."),
     click.option("--data-free", is_flag=True, help="Search on the weights only (no forward pass, no labels)."),
     click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
-                 help="Keep each search stage's rank plan here and resume from it."),
+                 help="Each finished search stage's rank plan is kept here, and a rerun of the same search "
+                      "resumes from it [default: <output>.search/]."),
     click.option("--seed", type=int, default=0, show_default=True),
 )
 

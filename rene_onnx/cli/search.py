@@ -27,6 +27,7 @@ def search(model, weights, input_shape, method, target_params, target_macs, gamm
 
     if not Path(output).parent.is_dir():
         raise LoadError(f"output folder does not exist: {Path(output).parent}")
+    checkpoint_dir = checkpoint_dir or f"{output}.search"
     cfg = CompressConfig(
         model=model, weights=weights, input_shape=parse_shape(input_shape), data=data, data_free=data_free,
         rewrite=RewriteConfig(method=method, rank_multiple=rank_multiple),
