@@ -160,8 +160,10 @@ def test_layer_latency_direct_with_paths_and_threads(case, tmp_path):
     onnx.save(res.first_model, pc)
     np.savez(npz, **feeds)
     nodes = layer_nodes_from_records(res.records)  # the final rewrite factorized only big
-    t = layer_latency(po, pc, nodes, npz, repeats=5, warmup=1, threads=1)
+    t = layer_latency(po, pc, nodes, npz, repeats=5, warmup=1, threads=1, rounds=1)
     assert list(t) == ["big"] and t["big"][1] < t["big"][0]
+    with pytest.raises(ValueError, match="rounds"):
+        layer_latency(po, pc, nodes, npz, rounds=0)
     with pytest.raises(ValueError, match="new nodes"):
         layer_latency(po, pc, {"big": ("big", "big/tt_first")}, npz)
     with pytest.raises(ValueError, match="not found"):
@@ -201,3 +203,20 @@ def test_module_imports_no_torch():
     code = "import sys, rene_onnx.validate.latency_aware, rene_onnx.passes; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_nchwc_block_size_from_cpu_flags():
+    from rene_onnx.validate.latency_aware import nchwc_block_size
+
+    assert nchwc_block_size(["fpu", "avx", "avx2", "avx512f"]) == 16
+    assert nchwc_block_size(["fpu", "avx", "avx2"]) == 8
+    assert nchwc_block_size(["fpu", "sse4_2"]) == 1
+    assert nchwc_block_size() in (1, 8, 16)  # this machine's /proc/cpuinfo
+
+
+def test_fastest_keeps_each_nodes_best_round():
+    from rene_onnx.validate.latency_aware import fastest
+
+    got = fastest([{"a": 10.0, "b": 5.0}, {"a": 7.0, "c": 1.0}, {"a": 9.0, "b": 6.0}])
+    assert got == {"a": 7.0, "b": 5.0, "c": 1.0}
+    assert fastest([]) == {}

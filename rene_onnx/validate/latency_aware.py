@@ -91,6 +91,7 @@ def layer_latency(
     input_shapes: Mapping[str, tuple[int, ...]] | None = None,
     warmup: int = 3,
     threads: int | None = None,
+    rounds: int = 2,
     attribute_reorders: bool = True,
     timeout_s: float | None = None,
 ) -> LayerTimes:
@@ -100,23 +101,38 @@ def layer_latency(
     :func:`layer_nodes_from_records`). Both models are profiled with
     :func:`profile_nodes` (``repeats`` runs after ``warmup``, ``threads``
     intra-op threads; inputs from ``feeds_npz`` or random from
-    ``input_shapes``). A layer's time is the sum over its profiled nodes
-    plus, with ``attribute_reorders``, the layout conversions charged to it
-    (module docstring); ``None`` where none of its nodes was profiled.
+    ``input_shapes``), alternating for ``rounds`` rounds; each node keeps its
+    fastest round (a burst of load on a shared machine inflates a whole
+    round, and profiles of two models cannot be interleaved run by run).
+    A layer's time is the sum over its profiled nodes plus, with
+    ``attribute_reorders``, the layout conversions charged to it (module
+    docstring); ``None`` where none of its nodes was profiled.
     """
     nodes = _check_layer_nodes(layer_nodes)
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if repeats < 1 or rounds < 1:
+        raise ValueError(f"repeats and rounds must be >= 1, got repeats={repeats} rounds={rounds}")
     original_path, compressed_path = model_path(original_path), model_path(compressed_path)
     kw = dict(provider=provider, repeats=repeats, input_shapes=input_shapes, warmup=warmup, threads=threads,
               timeout_s=timeout_s)
-    t_orig = profile_nodes(original_path, feeds_npz, **kw)
-    t_comp = profile_nodes(compressed_path, feeds_npz, **kw)
+    runs: tuple[list, list] = ([], [])
+    for _ in range(rounds):
+        runs[0].append(profile_nodes(original_path, feeds_npz, **kw))
+        runs[1].append(profile_nodes(compressed_path, feeds_npz, **kw))
+    t_orig, t_comp = fastest(runs[0]), fastest(runs[1])
     dense = _per_layer(t_orig, {layer: [orig] for layer, (orig, _) in nodes.items()},
                        original_path if attribute_reorders else None, provider)
     fact = _per_layer(t_comp, {layer: new for layer, (_, new) in nodes.items()},
                       compressed_path if attribute_reorders else None, provider)
     return {layer: (dense[layer], fact[layer]) for layer in nodes}
+
+
+def fastest(profiles: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Per node, the smallest time over several :func:`profile_nodes` results (nodes in any of them)."""
+    out: dict[str, float] = {}
+    for prof in profiles:
+        for name, us in prof.items():
+            out[name] = min(float(us), out.get(name, float("inf")))
+    return out
 
 
 def _per_layer(times: Mapping[str, float], owned: dict[str, list[str]], path: str | None,
@@ -203,6 +219,30 @@ def optimized_graph(model: str | os.PathLike, provider: str = "cpu") -> onnx.Gra
 # ------------------------------------------------------------------------------------------------ choice
 
 
+def nchwc_block_size(cpu_flags: Iterable[str] | None = None) -> int:
+    """Channel block of onnxruntime's x86 NCHWc conv kernels (MLAS): 16 with AVX-512F, 8 with AVX2, else 1.
+
+    Conv channel counts (ranks) that are multiples of it run in the blocked
+    layout at full speed; others are padded up to it, or (not a multiple of
+    4) fall back to NCHW with a reorder on each side. ``cpu_flags`` defaults
+    to the ``flags`` line of ``/proc/cpuinfo`` (1 where it cannot be read).
+    Use it as ``rank_multiple`` (``plan_from_fraction(..., rank_multiple=...)``).
+    """
+    if cpu_flags is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                line = next((ln for ln in f if ln.startswith("flags")), "")
+        except OSError:
+            line = ""
+        cpu_flags = line.partition(":")[2].split()
+    flags = set(cpu_flags)
+    if "avx512f" in flags:
+        return 16
+    if "avx2" in flags:
+        return 8
+    return 1
+
+
 def slower_layers(times: Mapping[str, tuple[float | None, float | None]], margin: float = 1.0) -> list[str]:
     """Layers whose factorized chain is not faster than the dense node, in the order of ``times``.
 
@@ -250,6 +290,7 @@ def latency_aware_rewrite(
     input_shapes: Mapping[str, tuple[int, ...]] | None = None,
     threads: int | None = None,
     warmup: int = 3,
+    rounds: int = 2,
     timeout_s: float | None = None,
 ) -> LatencyAwareRewrite:
     """Rewrite ``layers`` (``{ONNX node: LayerFactors}``), profile, and rewrite again without the slow ones.
@@ -270,7 +311,7 @@ def latency_aware_rewrite(
         onnx.save(original, p_orig)
         onnx.save(first, p_comp)
         times = layer_latency(p_orig, p_comp, nodes, feeds, provider, repeats, input_shapes=input_shapes,
-                              warmup=warmup, threads=threads, timeout_s=timeout_s)
+                              warmup=warmup, threads=threads, rounds=rounds, timeout_s=timeout_s)
     slow = slower_layers(times, margin)
     if not slow:
         return LatencyAwareRewrite(first, records, times, [], first)
@@ -314,7 +355,7 @@ def _onnx_layout(layer, w: np.ndarray) -> np.ndarray:
 
 
 __all__ = [
-    "LatencyAwareRewrite", "REORDER_OPS", "attribute_layout_nodes", "dense_from_factors", "latency_aware_rewrite",
-    "layer_latency",
-    "layer_nodes_from_records", "optimized_graph", "reorder_neighbours", "slower_layers",
+    "LatencyAwareRewrite", "REORDER_OPS", "attribute_layout_nodes", "dense_from_factors", "fastest",
+    "latency_aware_rewrite", "layer_latency",
+    "layer_nodes_from_records", "nchwc_block_size", "optimized_graph", "reorder_neighbours", "slower_layers",
 ]
