@@ -62,6 +62,16 @@ def _noop(stage: str, info: dict) -> None:  # default progress callback
     pass
 
 
+def _numpy_blas_one_thread():
+    """numpy's OpenBLAS competing with torch's OpenMP threads made SVDs 2-10x slower here; one thread is steady.
+
+    (Only numpy's BLAS is limited; torch keeps its own threads.)
+    """
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 # ----------------------------------------------------------------------------- stages
 
 def load_model(cfg: CompressConfig) -> ModelHandle:
@@ -142,7 +152,8 @@ def factorize(handle: ModelHandle, plan: RankPlan) -> nn.Module:
     from rene_onnx.engine.layers import factorize_
 
     student = copy.deepcopy(handle.torch_model).eval()
-    factorize_(student, plan)
+    with _numpy_blas_one_thread():
+        factorize_(student, plan)
     return student
 
 
@@ -285,7 +296,8 @@ def search_ranks(handle: ModelHandle, cfg: CompressConfig, splits, progress: Pro
     def report(stage: int, step: int, total: int, info: dict) -> None:
         progress("search", {"stage": stage, "step": f"{step}/{total}"})
 
-    return search(handle.torch_model, handle.example_input(), scfg, calib, report)
+    with _numpy_blas_one_thread():
+        return search(handle.torch_model, handle.example_input(), scfg, calib, report)
 
 
 def finetune_student(handle: ModelHandle, student: nn.Module, cfg: CompressConfig, splits,
