@@ -2,7 +2,8 @@
 
 >>> from rene_onnx import models
 >>> models.list_models()
-['digits_resnet', 'mobilenet_v2', 'resnet18', 'resnet20', 'resnet32', 'resnet34', 'resnet56', 'vgg16_bn']
+['digits_resnet', 'mobilenet_v2', 'resnet18', 'resnet20', 'resnet20_fmnist', 'resnet32', 'resnet34',
+ 'resnet56', 'vgg16_bn']
 >>> net = models.build("resnet20")                 # random init, 10 classes
 >>> net = models.build("digits_resnet", pretrained=True)   # the shipped checkpoint
 
@@ -42,6 +43,8 @@ _SPECS = {
         ModelSpec("resnet34", "resnet", 1000, (1, 3, 224, 224), None, "ImageNet ResNet-34 (torchvision keys)"),
         ModelSpec("mobilenet_v2", "mobilenetv2", 1000, (1, 3, 224, 224), None, "MobileNetV2 (torchvision keys)"),
         ModelSpec("digits_resnet", "digits", 10, (1, 1, 8, 8), "digits", "demo ResNet for 8x8 digits"),
+        ModelSpec("resnet20_fmnist", "resnet_cifar", 10, (1, 1, 28, 28), "fashion-mnist",
+                  "ResNet-20 for 1x28x28 Fashion-MNIST"),
     )
 }
 

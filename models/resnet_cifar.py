@@ -60,3 +60,8 @@ def resnet32(num_classes: int = 10) -> CifarResNet:
 
 def resnet56(num_classes: int = 10) -> CifarResNet:
     return _cifar_resnet(56, num_classes)
+
+
+def resnet20_fmnist(num_classes: int = 10) -> CifarResNet:
+    """ResNet-20 for 1x28x28 inputs (Fashion-MNIST): a 1-channel stem, otherwise ``resnet20``."""
+    return CifarResNet((3, 3, 3), (16, 32, 64), num_classes, in_channels=1)

@@ -10,7 +10,8 @@ import torch
 from rene_onnx import models
 from rene_onnx.models import train_demo
 
-ALL = ["digits_resnet", "mobilenet_v2", "resnet18", "resnet20", "resnet32", "resnet34", "resnet56", "vgg16_bn"]
+ALL = ["digits_resnet", "mobilenet_v2", "resnet18", "resnet20", "resnet20_fmnist", "resnet32", "resnet34", "resnet56",
+       "vgg16_bn"]
 
 # parameter counts: torchvision's published numbers for the ImageNet models; the CIFAR ResNets are
 # He et al.'s option-A counts plus the option-B projections (ResNet-20: 269,722 + 576 + 2,176)
@@ -18,6 +19,7 @@ PARAMS = {
     "resnet18": 11_689_512, "resnet34": 21_797_672, "mobilenet_v2": 3_504_872,
     "resnet20": 272_474, "resnet32": 466_906, "resnet56": 855_770,
     "vgg16_bn": 15_253_578, "digits_resnet": 169_834,
+    "resnet20_fmnist": 272_186,  # resnet20 with a 1-channel stem: 272,474 - 16 * 2 * 9
 }
 
 
