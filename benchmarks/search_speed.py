@@ -79,10 +79,9 @@ def _model_case(name: str, mode: str) -> dict:
     loader = None
     if mode == "ce":
         x = _crops(size, cfg.calib_batch_size * cfg.max_calib_batches)
-        with torch.no_grad():
-            y = model(x).argmax(1)
         b = cfg.calib_batch_size
-        loader = [(x[i:i + b], y[i:i + b]) for i in range(0, len(x), b)]
+        with torch.no_grad():  # labels: the model's own predictions (random-init weights time the same)
+            loader = [(x[i:i + b], model(x[i:i + b]).argmax(1)) for i in range(0, len(x), b)]
     base, cpu0 = _rss_mb(), _cpu_seconds()
     t0 = time.perf_counter()
     res = search(model, torch.zeros(models.input_shape(name)), cfg, calib_loader=loader)

@@ -276,6 +276,12 @@ def test_target_params_lands_within_two_percent(target):
     assert not res.notes or "outside" not in " ".join(res.notes)
 
 
+def test_budget_equal_to_the_searched_cost_returns_the_searched_plan(data_free_result):
+    own = data_free_result.params_fraction
+    res = search(planted_model(), X1, SearchConfig(target_params=own, **FAST))
+    assert {n: l.chosen for n, l in res.layers.items()} == {n: l.chosen for n, l in data_free_result.layers.items()}
+
+
 def test_target_macs_lands_within_two_percent():
     res = search(planted_model(), X1, SearchConfig(target_macs=0.3, **FAST))
     assert abs(res.macs_fraction / 0.3 - 1) <= 0.02

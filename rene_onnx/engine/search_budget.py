@@ -12,10 +12,13 @@ where ``e_i`` is the layer's normalized truncation error curve
 candidates) and the importance ``w_i`` is *implied by the search*: it is the
 weight under which the searched rank ``rbar_i`` is a Lagrange-optimal point,
 ``w_i = cost_i'(rbar_i) / -e_i'(rbar_i)`` (secant slopes over +-10% of the
-rank), clipped to [1/100, 100] x its median. So a layer whose search stopped
-early on a steep part of its error curve keeps its relatively low rank, and a
-budget equal to the searched plan's own cost returns (nearly) the searched
-plan. The problem is solved by bisection on the Lagrange multiplier, then a
+layer's admissible ranks), normalized by the median and clipped to
+[1/100, 100]. A rank on the edge of its window only bounds that weight, so
+such a layer gets the neutral weight 1 (with every layer on an edge, e.g. when
+the data-free search keeps the largest ranks, this is the plain error-curve
+allocation). So a layer whose search stopped early on a steep part of its
+error curve keeps its relatively low rank, and a budget equal to the searched
+plan's own cost returns (nearly) the searched plan. The problem is solved by bisection on the Lagrange multiplier, then a
 greedy fill (best error drop per unit cost) up to the budget, which lands
 within one rank step of it. Two budgets (params and MACs) are handled with a
 cost normalized by each budget, and both must hold.
