@@ -1,0 +1,34 @@
+"""End-to-end `rene-onnx compress` runs whose reports back the README's numbers.
+
+Each case runs the CLI as a user would and keeps its report in benchmarks/results/<case>.json:
+
+- demo_digits: the built-in demo (`rene-onnx compress`: digits_resnet, RENE search to 30% of the parameters,
+  10 epochs of fine-tuning with distillation); top-1 on the held-out digits test split.
+- resnet18_tt025 / resnet18_tt025_m16: ResNet-18 (224x224, batch 1, random init: latency does not depend on
+  the values), TT at 25% of each layer's parameters, no fine-tuning; MACs ratio and onnxruntime CPU latency
+  ratio measured side by side (interleaved, torch-free worker), ranks exact or rounded to multiples of 16.
+
+    .venv/bin/python benchmarks/cli_reports.py [case ...]
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CASES = {
+    "demo_digits": [],
+    "resnet18_tt025": ["resnet18", "--method", "tt", "--ranks", "0.25", "--epochs", "0", "--repeats", "100"],
+    "resnet18_tt025_m16": ["resnet18", "--method", "tt", "--ranks", "0.25", "--rank-multiple", "16", "--epochs", "0",
+                           "--repeats", "100"],
+}
+
+if __name__ == "__main__":
+    for case in sys.argv[1:] or list(CASES):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = RESULTS / f"{case}.json"
+            subprocess.run([sys.executable, "-m", "rene_onnx.cli.main", "compress", *CASES[case], "--report", str(out),
+                            "-o", str(Path(tmp) / "model.onnx")], check=True)
+        print(f"wrote {out}")
