@@ -1,0 +1,506 @@
+"""The paper-style proof on Fashion-MNIST (issue 3, items 3-4): RENE(TT), RENE(CP) and a uniform-rank
+baseline on ResNet-20; writes benchmarks/results/fashion_mnist.json and fashion_mnist_ranks.png.
+
+1. ResNet-20 (1x28x28, zoo name ``resnet20_fmnist``) is trained once on the TRAIN split, the epoch
+   selected on the CALIB split, top-1 reported on the TEST split; the checkpoint is cached in
+   ``models/checkpoints/resnet20_fmnist.pt`` (+ ``.json``) and reused by later runs (``--retrain``).
+   Training uses the fine-tuning engine with no distillation (plain cross-entropy, SGD + cosine).
+2. Variants, each with the SAME fine-tuning budget (epochs, lr, batch, distillation weights):
+
+   - ``tt``: RENE search (TT for 3x3 convs, SVD for 1x1 convs / fc) with ``--target-params`` of the
+     parameters kept and the validation cross-entropy on the calib split;
+   - ``cp``: the same with CP for the 3x3 convs;
+   - ``uniform``: one rank fraction for every layer (``plan_from_fraction``, TT / SVD), the fraction
+     tuned so the compressed ONNX graph has the same parameter count as RENE(TT)'s (within 1%; see
+     :func:`uniform_plan`); the stem conv stays dense (its single input channel caps its TT rank at 1,
+     and RENE keeps it dense too);
+   - ``uniform-all``: the same without that exception (the stem at TT rank 1).
+
+   Per variant: test top-1 before / after fine-tuning, parameter and MAC reduction (counted on the
+   rewritten ONNX graph), search / fine-tune seconds, the per-layer ranks.
+3. ``plot_ranks`` of the variants' per-layer ranks (the paper's Fig. 5).
+
+Nothing is tuned on the test split: the search's validation loss and the fine-tuning's epoch
+selection use the calib split only.
+
+The recorded runs (the same cached checkpoint, trained on the H200 run):
+
+    # 2 shared CPU cores, ~55 min: a reduced fine-tuning budget (150 steps of 64) -> fashion_mnist.json
+    .venv/bin/python benchmarks/fashion_mnist.py --variants tt,uniform,cp --ft-epochs 1 --ft-max-steps 150 --ft-batch 64
+    # a lent H200 (fine-tuning on the GPU, search on 16 cores): 5 epochs -> fashion_mnist_h200.json
+    python3 benchmarks/fashion_mnist.py --data <folder of the idx files> --threads 16 \
+        --variants tt,uniform,uniform-all,cp --ft-epochs 5 --out benchmarks/results/fashion_mnist_h200.json
+
+The default budget (5 epochs per variant) needs a GPU: on 2 CPU cores one epoch of distillation
+takes ~1 h. ``--smoke`` checks the plumbing on a few hundred images in a few minutes.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MODEL = "resnet20_fmnist"
+VARIANTS = ("tt", "cp", "uniform", "uniform-all")
+LABELS = {"tt": "RENE(TT)", "cp": "RENE(CP)", "uniform": "uniform(TT)", "uniform-all": "uniform(TT, stem too)"}
+STEM = "conv1"
+
+
+@dataclass
+class BenchConfig:
+    """Every knob of the benchmark (recorded in the results JSON)."""
+
+    data: str = "fashion-mnist"  # dataset name or folder of the Fashion-MNIST idx files
+    variants: tuple[str, ...] = ("tt", "cp", "uniform")
+    target_params: float = 0.29  # fraction of the original parameters to keep (searched variants)
+    # training the original (cached checkpoint)
+    train_epochs: int = 15
+    train_lr: float = 0.1
+    train_batch: int = 128
+    train_weight_decay: float = 5e-4
+    # search (validation cross-entropy on calib)
+    search_steps: int = 60
+    search_warmup: int = 10
+    calib_batch_size: int = 32
+    max_calib_batches: int = 8
+    cp_iters: int = 100
+    # fine-tuning: the same budget for every variant
+    ft_epochs: int = 5
+    ft_lr: float = 0.01
+    ft_batch: int = 128
+    ft_max_steps: int | None = None
+    lambda_diss: float = 0.5
+    logit_kd: float = 0.0
+    device: str | None = None  # fine-tuning / training device; None: cuda if available
+    threads: int = 2  # torch threads
+    blas_threads: int = 1  # numpy's BLAS (SVD, CP-ALS): multi-threaded OpenBLAS on 2 shared cores is ~100x slower
+    seed: int = 0
+    smoke: bool = False  # tiny subsets and budgets: checks the plumbing, numbers mean nothing
+
+    def __post_init__(self) -> None:
+        self.variants = tuple(self.variants)
+        bad = [v for v in self.variants if v not in VARIANTS]
+        if bad or not self.variants:
+            raise ValueError(f"variants must be among {', '.join(VARIANTS)}, got {list(self.variants)}")
+        if "uniform" in self.variants or "uniform-all" in self.variants:
+            if "tt" not in self.variants:
+                raise ValueError("the uniform baselines are matched to RENE(TT)'s size: include the 'tt' variant")
+        if not 0 < self.target_params < 1:
+            raise ValueError(f"target_params is the fraction of parameters to keep, in (0, 1), got {self.target_params}")
+        for name in ("train_epochs", "ft_epochs", "train_batch", "ft_batch", "search_steps", "threads",
+                     "blas_threads"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class VariantResult:
+    label: str
+    method: str
+    test_top1_before_ft: float  # %, torch, the factorized model straight from the decomposition
+    test_top1_after_ft: float  # %, onnxruntime on the rewritten ONNX graph
+    original_test_top1: float  # %, onnxruntime on the original ONNX graph
+    calib_top1_after_ft: float | None  # %, the fine-tuning's selection score
+    params: dict[str, int]  # ONNX graph before / after
+    macs: dict[str, int]
+    params_reduction_pct: float
+    macs_reduction_pct: float
+    search_seconds: float | None
+    finetune_seconds: float
+    plan_note: str = ""
+    finetune: dict[str, Any] = field(default_factory=dict)
+    numerics: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)  # rene_onnx.report.Report.to_dict()
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class _Throttled:
+    """A pipeline progress callback that prints at most every ``every`` seconds."""
+
+    def __init__(self, every: float = 20.0):
+        self.every, self.last = every, 0.0
+
+    def __call__(self, stage: str, info: dict) -> None:
+        now = time.perf_counter()
+        if now - self.last >= self.every:
+            self.last = now
+            _log(f"  {stage} {info}")
+
+
+# ----------------------------------------------------------------------------- data and the original
+
+
+def load_splits(cfg: BenchConfig):
+    from rene_onnx.data import load_dataset
+
+    splits = load_dataset(cfg.data, seed=cfg.seed)
+    if cfg.smoke:  # a few hundred items per split, same storage
+        splits = dataclasses.replace(splits, train=splits.train.subset(splits.train.indices[:512]),
+                                     calib=splits.calib.subset(splits.calib.indices[:256]),
+                                     test=splits.test.subset(splits.test.indices[:512]))
+    return splits
+
+
+def _loader(split, batch_size: int = 512):
+    import torch
+
+    return torch.utils.data.DataLoader(split, batch_size=batch_size, shuffle=False)
+
+
+def test_top1(model, split) -> float:
+    """Top-1 (%) of a torch model on a split (the model's own device)."""
+    from rene_onnx.engine.finetune import evaluate
+
+    return 100.0 * evaluate(model, _loader(split))
+
+
+def ensure_checkpoint(cfg: BenchConfig, splits, path: Path, retrain: bool, command: str) -> dict:
+    """The original's provenance; trains and writes ``path`` (+ ``.json``) if missing or ``retrain``."""
+    info_path = path.with_suffix(".json")
+    if path.is_file() and info_path.is_file() and not retrain:
+        _log(f"checkpoint {path} (cached)")
+        return json.loads(info_path.read_text())
+    import torch
+
+    from rene_onnx import models
+    from rene_onnx.engine.finetune import FinetuneConfig, finetune
+    from rene_onnx.plan import atomic_write_text
+
+    torch.manual_seed(cfg.seed)
+    model = models.build(MODEL, num_classes=splits.num_classes)
+    # the fine-tuning engine with no distillation is a plain supervised trainer (CE, SGD Nesterov, cosine,
+    # best epoch on calib); its "teacher" is an unused copy
+    tcfg = FinetuneConfig(epochs=cfg.train_epochs, lr=cfg.train_lr, batch_size=cfg.train_batch,
+                          weight_decay=cfg.train_weight_decay, lambda_diss=0.0, weight_term=False,
+                          output_term=False, eval_initial=False, select_on="calib", device=cfg.device,
+                          seed=cfg.seed, log_every=100)
+    _log(f"training {MODEL}: {cfg.train_epochs} epochs, lr {cfg.train_lr}, batch {cfg.train_batch}")
+
+    def show(epoch, step, total, info):
+        if info.get("phase") == "val":
+            _log(f"  epoch {epoch}: calib top-1 {100 * info['val_top1']:.2f}%")
+
+    res = finetune(model, copy.deepcopy(model), splits.train, splits.calib, tcfg, show)
+    device = str(next(model.parameters()).device)
+    model.cpu().eval()
+    top1 = test_top1(model, splits.test)
+    info = {
+        "model": MODEL, "dataset": splits.name, "test_top1": round(top1, 4),
+        "calib_top1": round(100 * res.best_val_top1, 4), "best_epoch": res.best_epoch, "epochs": cfg.train_epochs,
+        "seconds": round(res.seconds, 1), "seed": cfg.seed, "command": command, "device": _device_name(device),
+        "torch_version": torch.__version__, "threads": torch.get_num_threads(),
+        "params": sum(p.numel() for p in model.parameters()), "sizes": splits.sizes(),
+        "trainer": {"engine": "rene_onnx.engine.finetune (lambda_diss=0: cross-entropy only)", **tcfg.to_dict()},
+        "history": [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in h.items()} for h in res.history],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
+    atomic_write_text(info_path, json.dumps(info, indent=2) + "\n")
+    _log(f"trained: calib {info['calib_top1']:.2f}%, test {top1:.2f}% ({res.seconds:.0f} s) -> {path}")
+    return info
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+# ----------------------------------------------------------------------------- variants
+
+
+def _configs(cfg: BenchConfig, method: str, ranks=None):
+    from rene_onnx.config import CompressConfig, RewriteConfig, ValidateConfig
+    from rene_onnx.engine.finetune import FinetuneConfig
+    from rene_onnx.engine.search import SearchConfig
+
+    search = None
+    if ranks is None:
+        search = SearchConfig(method=method, target_params=cfg.target_params, steps=cfg.search_steps,
+                              warmup_steps=cfg.search_warmup, calib_batch_size=cfg.calib_batch_size,
+                              max_calib_batches=cfg.max_calib_batches, cp_iters=cfg.cp_iters, seed=cfg.seed)
+    ft = FinetuneConfig(epochs=cfg.ft_epochs, lr=cfg.ft_lr, batch_size=cfg.ft_batch, max_steps=cfg.ft_max_steps,
+                        lambda_diss=cfg.lambda_diss, logit_kd=cfg.logit_kd, device=cfg.device, seed=cfg.seed,
+                        select_on="calib", log_every=50)
+    return CompressConfig(model=MODEL, data=cfg.data, rewrite=RewriteConfig(method=method, ranks=ranks),
+                          search=search, finetune=ft, validate=ValidateConfig(latency=False, seed=cfg.seed),
+                          command="benchmarks/fashion_mnist.py")
+
+
+def run_variant(cfg: BenchConfig, name: str, handle, splits, shapes, test_arrays, plan=None,
+                plan_note: str = "") -> VariantResult:
+    """Search (when ``plan`` is None) -> factorize -> fine-tune -> rewrite the ONNX graph -> validate."""
+    from rene_onnx import pipeline
+
+    method = "cp" if name == "cp" else "tt"
+    ccfg = _configs(cfg, method, ranks=plan)
+    progress = _Throttled()
+    t0 = time.perf_counter()
+    search_seconds, search_section = None, None
+    if plan is None:
+        _log(f"{LABELS[name]}: searching (target_params={cfg.target_params}, validation CE on calib)")
+        searched = pipeline.search_ranks(handle, ccfg, splits, progress)
+        plan, search_seconds = searched.plan, searched.seconds
+        search_section = pipeline._search_section(searched)
+        if searched.notes:
+            plan_note = "; ".join(searched.notes)
+        _log(f"  searched in {searched.seconds:.1f} s: keeps {searched.params_fraction:.3f} of the params, "
+             f"{searched.macs_fraction:.3f} of the MACs")
+    student = pipeline.factorize(handle, plan)
+    before = test_top1(student, splits.test)
+    _log(f"  test top-1 before fine-tuning {before:.2f}%; fine-tuning {cfg.ft_epochs} epoch(s)")
+    tuned = pipeline.finetune_student(handle, student, ccfg, splits, progress)
+    student.cpu()
+    handle.torch_model.cpu()  # the engine moved both to its device
+    rewritten = pipeline.rewrite(handle, student)
+    val = pipeline.validate(handle, student, rewritten.model, ccfg.validate, test_arrays, progress)
+    report = pipeline.build_report(ccfg, handle, shapes, plan, rewritten, val, seconds=time.perf_counter() - t0)
+    report.search = search_section
+    report.meta["label"] = LABELS[name]
+    p = {"before": val.counts_before.params, "after": val.counts_after.params}
+    m = {"before": val.counts_before.macs, "after": val.counts_after.macs}
+    res = VariantResult(
+        label=LABELS[name], method=method, test_top1_before_ft=round(before, 2),
+        test_top1_after_ft=round(val.accuracy["after"], 2), original_test_top1=round(val.accuracy["before"], 2),
+        calib_top1_after_ft=None if tuned.best_val_top1 is None else round(100 * tuned.best_val_top1, 2),
+        params=p, macs=m, params_reduction_pct=round(100 * (1 - p["after"] / p["before"]), 2),
+        macs_reduction_pct=round(100 * (1 - m["after"] / m["before"]), 2),
+        search_seconds=None if search_seconds is None else round(search_seconds, 1),
+        finetune_seconds=round(tuned.seconds, 1), plan_note=plan_note,
+        finetune={"epochs_run": tuned.epochs_run, "best_epoch": tuned.best_epoch, "steps": tuned.steps,
+                  "initial_calib_top1": None if tuned.initial_val_top1 is None else round(100 * tuned.initial_val_top1, 2),
+                  "history": [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in h.items()}
+                              for h in tuned.history]},
+        numerics={"vs_torch_max_abs": val.numerics["vs_torch"].max_abs_diff},
+        report=report.to_dict(),
+    )
+    _log(f"  {res.label}: test top-1 {res.test_top1_before_ft:.2f}% -> {res.test_top1_after_ft:.2f}% "
+         f"(original {val.accuracy['before']:.2f}%), params -{res.params_reduction_pct:.2f}%, "
+         f"MACs -{res.macs_reduction_pct:.2f}%, fine-tune {res.finetune_seconds:.0f} s")
+    return res
+
+
+def uniform_plan(shapes, removed_target: int, keep_dense: tuple[str, ...] = ()):
+    """One TT / SVD rank fraction for every layer (but ``keep_dense``) that removes about ``removed_target``
+    parameters; returns ``(plan, fraction, removed)``.
+
+    The fraction is bisected. Layers of the same shape change rank together, so one fraction can step
+    over the target by several percent (five 64x64 convs of ResNet-20: ~3k parameters); the layers
+    whose rank differs on the two sides of that step then take the lower or the upper side's rank one
+    by one (model order) while that brings the count closer: every rank stays within one step of the
+    fraction's.
+    """
+    from rene_onnx.decompose import ranks as R
+    from rene_onnx.decompose.choose import plan_from_fraction
+    from rene_onnx.plan import LayerPlan, RankPlan
+
+    free = {n: s for n, s in shapes.items() if n not in keep_dense}
+
+    def removed(layers) -> int:
+        return sum(R.dense_params(free[lp.name]) - R.factorized_params(lp.method, free[lp.name], lp.ranks)
+                   for lp in layers.values() if lp.method != "dense")
+
+    lo, hi = 1e-4, 1.0  # removed(f) falls as f grows: lo removes at least the target, hi less
+    lo_plan, hi_plan = plan_from_fraction(free, "tt", lo), plan_from_fraction(free, "tt", hi)
+    if removed(lo_plan.layers) < removed_target:
+        raise ValueError(f"no rank fraction removes {removed_target} parameters (at most {removed(lo_plan.layers)})")
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        sub = plan_from_fraction(free, "tt", mid)
+        if removed(sub.layers) >= removed_target:
+            lo, lo_plan = mid, sub
+        else:
+            hi, hi_plan = mid, sub
+    layers = dict(hi_plan.layers)
+    best = abs(removed(layers) - removed_target)
+    adjusted = []
+    for n in free:
+        if lo_plan.layers[n] != hi_plan.layers[n]:
+            trial = {**layers, n: lo_plan.layers[n]}
+            err = abs(removed(trial) - removed_target)
+            if err < best:
+                layers, best = trial, err
+                adjusted.append(n)
+    if abs(removed(lo_plan.layers) - removed_target) < best:
+        layers, adjusted = dict(lo_plan.layers), []
+    frac = 0.5 * (lo + hi)
+    plan = RankPlan(meta={**hi_plan.meta, "fraction": frac,
+                          "uniform": {"fraction": frac, "keep_dense": list(keep_dense), "one_step_lower": adjusted}})
+    for n in shapes:
+        plan.add(layers[n] if n in layers else
+                 LayerPlan(n, "dense", (), "kept dense by the uniform baseline (1 input channel: TT rank <= 1)"))
+    return plan, frac, removed(layers)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def run(cfg: BenchConfig, out: Path, png: Path | None, checkpoint: Path, retrain: bool, command: str) -> dict:
+    """The whole benchmark; writes ``out`` (after every variant) and ``png``; returns the results document."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(cfg.threads)
+    with threadpool_limits(limits=cfg.blas_threads, user_api="blas"):
+        return _run(cfg, out, png, checkpoint, retrain, command)
+
+
+def _run(cfg: BenchConfig, out: Path, png: Path | None, checkpoint: Path, retrain: bool, command: str) -> dict:
+    import torch
+
+    from rene_onnx import pipeline
+    from rene_onnx.config import CompressConfig
+    from rene_onnx.report.report import environment_meta
+
+    t_all = time.perf_counter()
+    splits = load_splits(cfg)
+    ckpt = ensure_checkpoint(cfg, splits, checkpoint, retrain, command)
+    handle = pipeline.load_model(CompressConfig(model=MODEL, weights=checkpoint))
+    if tuple(handle.input_shape[1:]) != tuple(splits.input_shape):
+        raise ValueError(f"{cfg.data}: inputs {splits.input_shape}, the model expects {handle.input_shape[1:]}")
+    shapes = pipeline.layer_shapes(handle)
+    x, y = splits.test.tensors()
+    test_arrays = (x.numpy(), y.numpy())
+    doc: dict[str, Any] = {
+        "benchmark": "fashion_mnist", "command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **environment_meta(), "threads": cfg.threads, "blas_threads": cfg.blas_threads,
+        "ft_device": _device_name(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")),
+        "config": asdict(cfg), "data": {"name": splits.name, "sizes": splits.sizes()},
+        "checkpoint": {k: v for k, v in ckpt.items() if k != "history"} | {"path": str(checkpoint)},
+        "original": {}, "variants": {},
+    }
+    results: dict[str, VariantResult] = {}
+    for name in cfg.variants:
+        plan, note = None, ""
+        if name.startswith("uniform"):
+            tt = results["tt"]
+            target = tt.params["before"] - tt.params["after"]
+            keep = (STEM,) if name == "uniform" else ()
+            _log(f"{LABELS[name]}: matching RENE(TT)'s {tt.params['after']} parameters")
+            plan, frac, removed = uniform_plan(shapes, target, keep)
+            low = plan.meta["uniform"]["one_step_lower"]
+            note = (f"rank fraction {frac:.4f} for every layer{'' if not keep else ' but ' + ', '.join(keep)}"
+                    + (f"; one rank step lower in {', '.join(low)} to match the size" if low else ""))
+        results[name] = run_variant(cfg, name, handle, splits, shapes, test_arrays, plan, note)
+        doc["original"] = {"test_top1": results[name].original_test_top1,
+                           "params": results[name].params["before"], "macs": results[name].macs["before"]}
+        doc["variants"][name] = asdict(results[name])
+        if name.startswith("uniform"):
+            rel = results[name].params["after"] / results["tt"].params["after"] - 1
+            doc["variants"][name]["params_vs_tt_pct"] = round(100 * rel, 3)
+        doc["seconds"] = round(time.perf_counter() - t_all, 1)
+        doc["summary"] = summarize(doc)
+        _write(out, doc)  # after every variant: a partial result survives an interrupted run
+    if png is not None:
+        from rene_onnx.report.plots import plot_ranks
+
+        plot_ranks({LABELS[n]: r.report for n, r in results.items()}, png,
+                   title=f"ResNet-20 on Fashion-MNIST: per-layer ranks (keep {cfg.target_params:.0%} of the params)")
+        doc["png"] = str(png)
+        _write(out, doc)
+    return doc
+
+
+def summarize(doc: dict) -> dict:
+    """The goal check: RENE >= 70% fewer parameters within 0.5 point of the original, better than uniform."""
+    orig = doc["original"]["test_top1"]
+    v = doc["variants"]
+    out: dict[str, Any] = {"original_test_top1": orig}
+    for name in ("tt", "cp"):
+        if name in v:
+            out[name] = {"drop_points": round(orig - v[name]["test_top1_after_ft"], 2),
+                         "params_reduction_pct": v[name]["params_reduction_pct"],
+                         "goal_met": v[name]["params_reduction_pct"] >= 70.0
+                         and orig - v[name]["test_top1_after_ft"] <= 0.5}
+    for name in ("uniform", "uniform-all"):
+        if name in v and "tt" in v:
+            out[f"tt_beats_{name}"] = v["tt"]["test_top1_after_ft"] > v[name]["test_top1_after_ft"]
+    return out
+
+
+def _write(path: Path, doc: dict) -> None:
+    from rene_onnx.plan import atomic_write_text
+
+    atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
+
+
+def table(doc: dict) -> str:
+    head = f"{'variant':24s} {'top1 pre-FT':>11s} {'top1 FT':>8s} {'drop':>6s} {'params -%':>9s} {'MACs -%':>8s} " \
+           f"{'search s':>8s} {'FT s':>7s}"
+    lines = [head, f"{'original':24s} {'':>11s} {doc['original']['test_top1']:8.2f}"]
+    for v in doc["variants"].values():
+        s = "-" if v["search_seconds"] is None else f"{v['search_seconds']:.0f}"
+        lines.append(f"{v['label']:24s} {v['test_top1_before_ft']:11.2f} {v['test_top1_after_ft']:8.2f} "
+                     f"{doc['original']['test_top1'] - v['test_top1_after_ft']:6.2f} {v['params_reduction_pct']:9.2f} "
+                     f"{v['macs_reduction_pct']:8.2f} {s:>8s} {v['finetune_seconds']:7.0f}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    d = BenchConfig()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=d.data, help="dataset name or a folder with the Fashion-MNIST idx files")
+    p.add_argument("--variants", default=",".join(d.variants), help=f"comma-separated, among {', '.join(VARIANTS)}")
+    p.add_argument("--target-params", type=float, default=d.target_params)
+    for name in ("train_epochs", "train_batch", "search_steps", "search_warmup", "calib_batch_size",
+                 "max_calib_batches", "cp_iters", "ft_epochs", "ft_batch", "threads", "blas_threads", "seed"):
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
+    for name in ("train_lr", "ft_lr", "lambda_diss", "logit_kd"):
+        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
+    p.add_argument("--ft-max-steps", type=int, default=None)
+    p.add_argument("--device", default=None, help="training / fine-tuning device (default: cuda if available)")
+    p.add_argument("--checkpoint", type=Path, default=ROOT / "models" / "checkpoints" / f"{MODEL}.pt")
+    p.add_argument("--retrain", action="store_true", help="train the original even if the checkpoint exists")
+    p.add_argument("--out", type=Path, default=RESULTS / "fashion_mnist.json")
+    p.add_argument("--png", type=Path, default=RESULTS / "fashion_mnist_ranks.png")
+    p.add_argument("--smoke", action="store_true", help="tiny subsets and budgets (checks the plumbing only)")
+    return p.parse_args(argv)
+
+
+def config_from_args(a: argparse.Namespace) -> BenchConfig:
+    kw = {f.name: getattr(a, f.name) for f in dataclasses.fields(BenchConfig) if hasattr(a, f.name)}
+    kw["variants"] = tuple(v.strip() for v in a.variants.split(",") if v.strip())
+    if a.smoke:
+        kw.update(train_epochs=1, train_batch=64, search_steps=2, search_warmup=1, calib_batch_size=16,
+                  max_calib_batches=2, cp_iters=3, ft_epochs=1, ft_max_steps=2, ft_batch=32)
+    return BenchConfig(**kw)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    try:
+        cfg = config_from_args(a)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    command = "benchmarks/fashion_mnist.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    for path in (a.out, a.png):
+        if path is not None and not path.parent.is_dir():
+            print(f"error: output folder does not exist: {path.parent}", file=sys.stderr)
+            return 2
+    doc = run(cfg, a.out, a.png, a.checkpoint, a.retrain, command.strip())
+    print(table(doc))
+    print(json.dumps(doc["summary"], indent=1))
+    _log(f"done in {doc['seconds']:.0f} s -> {a.out}" + (f", {a.png}" if a.png else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
