@@ -15,6 +15,10 @@ Random-init weights are fine for timing (the work does not depend on the values)
 
     .venv/bin/python benchmarks/search_speed.py            # all cases
     .venv/bin/python benchmarks/search_speed.py --case resnet18-data-free
+    .venv/bin/python benchmarks/search_speed.py --case resnet18-ce --threads 1   # CPU time without thread contention
+
+Wall times depend on what else runs on the machine: each row records the load
+average before it and the process's CPU time (user + system).
 """
 from __future__ import annotations
 
@@ -140,16 +144,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--case", choices=CASES, action="append", help="run only these cases (repeatable)")
     ap.add_argument("--child", choices=CASES, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads in the child (default: torch's, i.e. all cores); the row's key gets @<n>")
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(run_case(args.child)))
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        row = run_case(args.child)
+        row["torch_threads"] = torch.get_num_threads()
+        print(json.dumps(row))
         return 0
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     results.setdefault("cases", {})
     for case in args.case or CASES:
         load = _load()
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, __file__, "--child", case], capture_output=True, text=True, cwd=ROOT)
+        cmd = [sys.executable, __file__, "--child", case] + (["--threads", str(args.threads)] if args.threads else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if proc.returncode != 0:
             print(proc.stderr, file=sys.stderr)
             raise SystemExit(f"case {case} failed")
@@ -160,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             secs, mb = BARS[case]
             row["bar"] = {"seconds": secs, "peak_rss_mb": mb,
                           "met": row["seconds"] <= secs and row["peak_rss_mb"] <= mb}
-        results["cases"][case] = row
+        results["cases"][case if not args.threads else f"{case}@{args.threads}"] = row
         print(f"{case}: {json.dumps({k: v for k, v in row.items() if k not in ('ranks', 'rows')})}", flush=True)
     import torch
 

@@ -14,7 +14,7 @@ from rene_onnx.decompose.ranks import LayerShape
 from rene_onnx.engine.search import SearchConfig, SearchError, _Guard, search
 from rene_onnx.engine.search_banks import LayerFrame
 from rene_onnx.engine.search_budget import LayerOptions, allocate
-from rene_onnx.engine.search_ladder import Window, initial_window, ladder
+from rene_onnx.engine.search_ladder import initial_window, ladder
 
 PLANTED = {"c1": 6, "c2": 10, "c3": 13, "fc": 8}
 NOISE = 1e-3

@@ -349,7 +349,6 @@ class _Budget:
         return any(v is not None for v in self.target.values())
 
 
-
 @dataclass
 class _State:
     """What a checkpoint restores besides the layers' windows."""
