@@ -68,6 +68,7 @@ is switched off again afterwards.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -133,6 +134,10 @@ class SearchConfig:
     snapshot_every: int = 10  # steps between last-good-state snapshots (NaN guard)
     progress_every: int = 10
     cp_iters: int = 100  # CP-ALS sweeps for the largest CP candidate
+    # BLAS threads for the decompositions (numpy eigh / SVD of small matrices): multithreaded LAPACK was up
+    # to 100x slower here whenever other jobs shared the cores, one thread barely slower when they did not;
+    # None leaves numpy's default
+    decompose_threads: int | None = 1
 
     def __post_init__(self) -> None:
         if self.method not in METHOD_CHOICES:
@@ -158,6 +163,8 @@ class SearchConfig:
         for name in ("warmup_steps", "max_backoffs"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.decompose_threads is not None and int(self.decompose_threads) < 1:
+            raise ValueError(f"decompose_threads must be >= 1 or None, got {self.decompose_threads}")
         if self.n_candidates < 2:
             raise ValueError(f"n_candidates must be >= 2, got {self.n_candidates}")
         if self.factor < 2:
@@ -256,6 +263,17 @@ class _Guard:
                 g["lr"] *= self.factor
         self._opt = [copy.deepcopy(o.state_dict()) for o in self.optimizers]
         return False
+
+
+def _blas_threads(n: int | None):
+    """Limit numpy's BLAS / LAPACK threads inside the block (threadpoolctl, a scikit-learn dependency)."""
+    if n is None:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn brings it
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=int(n), user_api="blas")
 
 
 def _grad_norm(params: list[torch.Tensor], clip: float) -> torch.Tensor:
@@ -430,11 +448,12 @@ def search(
     _check_budget(cfg, layers, budget)
 
     # one decomposition per layer serves every stage
-    for i, l in enumerate(layers):
-        w = named[l.name].weight.detach().cpu().numpy()
-        l.frame = LayerFrame(l.name, l.method, l.shape, w, l.window.ub, dense_mix=not data_free,
-                             cp_iters=cfg.cp_iters, seed=cfg.seed, device=device)
-        report(0, i + 1, len(layers), {"phase": "decompose", "layer": l.name})
+    with _blas_threads(cfg.decompose_threads):
+        for i, l in enumerate(layers):
+            w = named[l.name].weight.detach().cpu().numpy()
+            l.frame = LayerFrame(l.name, l.method, l.shape, w, l.window.ub, dense_mix=not data_free,
+                                 cp_iters=cfg.cp_iters, seed=cfg.seed, device=device)
+            report(0, i + 1, len(layers), {"phase": "decompose", "layer": l.name})
 
     batches = [] if data_free else _calib_batches(calib_loader, cfg, device)
     ckpt = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir is not None else None
