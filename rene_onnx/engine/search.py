@@ -657,7 +657,9 @@ def _final_choice(cfg: SearchConfig, layers: list[_Layer], plan: RankPlan, budge
             options.append(LayerOptions(l.name, ranks, l.frame.error_curve(ranks), cost[:, 0], cost[:, 1],
                                         R.dense_params(l.shape), R.dense_macs(l.shape), l.rbar))
         room = {k: None if t is None else t * budget.total[k] - budget.fixed[k] for k, t in budget.target.items()}
-        alloc = allocate(options, room["params"], room["macs"])
+        slack = tuple(0.0 if budget.target[k] is None else cfg.tolerance * budget.target[k] * budget.total[k]
+                      for k in ("params", "macs"))
+        alloc = allocate(options, room["params"], room["macs"], slack=slack)
         choice = alloc.choice
         for key, got in (("params", alloc.params), ("macs", alloc.macs)):
             target = budget.target[key]

@@ -106,10 +106,14 @@ def allocate(
     budget_macs: float | None,
     *,
     weights: np.ndarray | None = None,
+    slack: tuple[float, float] = (0.0, 0.0),
 ) -> Allocation:
     """Ranks that meet ``budget_params`` / ``budget_macs`` (for the searched layers only) at least weighted error.
 
-    Raises ``ValueError`` if even the smallest admissible ranks exceed a budget.
+    The choice stays within the budgets; only if that leaves it more than
+    ``slack`` (params, MACs; absolute) below a budget is it raised into the
+    band ``budget +- slack`` (coarse rank steps on small models). Raises
+    ``ValueError`` if even the smallest admissible ranks exceed a budget.
     """
     if budget_params is None and budget_macs is None:
         raise ValueError("allocate needs a params or a MACs budget")
@@ -149,14 +153,27 @@ def allocate(
                 lo_lam = mid
     idx = _fill(tables, weights, idx, bp, bm, norm)
     p, m = _totals(tables, idx)
+    floor = (bp - slack[0] if budget_params is not None else -np.inf,
+             bm - slack[1] if budget_macs is not None else -np.inf)
+    if p < floor[0] or m < floor[1]:
+        idx = _fill(tables, weights, idx, bp + slack[0], bm + slack[1], norm, stop=floor)
+        p, m = _totals(tables, idx)
+    if (budget_params is None) != (budget_macs is None) and (p < floor[0] or m < floor[1]):
+        k = 1 if budget_params is not None else 2
+        b, sl = (bp, slack[0]) if k == 1 else (bm, slack[1])
+        idx = _repair(tables, weights, idx, k, b - sl, b + sl)
+        p, m = _totals(tables, idx)
     choice = {
         o.name: (None if i == len(o.ranks) else int(o.ranks[i])) for o, i in zip(options, idx)
     }
     return Allocation(choice, float(p), float(m))
 
 
-def _fill(tables, weights, idx, bp, bm, norm):
-    """Greedy: raise single layers one option at a time (best weighted-error drop per cost) while the budget holds."""
+def _fill(tables, weights, idx, bp, bm, norm, stop=None):
+    """Greedy: raise single layers one option at a time (best weighted-error drop per cost) while the budget holds.
+
+    ``stop=(params, macs)``: stop as soon as both totals reach these floors.
+    """
     idx = list(idx)
     p, m = _totals(tables, idx)
 
@@ -185,7 +202,42 @@ def _fill(tables, weights, idx, bp, bm, norm):
         if err[j + 1] > err[j]:
             continue
         idx[i], p, m = j + 1, np_, nm
+        if stop is not None and p >= stop[0] and m >= stop[1]:
+            break
         e = entry(i)
         if e is not None:
             heapq.heappush(heap, e)
+    return idx
+
+
+def _repair(tables, weights, idx, k, lo, hi, max_work=5e7):
+    """Move one or two layers to any option so that cost ``k`` (1 params, 2 MACs) lands in ``[lo, hi]``.
+
+    The greedy fill only raises ranks one step at a time; on small models a
+    band can need one layer down and another up. Cheapest weighted-error
+    change wins; ``idx`` comes back unchanged if no such move exists (or the
+    pair search would be too big, which large models never need).
+    """
+    idx = list(idx)
+    cur = [t[k][i] for t, i in zip(tables, idx)]
+    total = float(sum(cur))
+    derr = [weights[n] * (t[0] - t[0][i]) for n, (t, i) in enumerate(zip(tables, idx))]
+    dcost = [t[k] - c for t, c in zip(tables, cur)]
+    best, move = np.inf, None
+    for i in range(len(tables)):  # single moves
+        ok = (total + dcost[i] >= lo) & (total + dcost[i] <= hi)
+        if ok.any():
+            a = int(np.argmin(np.where(ok, derr[i], np.inf)))
+            if derr[i][a] < best:
+                best, move = derr[i][a], ((i, a),)
+    if move is None and sum(len(d) for d in dcost) ** 2 <= max_work:
+        for i in range(len(tables)):
+            for j in range(i + 1, len(tables)):
+                t = total + dcost[i][:, None] + dcost[j][None, :]
+                e = np.where((t >= lo) & (t <= hi), derr[i][:, None] + derr[j][None, :], np.inf)
+                a, b = np.unravel_index(int(np.argmin(e)), e.shape)
+                if e[a, b] < best:
+                    best, move = e[a, b], ((i, int(a)), (j, int(b)))
+    for i, a in move or ():
+        idx[i] = a
     return idx
