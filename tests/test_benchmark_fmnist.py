@@ -79,7 +79,7 @@ def test_smoke_run_writes_results_checkpoint_and_plot(bench, tmp_path):
         load_dataset("fashion-mnist")
     except ValueError as e:
         pytest.skip(str(e))
-    out, png, ckpt = tmp_path / "fm.json", tmp_path / "fm.png", tmp_path / "fm.pt"
+    out, png, ckpt = tmp_path / "results.json", tmp_path / "ranks.png", tmp_path / "fm.pt"
     assert bench.main(["--smoke", "--variants", "tt,uniform", "--out", str(out), "--png", str(png),
                        "--checkpoint", str(ckpt)]) == 0
     doc = json.loads(out.read_text())
