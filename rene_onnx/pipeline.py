@@ -22,7 +22,7 @@ from torch import nn
 from rene_onnx.config import CompressConfig, RewriteConfig, ValidateConfig
 from rene_onnx.decompose.ranks import LayerShape
 from rene_onnx.load import LoadError, ModelHandle, load_torch
-from rene_onnx.plan import Factors, RankPlan
+from rene_onnx.plan import Factors, RankPlan, default_file_mode
 
 Progress = Callable[[str, dict], None]
 
@@ -329,7 +329,8 @@ def finetune_student(handle: ModelHandle, student: nn.Module, cfg: CompressConfi
         ft.batch_size = batch  # the graph (and so its torch import) only runs this batch size
     student.train()
     result = finetune(student, teacher, train, val, ft, report)
-    student.eval()
+    student.eval().cpu()  # fine-tuning may have moved both to a GPU; the rewrite and validation work on CPU
+    teacher.cpu()
     return result
 
 
@@ -345,6 +346,7 @@ def save_onnx_atomic(model: onnx.ModelProto, path: str | Path, external_data: bo
         raise LoadError(f"output folder does not exist: {path.parent}")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, default_file_mode())
     data_name = f"{path.name}.data"
     tmp_data = path.parent / f".{data_name}.tmp"
     try:

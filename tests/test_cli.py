@@ -233,3 +233,14 @@ def test_data_that_does_not_fit_the_model(tmp_path):
     r = run_inproc("compress", "digits_resnet", "--data", "empty", "-o", "x.onnx", cwd=tmp_path)
     assert r.returncode == 2 and "error:" in r.stderr
     assert not list(tmp_path.glob("x.onnx*"))
+
+
+def test_outputs_get_normal_permissions(tmp_path):
+    from rene_onnx.pipeline import save_onnx_atomic
+    from rene_onnx.plan import RankPlan, default_file_mode
+
+    RankPlan().save(tmp_path / "p.json")
+    m = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []), ir_version=10)
+    save_onnx_atomic(m, tmp_path / "m.onnx")
+    for f in ("p.json", "m.onnx"):
+        assert (tmp_path / f).stat().st_mode & 0o777 == default_file_mode()
