@@ -311,6 +311,12 @@ def test_budget_lands_in_band_on_a_coarse_model(key, target):
     assert res.plan.layers["c"].method == "tt"
 
 
+def test_threads_option_is_restored():
+    before = torch.get_num_threads()
+    search(Tokens(), torch.randn(1, 16, 12), SearchConfig(steps=5, warmup_steps=1, threads=before + 1))
+    assert torch.get_num_threads() == before
+
+
 def test_unreachable_budget_fails_before_searching():
     with pytest.raises(ValueError, match="cannot be met"):
         search(planted_model(), X1, SearchConfig(target_params=0.001, **FAST))

@@ -138,6 +138,10 @@ class SearchConfig:
     # to 100x slower here whenever other jobs shared the cores, one thread barely slower when they did not;
     # None leaves numpy's default
     decompose_threads: int | None = 1
+    # torch threads while the stages run (restored afterwards); None leaves torch's setting. With data the
+    # search is one small-batch forward / backward per step: on cores shared with other jobs one thread was
+    # 2.3x faster than two for ResNet-18 (benchmarks/search_speed.py), on idle cores two are faster
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHOD_CHOICES:
@@ -163,8 +167,9 @@ class SearchConfig:
         for name in ("warmup_steps", "max_backoffs"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.decompose_threads is not None and int(self.decompose_threads) < 1:
-            raise ValueError(f"decompose_threads must be >= 1 or None, got {self.decompose_threads}")
+        for name in ("decompose_threads", "threads"):
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
         if self.n_candidates < 2:
             raise ValueError(f"n_candidates must be >= 2, got {self.n_candidates}")
         if self.factor < 2:
@@ -181,7 +186,8 @@ class SearchConfig:
         A finished checkpoint can thus be resumed with another budget: only the final choice runs again.
         """
         d = asdict(self)
-        for k in ("checkpoint_dir", "resume", "progress_every", "tolerance", "target_params", "target_macs"):
+        for k in ("checkpoint_dir", "resume", "progress_every", "tolerance", "target_params", "target_macs", "threads",
+                  "decompose_threads"):
             d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -468,7 +474,10 @@ def search(
     flags = {m: m.training for m in model.modules()}
     # tiny mixture weights (p ~ 1e-30) make denormal floats, ~100x slower on CPUs; torch's default (off) is restored
     flushed = torch.set_flush_denormal(True)
+    threads = torch.get_num_threads()
     try:
+        if cfg.threads is not None:
+            torch.set_num_threads(int(cfg.threads))
         model.eval()
         while any(l.active for l in layers):
             stage = len(state.stages) + 1
@@ -478,6 +487,7 @@ def search(
     finally:
         if flushed:
             torch.set_flush_denormal(False)
+        torch.set_num_threads(threads)
         for m, flag in flags.items():
             m.training = flag
 
