@@ -357,7 +357,7 @@ class Batches:
 
 @dataclass
 class DistillConfig:
-    epochs: int = 10
+    epochs: int = 5
     lr: float = 5e-4
     batch_size: int = 32
     lambda_diss: float = 10.0
@@ -426,7 +426,7 @@ class BenchConfig:
     max_len: int = 32  # tokens per sentence (padded / truncated); latency feeds use exactly this length
     n_test: int = 120  # held-out sentences: only evaluated on
     n_select: int = 40  # sentences that pick the distillation epoch
-    n_mix: int = 3000  # span-mixes of the train sentences added to the distillation inputs
+    n_mix: int = 2600  # span-mixes of the train sentences added to the distillation inputs
     linear_keep: float | None = 0.69  # fraction of the Linear parameters the search budget keeps (None: no budget)
     modes: tuple[str, ...] = ("data-free", "calib")  # searches to run
     distill_mode: str = "calib"  # which search's plan is distilled, rewritten and shipped
