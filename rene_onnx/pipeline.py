@@ -6,6 +6,7 @@ them. Only this module, the loaders and the CLI see both torch and onnx.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import tempfile
@@ -282,12 +283,11 @@ def search_ranks(handle: ModelHandle, cfg: CompressConfig, splits, progress: Pro
     """RENE search on the torch model -> SearchResult (its ``plan`` is the RankPlan)."""
     from rene_onnx.engine.search import SearchConfig, search
 
-    scfg = cfg.search or SearchConfig()
-    scfg.method = cfg.rewrite.method
-    scfg.rank_multiple = cfg.rewrite.rank_multiple
     use_data = splits is not None and not cfg.data_free
-    scfg.data_free = not use_data
-    scfg.layers = [n for n in handle.layer_map if n in layer_shapes(handle)]
+    # dataclasses.replace re-runs SearchConfig's checks on the combined settings
+    scfg = dataclasses.replace(cfg.search or SearchConfig(), method=cfg.rewrite.method,
+                               rank_multiple=cfg.rewrite.rank_multiple, data_free=not use_data,
+                               layers=[n for n in handle.layer_map if n in layer_shapes(handle)])
     calib = None
     if use_data:
         calib = torch.utils.data.DataLoader(splits.calib, batch_size=scfg.calib_batch_size, shuffle=True,
@@ -296,8 +296,7 @@ def search_ranks(handle: ModelHandle, cfg: CompressConfig, splits, progress: Pro
     def report(stage: int, step: int, total: int, info: dict) -> None:
         progress("search", {"stage": stage, "step": f"{step}/{total}"})
 
-    with _numpy_blas_one_thread():
-        return search(handle.torch_model, handle.example_input(), scfg, calib, report)
+    return search(handle.torch_model, handle.example_input(), scfg, calib, report)  # decompose_threads=1 inside
 
 
 def finetune_student(handle: ModelHandle, student: nn.Module, cfg: CompressConfig, splits,

@@ -35,7 +35,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -172,16 +172,31 @@ class Factors:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write text to ``path`` through a temporary file in the same folder, then rename."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    atomic_write(path, write)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it into place.
+
+    A failure leaves no half-written ``path`` (and no temporary file); the result gets the
+    usual file mode (mkstemp alone makes 0600 files).
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600 files; outputs get the usual permissions
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        os.chmod(tmp, default_file_mode())
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
 
 
 def default_file_mode() -> int:

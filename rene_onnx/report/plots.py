@@ -7,13 +7,13 @@ methods / runs side by side (the paper's Fig. 5 style).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..plan import atomic_write
 from .report import LayerRow, Report
 
 Series = dict[str, list[LayerRow]]
@@ -154,12 +154,4 @@ def _save(fig, path: str | os.PathLike) -> Path:
     if not path.parent.is_dir():
         raise ValueError(f"plot folder does not exist: {path.parent}")
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
