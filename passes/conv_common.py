@@ -1,5 +1,9 @@
 """What the three conv passes share: the check, the geometry, the 1x1 / core Conv nodes, the bias.
 
+A grouped conv (``group`` = g) is rewritten per group: its factors are
+stacked over the groups (:mod:`rene_onnx.decompose.grouped`) and every factor
+conv carries ``group`` = g (the CP core g*R).
+
 Geometry (strides, pads, auto_pad, dilations) always comes from the original
 node and goes on the one factor that carries the kernel; the 1x1 factors run
 with stride 1 and no padding. A 1x1 conv in front of the kernel factor keeps
@@ -11,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from rene_onnx.decompose.ranks import supported_methods
+from rene_onnx.decompose.ranks import supported_methods, unsupported_reason
 from rene_onnx.plan import LayerFactors
 
-from .base import bias_vector, float_dtype, new_const, new_node, new_var
+from .base import bias_vector, dim, float_dtype, new_const, new_node, new_var
 from .layers import OnnxLayer, analyze
 
 GEOMETRY = ("auto_pad", "pads", "strides", "dilations")
@@ -25,20 +29,34 @@ def check(graph: gs.Graph, node: gs.Node, lf: LayerFactors) -> str | None:
     if layer.skip_reason:
         return layer.skip_reason
     methods = supported_methods(layer.shape)
+    if not methods:
+        return unsupported_reason(layer.shape)
     if lf.method not in methods:
         kernel = "x".join(str(k) for k in layer.shape.kernel)
         return f"{lf.method} does not apply to a conv with a {kernel} kernel (use {' / '.join(methods)})"
     return None
 
 
-def unpack(node: gs.Node) -> tuple[OnnxLayer, int, int, tuple[int, ...]]:
-    """The layer, Cout, Cin and kernel of a conv node a pass may rewrite (``ValueError`` if none may)."""
+def unpack(node: gs.Node) -> tuple[OnnxLayer, int, int, tuple[int, ...], int]:
+    """The layer, Cout, Cin per group, kernel and group count of a conv node a pass may rewrite.
+
+    ``ValueError`` if no pass may rewrite it.
+    """
     layer = analyze(node)
     if layer.skip_reason:  # the driver calls check first; this guards direct callers
         raise ValueError(f"node {node.name!r}: {layer.skip_reason}")
     w = layer.weight_array
     float_dtype(w.dtype, node)
-    return layer, int(w.shape[0]), int(w.shape[1]), tuple(int(k) for k in w.shape[2:])
+    return layer, int(w.shape[0]), int(w.shape[1]), tuple(int(k) for k in w.shape[2:]), layer.shape.groups
+
+
+def per_group_rank(node: gs.Node, lf: LayerFactors, key: str, axis: int, groups: int) -> int:
+    """A per-group rank read from a factor stacked over ``groups`` along ``axis`` (``ValueError`` if it does not split)."""
+    n = dim(node, lf, key, axis)
+    if n % groups:
+        raise ValueError(f"node {node.name!r}: {lf.method} factor {key!r} has {n} rows along axis {axis}, "
+                         f"not a multiple of the conv's group={groups}")
+    return n // groups
 
 
 def chain(graph: gs.Graph, node: gs.Node, lf: LayerFactors, layer: OnnxLayer,

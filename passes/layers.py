@@ -130,9 +130,9 @@ def _analyze_conv(node: gs.Node, shapes: dict[str, list]) -> OnnxLayer:
         reason = "Conv 3-D is not supported (only 1-D and 2-D convs are rewritten)"
     elif w.ndim not in (3, 4):
         reason = f"Conv with a {w.ndim}-D weight is not supported (only 1-D and 2-D convs are rewritten)"
-    elif group != 1:
-        reason = f"grouped conv (group={group}) is not rewritten (per-group factors are not supported)"
-    if w is not None and w.ndim >= 3 and node.op == "Conv":
+    elif group < 1 or w.shape[0] % group:
+        reason = f"Conv group={group} does not divide its {w.shape[0]} output channels"
+    if w is not None and w.ndim >= 3 and node.op == "Conv" and group >= 1 and w.shape[0] % group == 0:
         pin, pout = _spatial(shapes, _input(node, 0)), _spatial(shapes, node.outputs[0] if node.outputs else None)
         shape = LayerShape(int(w.shape[0]), int(w.shape[1]) * group, tuple(int(k) for k in w.shape[2:]), group,
                            b_t is not None, pin, pout)

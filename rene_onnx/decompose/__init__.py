@@ -3,7 +3,8 @@
 ``decompose(method, weight, ranks)`` returns the factor arrays of the
 :mod:`rene_onnx.plan` contract; ``reconstruct(method, arrays, weight_shape)``
 multiplies them back. Rank validation and all counting live in
-:mod:`rene_onnx.decompose.ranks`.
+:mod:`rene_onnx.decompose.ranks`. Grouped convs (``groups`` > 1) are
+decomposed per group (:mod:`rene_onnx.decompose.grouped`).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from . import ranks as _ranks
 from .cp import CPTruncations, cp_als, cp_reconstruct
+from .grouped import chain_weight, decompose_grouped, infer_groups
 from .ranks import LayerShape
 from .svd import SVDTruncations, svd_factors
 from .tt import TTTruncations, tt_reconstruct, tt_svd
@@ -32,15 +34,18 @@ __all__ = [
 _CP_KW = {"init", "n_iter_max", "tol", "seed"}
 
 
-def shape_of_weight(weight_shape, bias: bool = False) -> LayerShape:
-    """LayerShape of a dense weight: (out, in) for a Linear, (Cout, Cin, k..) for a conv (groups=1)."""
+def shape_of_weight(weight_shape, bias: bool = False, groups: int = 1) -> LayerShape:
+    """LayerShape of a dense weight: (out, in) for a Linear, (Cout, Cin/groups, k..) for a conv."""
     weight_shape = tuple(int(d) for d in weight_shape)
     if len(weight_shape) < 2:
         raise ValueError(f"a layer weight has at least 2 dims (out, in, k..), got shape {weight_shape}")
-    return LayerShape(weight_shape[0], weight_shape[1], weight_shape[2:], bias=bias)
+    groups = int(groups)
+    if groups != 1 and len(weight_shape) < 3:
+        raise ValueError(f"groups={groups} needs a conv weight (Cout, Cin/groups, k..), got shape {weight_shape}")
+    return LayerShape(weight_shape[0], weight_shape[1] * groups, weight_shape[2:], groups=groups, bias=bias)
 
 
-def decompose(method: str, weight: np.ndarray, ranks, **kw) -> dict[str, np.ndarray]:
+def decompose(method: str, weight: np.ndarray, ranks, *, groups: int = 1, **kw) -> dict[str, np.ndarray]:
     """Factor arrays of ``weight`` by ``method`` (tt | cp | svd) at ``ranks``, in ``weight.dtype``.
 
     Ranks are validated (and capped at what the unfolding admits) by
@@ -48,38 +53,44 @@ def decompose(method: str, weight: np.ndarray, ranks, **kw) -> dict[str, np.ndar
     conv factors the weight reshaped to (Cout, Cin*k): ``V`` (r, Cin*k)
     reshapes to a (r, Cin, k..) conv carrying the geometry, ``U`` (Cout, r)
     to a 1x1 conv. ``kw`` goes to :func:`cp_als` for CP (``init``,
-    ``n_iter_max``, ``tol``, ``seed``).
+    ``n_iter_max``, ``tol``, ``seed``). A grouped conv weight (Cout, Cin/g, k..)
+    with ``groups`` = g is decomposed per group at the same (per-group) ranks,
+    in the grouped layouts of :mod:`rene_onnx.decompose.grouped`.
     """
     weight = np.asarray(weight)
     if not np.issubdtype(weight.dtype, np.floating):
         raise ValueError(f"decompose needs a floating-point weight, got dtype {weight.dtype}")
-    shape = shape_of_weight(weight.shape)
+    shape = shape_of_weight(weight.shape, groups=groups)
     ranks = _ranks.check_ranks(method, shape, ranks)
     allowed = _CP_KW if method == "cp" else set()
     unknown = sorted(set(kw) - allowed)
     if unknown:
         raise ValueError(f"decompose({method!r}) got unexpected options {unknown}")
-    if method == "svd":
-        u, v = svd_factors(weight.reshape(shape.out_features, -1), ranks[0])
-        return {"U": u, "V": v}
-    if method == "tt":
-        return tt_svd(weight, ranks)
-    return cp_als(weight, ranks[0], **kw)
+
+    def one_group(w: np.ndarray) -> dict[str, np.ndarray]:
+        if method == "svd":
+            u, v = svd_factors(w.reshape(w.shape[0], -1), ranks[0])
+            return {"U": u, "V": v}
+        if method == "tt":
+            return tt_svd(w, ranks)
+        return cp_als(w, ranks[0], **kw)
+
+    return one_group(weight) if shape.groups == 1 else decompose_grouped(weight, shape.groups, one_group)
 
 
-def reconstruct(method: str, arrays: dict[str, np.ndarray], weight_shape) -> np.ndarray:
-    """The dense weight of shape ``weight_shape`` that ``arrays`` (one layer's factors) represent."""
+def reconstruct(method: str, arrays: dict[str, np.ndarray], weight_shape, groups: int | None = None) -> np.ndarray:
+    """The dense weight of shape ``weight_shape`` that ``arrays`` (one layer's factors) represent.
+
+    ``groups`` (for a grouped conv, ``weight_shape`` = (Cout, Cin/g, k..)) is
+    implied by the arrays' shapes; when given it must agree.
+    """
     weight_shape = tuple(int(d) for d in weight_shape)
-    if method == "svd":
-        u, v = np.asarray(arrays["U"]), np.asarray(arrays["V"])
-        r = v.shape[0]  # V is (r, in) or conv-shaped (r, Cin, k..); U is (out, r) or (out, r, 1..)
-        w = u.reshape(weight_shape[0], r) @ v.reshape(r, -1)
-    elif method == "tt":
-        w = tt_reconstruct(arrays["first"], arrays["core"], arrays["last"])
-    elif method == "cp":
-        w = cp_reconstruct(arrays["first"], arrays["core"], arrays["last"])
-    else:
+    if method not in ("tt", "cp", "svd"):
         raise ValueError(f"unknown method {method!r} (expected tt, cp or svd)")
-    if w.size != int(np.prod(weight_shape)):
-        raise ValueError(f"{method} factors reconstruct {w.shape}, which does not fit weight shape {weight_shape}")
-    return w.reshape(weight_shape)
+    arrays = {k: np.asarray(a) for k, a in arrays.items() if k != "bias"}
+    implied = infer_groups(method, arrays)
+    if groups is not None and int(groups) != implied:
+        raise ValueError(f"{method} factors imply {implied} group(s), expected groups={groups}")
+    if method != "svd" and len(weight_shape) < 3:
+        raise ValueError(f"{method} factors need a conv weight shape (Cout, Cin, k..), got {weight_shape}")
+    return chain_weight(method, arrays, weight_shape, implied)

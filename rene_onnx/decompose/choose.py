@@ -3,11 +3,16 @@
 Pure functions on :class:`LayerShape` (no torch, no onnx). The rules:
 
 - ``method`` is tt | cp | svd | auto. ``auto`` picks TT for k x k convs and
-  SVD for 1x1 convs and Linear layers; TT or CP asked for a matrix layer
+  SVD for 1x1 convs, Linear layers and convs with one input channel per group; TT or CP asked for a matrix layer
   (1x1 conv, Linear) falls back to SVD.
-- A grouped / depthwise conv, or a layer whose factorized form would not
-  have fewer parameters than the dense one, stays ``dense`` with a one-line
-  reason.
+- A grouped conv is factorized per group (ranks per group, the factors
+  grouped too) by :func:`plan_from_fraction` / :func:`plan_from_mapping`; a
+  depthwise conv with one output channel per group has nothing to factor.
+  :func:`resolve_method` keeps grouped convs dense unless asked with
+  ``per_group=True``: the RENE search (``engine/search.py``) calls it with the
+  default, as its per-layer frames know ungrouped weights only.
+- A layer whose factorized form would not have fewer parameters than the
+  dense one stays ``dense`` with a one-line reason.
 - Ranks are checked (and capped) by :func:`ranks.check_ranks`; counting is
   done by :mod:`ranks` only.
 """
@@ -40,18 +45,35 @@ def _describe(shape: LayerShape) -> str:
     return f"{'x'.join(map(str, shape.kernel))} conv"
 
 
-def resolve_method(method: str, shape: LayerShape) -> tuple[str, str]:
-    """The method that applies to ``shape`` for a requested one: (method or "dense", note)."""
+def resolve_method(method: str, shape: LayerShape, *, per_group: bool = False) -> tuple[str, str]:
+    """The method that applies to ``shape`` for a requested one: (method or "dense", note).
+
+    A grouped conv resolves like an ungrouped one of its per-group shape when
+    ``per_group`` is true (the factors are then grouped convs too); otherwise,
+    and always for a depthwise conv with one output channel per group, it is
+    "dense" with the reason.
+    """
     _check_method(method)
     if shape.groups != 1:
-        kind = "depthwise" if shape.groups == shape.in_features else "grouped"
-        return "dense", f"{kind} conv (groups={shape.groups}) is not factorized"
+        kind = "depthwise" if shape.is_depthwise else "grouped"
+        if not R.supported_methods(shape):
+            return "dense", R.unsupported_reason(shape)
+        if not per_group:
+            return "dense", f"{kind} conv (groups={shape.groups}) is not factorized by the rank search (per-group " \
+                            "factors need explicit ranks, e.g. --ranks 0.5)"
+    m, note = _resolve(method, shape)
+    if shape.groups != 1:
+        note = "; ".join(x for x in (f"per group ({shape.groups} groups, ranks per group)", note) if x)
+    return m, note
+
+
+def _resolve(method: str, shape: LayerShape) -> tuple[str, str]:
     if shape.is_matrix:
         if method in ("tt", "cp"):
             return "svd", f"{method} does not apply to a {_describe(shape)}: svd instead"
         return "svd", ""
-    if method == "auto":
-        return "tt", ""
+    if method == "auto":  # one input channel per group (depthwise with a multiplier): TT's first factor is a scale
+        return ("svd" if shape.group_in == 1 else "tt"), ""
     return method, ""
 
 
@@ -61,8 +83,8 @@ def _round(method: str, shape: LayerShape, ranks: tuple[int, ...], multiple: int
     if method == "tt":
         r1, r2 = ranks
         return (
-            R.round_rank(r1, multiple, min(shape.out_features, shape.in_features * shape.kernel_size)),
-            R.round_rank(r2, multiple, shape.in_features),
+            R.round_rank(r1, multiple, min(shape.group_out, shape.group_in * shape.kernel_size)),
+            R.round_rank(r2, multiple, shape.group_in),
         )
     return (R.round_rank(ranks[0], multiple, R.max_rank(method, shape)),)
 
@@ -72,9 +94,10 @@ def _decide(name: str, shape: LayerShape, method: str, ranks: tuple[int, ...], n
     dense = R.dense_params(shape)
     fact = R.factorized_params(method, shape, ranks)
     if fact >= dense:
+        per = f"grouped conv (groups={shape.groups}): " if shape.groups != 1 else ""
         return LayerPlan(
             name, "dense", (),
-            f"{method} at ranks {list(ranks)} has {fact} params >= dense {dense}: nothing saved",
+            f"{per}{method} at ranks {list(ranks)} has {fact} params >= dense {dense}: nothing saved",
         )
     why = f"params {dense} -> {fact} ({100.0 * fact / dense:.1f}%)"
     return LayerPlan(name, method, ranks, f"{note}; {why}" if note else why)
@@ -94,7 +117,7 @@ def plan_from_fraction(
         raise ValueError(f"rank fraction must be positive, got {fraction}")
     plan = RankPlan(meta={"method": method, "fraction": float(fraction), "rank_multiple": multiple})
     for name, shape in shapes.items():
-        m, note = resolve_method(method, shape)
+        m, note = resolve_method(method, shape, per_group=True)
         if m == "dense":
             plan.add(LayerPlan(name, "dense", (), note))
             continue
@@ -142,7 +165,7 @@ def plan_from_mapping(
         if name not in given:
             plan.add(LayerPlan(name, "dense", (), "no rank given"))
             continue
-        m, note = resolve_method(method, shape)
+        m, note = resolve_method(method, shape, per_group=True)
         if m == "dense":
             plan.add(LayerPlan(name, "dense", (), note))
             continue

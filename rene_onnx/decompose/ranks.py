@@ -7,6 +7,12 @@ per-layer numbers, the search's rank loss bounds) calls into here.
 Counting convention (the paper's): MACs are multiply-accumulates of the
 Conv / Gemm / MatMul ops at batch 1; bias adds are not MACs. Parameters
 include the bias. A 1x1 conv and a Linear are both "matrix" layers.
+
+Grouped convs (``groups`` = g > 1) are factorized per group: every group's
+(Cout/g, Cin/g, k..) weight is decomposed at the same ranks and the factors
+run as convs grouped by g (see :mod:`rene_onnx.decompose.grouped`). Ranks are
+per group; the caps below use the per-group sizes Cout/g and Cin/g, and the
+counts reduce to the ungrouped ones at g = 1.
 """
 from __future__ import annotations
 
@@ -35,27 +41,60 @@ class LayerShape:
     in_positions: int = 1
     out_positions: int = 1
 
+    def __post_init__(self) -> None:
+        g = self.groups
+        if g < 1 or self.in_features % g or self.out_features % g:
+            raise ValueError(f"groups={g} must be >= 1 and divide both in_features={self.in_features} "
+                             f"and out_features={self.out_features}")
+
     @property
     def kernel_size(self) -> int:
         return math.prod(self.kernel) if self.kernel else 1
 
     @property
+    def group_out(self) -> int:
+        """Output channels per group (Cout / groups)."""
+        return self.out_features // self.groups
+
+    @property
+    def group_in(self) -> int:
+        """Input channels per group (Cin / groups)."""
+        return self.in_features // self.groups
+
+    @property
+    def is_depthwise(self) -> bool:
+        """A grouped conv with one input channel per group."""
+        return self.groups > 1 and self.group_in == 1
+
+    @property
     def is_matrix(self) -> bool:
-        """Linear, or a conv whose kernel is all ones (1x1, 1-D k=1)."""
-        return self.kernel_size == 1 and self.groups == 1
+        """Linear, or a conv whose kernel is all ones (1x1, 1-D k=1); grouped 1x1 convs are per-group matrices."""
+        return self.kernel_size == 1
 
     @property
     def max_matrix_rank(self) -> int:
-        return min(self.out_features, self.in_features * self.kernel_size)
+        """Rank cap of the (per-group) unfolding (Cout/g, Cin/g * k)."""
+        return min(self.group_out, self.group_in * self.kernel_size)
 
 
 def supported_methods(shape: LayerShape) -> tuple[str, ...]:
-    """Methods that can factorize this layer (before asking whether it saves anything)."""
-    if shape.groups != 1:
+    """Methods that can factorize this layer (before asking whether it saves anything).
+
+    A conv with one input and one output channel per group (plain depthwise)
+    has nothing to factor: none.
+    """
+    if shape.groups != 1 and shape.group_in == 1 and shape.group_out == 1:
         return ()
     if shape.is_matrix:
         return ("svd",)
     return ("tt", "cp", "svd")
+
+
+def unsupported_reason(shape: LayerShape) -> str | None:
+    """Why no method can factorize ``shape`` (one line), or ``None`` when some method can."""
+    if supported_methods(shape):
+        return None
+    return f"depthwise conv (groups={shape.groups}): one input and one output channel per group, nothing to factor"
 
 
 def n_ranks(method: str) -> int:
@@ -68,12 +107,15 @@ def check_ranks(method: str, shape: LayerShape, ranks: tuple[int, ...] | list[in
     TT accepts one rank (r1 = r2, as in the paper) or two. Ranks are capped
     at what the unfolding admits: TT r2 <= Cin, r1 <= Cout, SVD r <= min(out, in*k).
     CP has no algebraic cap; it is capped at Cout*Cin*k (more never helps).
+    For a grouped conv the ranks are per group and Cout, Cin are per group.
     """
     if isinstance(ranks, (int, np.integer)):
         ranks = (int(ranks),)
     ranks = tuple(int(r) for r in ranks)
     if method not in ("tt", "cp", "svd"):
         raise ValueError(f"unknown method {method!r}")
+    if not supported_methods(shape):
+        raise ValueError(unsupported_reason(shape))
     if method not in supported_methods(shape):
         raise ValueError(f"method {method!r} does not apply to a layer with kernel {shape.kernel} groups={shape.groups}")
     if method == "tt" and len(ranks) == 1:
@@ -82,14 +124,15 @@ def check_ranks(method: str, shape: LayerShape, ranks: tuple[int, ...] | list[in
         raise ValueError(f"{method} takes {n_ranks(method)} rank(s), got {list(ranks)}")
     if any(r <= 0 for r in ranks):
         raise ValueError(f"ranks must be positive, got {list(ranks)}")
+    cout, cin, k = shape.group_out, shape.group_in, shape.kernel_size
     if method == "tt":
         r1, r2 = ranks
-        r1 = min(r1, shape.out_features, shape.in_features * shape.kernel_size)
-        ranks = (r1, min(r2, shape.in_features, r1 * shape.kernel_size))
+        r1 = min(r1, cout, cin * k)
+        ranks = (r1, min(r2, cin, r1 * k))
     elif method == "svd":
         ranks = (min(ranks[0], shape.max_matrix_rank),)
     else:
-        ranks = (min(ranks[0], shape.out_features * shape.in_features * shape.kernel_size),)
+        ranks = (min(ranks[0], cout * cin * k),)
     return ranks
 
 
@@ -103,9 +146,14 @@ def dense_macs(shape: LayerShape) -> int:
 
 
 def factorized_params(method: str, shape: LayerShape, ranks: tuple[int, ...]) -> int:
-    """Parameters of the factorized layer (weights of all factors + the bias)."""
+    """Parameters of the factorized layer (weights of all factors + the bias).
+
+    Per-group ranks on g groups: TT ``r2*Cin + g*r1*r2*k + Cout*r1``, CP
+    ``R*Cin + g*R*k + Cout*R``, SVD ``r*(Cin*k + Cout)`` (each 1x1 factor is
+    grouped too, so only the core grows with g).
+    """
     b = shape.out_features if shape.bias else 0
-    cout, cin, k = shape.out_features, shape.in_features, shape.kernel_size
+    cout, cin, k, g = shape.out_features, shape.in_features, shape.kernel_size, shape.groups
     if method == "dense":
         return dense_params(shape)
     if method == "svd":
@@ -113,10 +161,10 @@ def factorized_params(method: str, shape: LayerShape, ranks: tuple[int, ...]) ->
         return r * (cin * k + cout) + b
     if method == "tt":
         r1, r2 = ranks
-        return r2 * cin + r1 * r2 * k + cout * r1 + b
+        return r2 * cin + g * r1 * r2 * k + cout * r1 + b
     if method == "cp":
         (r,) = ranks
-        return r * cin + r * k + cout * r + b
+        return r * cin + g * r * k + cout * r + b
     raise ValueError(f"unknown method {method!r}")
 
 
@@ -128,7 +176,7 @@ def factorized_macs(method: str, shape: LayerShape, ranks: tuple[int, ...]) -> i
     SVD of a conv: the first factor carries the kernel and stride, so both run
     at the output resolution.
     """
-    cout, cin, k = shape.out_features, shape.in_features, shape.kernel_size
+    cout, cin, k, g = shape.out_features, shape.in_features, shape.kernel_size, shape.groups
     pin, pout = shape.in_positions, shape.out_positions
     if method == "dense":
         return dense_macs(shape)
@@ -137,20 +185,20 @@ def factorized_macs(method: str, shape: LayerShape, ranks: tuple[int, ...]) -> i
         return r * (cin * k + cout) * pout
     if method == "tt":
         r1, r2 = ranks
-        return r2 * cin * pin + (r1 * r2 * k + cout * r1) * pout
+        return r2 * cin * pin + (g * r1 * r2 * k + cout * r1) * pout
     if method == "cp":
         (r,) = ranks
-        return r * cin * pin + (r * k + cout * r) * pout
+        return r * cin * pin + (g * r * k + cout * r) * pout
     raise ValueError(f"unknown method {method!r}")
 
 
 def max_rank(method: str, shape: LayerShape) -> int:
-    """The algebraic cap of a (single, for TT r1 = r2) rank."""
+    """The algebraic cap of a (single, for TT r1 = r2; per group) rank."""
     if method == "svd":
         return shape.max_matrix_rank
     if method == "tt":
-        return min(shape.in_features, shape.out_features)
-    return shape.out_features * shape.in_features * shape.kernel_size
+        return min(shape.group_in, shape.group_out)
+    return shape.group_out * shape.group_in * shape.kernel_size
 
 
 def break_even_rank(method: str, shape: LayerShape) -> int:

@@ -9,6 +9,10 @@ hooks, counting and ONNX export see ordinary ops:
 - :class:`SVDConv`: k x k Cin->r carrying the geometry | 1x1 r->Cout + bias
 - :class:`SVDLinear`: Linear(in, r, bias=False) | Linear(r, out)
 
+A grouped conv (groups=g) is factorized per group: the ranks are per group
+and every factor is a conv grouped by g (the CP core by g*R), in the layouts
+of :mod:`rene_onnx.decompose.grouped`.
+
 Modules are initialized from the dense weights through
 :func:`rene_onnx.decompose.decompose` (never randomly) or from factor arrays
 (:mod:`rene_onnx.plan` contract). :func:`factorize_` swaps them into a model
@@ -25,6 +29,7 @@ import torch
 from torch import nn
 
 from ..decompose import decompose
+from ..decompose.grouped import chain_weight
 from ..plan import FACTOR_KEYS, Factors, LayerFactors, RankPlan
 
 _CONVS = (nn.Conv1d, nn.Conv2d)
@@ -50,8 +55,6 @@ def _check_template(template: nn.Module, kinds: tuple[type, ...], who: str) -> N
     if not isinstance(template, kinds):
         names = "/".join(k.__name__ for k in kinds)
         raise ValueError(f"{who} needs a {names} module, got {type(template).__name__}")
-    if isinstance(template, _CONVS) and template.groups != 1:
-        raise ValueError(f"{who}: grouped conv (groups={template.groups}) cannot be factorized")
 
 
 def _bias_of(template: nn.Module, arrays: dict) -> np.ndarray | torch.Tensor | None:
@@ -61,11 +64,12 @@ def _bias_of(template: nn.Module, arrays: dict) -> np.ndarray | torch.Tensor | N
 
 
 class FactorizedModule(nn.Module):
-    """Base class: ``method``, ``ranks``, ``weight_shape`` (the dense weight's) and the shared API."""
+    """Base class: ``method``, ``ranks`` (per group), ``weight_shape`` (the dense weight's), ``groups``, shared API."""
 
     method: str
     ranks: tuple[int, ...]
     weight_shape: tuple[int, ...]
+    groups: int = 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for m in self.children():
@@ -75,9 +79,6 @@ class FactorizedModule(nn.Module):
     @property
     def bias(self) -> torch.Tensor | None:
         return self.last.bias
-
-    def reconstruct_weight(self) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
 
     def _arrays(self) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -89,8 +90,16 @@ class FactorizedModule(nn.Module):
             arrays["bias"] = _np(self.last.bias)
         return LayerFactors(name, self.method, self.ranks, arrays)
 
+    def reconstruct_weight(self) -> torch.Tensor:
+        """The dense weight (``weight_shape``) the factors represent; differentiable."""
+        return chain_weight(self.method, self._weights(), self.weight_shape, self.groups, einsum=torch.einsum)
+
+    def _weights(self) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def extra_repr(self) -> str:
-        return f"method={self.method}, ranks={self.ranks}, weight_shape={self.weight_shape}"
+        groups = f", groups={self.groups}" if self.groups != 1 else ""
+        return f"method={self.method}, ranks={self.ranks}, weight_shape={self.weight_shape}{groups}"
 
 
 class LowRankConv(FactorizedModule):
@@ -102,25 +111,26 @@ class LowRankConv(FactorizedModule):
             raise ValueError(f"LowRankConv takes method tt or cp, got {method!r}")
         conv = _conv_cls(template)
         kw = {"device": template.weight.device, "dtype": template.weight.dtype}
+        g = template.groups
         if method == "tt":
             r1, r2 = ranks
-            groups = 1
+            core_groups = g
         else:
             (r1,) = ranks
-            r2, groups = r1, r1
-        self.method, self.ranks = method, tuple(int(r) for r in ranks)
+            r2, core_groups = r1, g * r1
+        self.method, self.ranks, self.groups = method, tuple(int(r) for r in ranks), g
         self.weight_shape = tuple(template.weight.shape)
-        self.first = conv(template.in_channels, r2, 1, bias=False, **kw)
+        self.first = conv(template.in_channels, g * r2, 1, groups=g, bias=False, **kw)
         self.core = conv(
-            r2, r1, template.kernel_size, stride=template.stride, padding=template.padding,
-            dilation=template.dilation, groups=groups, bias=False, padding_mode=template.padding_mode, **kw,
+            g * r2, g * r1, template.kernel_size, stride=template.stride, padding=template.padding,
+            dilation=template.dilation, groups=core_groups, bias=False, padding_mode=template.padding_mode, **kw,
         )
-        self.last = conv(r1, template.out_channels, 1, bias=bias, **kw)
+        self.last = conv(g * r1, template.out_channels, 1, groups=g, bias=bias, **kw)
 
     @classmethod
     def from_conv(cls, conv: nn.Conv1d | nn.Conv2d, method: str, ranks) -> "LowRankConv":
         _check_template(conv, _CONVS, "LowRankConv.from_conv")
-        arrays = decompose(method, _np(conv.weight), ranks)
+        arrays = decompose(method, _np(conv.weight), ranks, groups=conv.groups)
         return cls.from_arrays(conv, method, arrays)
 
     @classmethod
@@ -128,7 +138,10 @@ class LowRankConv(FactorizedModule):
         _check_template(template, _CONVS, "LowRankConv.from_arrays")
         _check_keys(method, arrays)
         core = np.asarray(arrays["core"])
-        ranks = (core.shape[0], core.shape[1]) if method == "tt" else (core.shape[0],)
+        g = template.groups
+        if core.ndim < 2 or core.shape[0] % g:
+            raise ValueError(f"{method} factor 'core' has shape {core.shape}, which does not split into {g} groups")
+        ranks = (core.shape[0] // g, core.shape[1]) if method == "tt" else (core.shape[0] // g,)
         bias = _bias_of(template, arrays)
         m = cls(template, method, ranks, bias is not None)
         shapes = {"first": m.first.weight.shape, "core": m.core.weight.shape, "last": m.last.weight.shape}
@@ -139,16 +152,8 @@ class LowRankConv(FactorizedModule):
         _load(m, arrays, bias)
         return m
 
-    def reconstruct_weight(self) -> torch.Tensor:
-        cout, cin = self.weight_shape[:2]
-        last = self.last.weight.reshape(cout, -1)
-        first = self.first.weight.reshape(-1, cin)
-        if self.method == "tt":
-            r1, r2 = self.ranks
-            w = torch.einsum("oa,abk,bi->oik", last, self.core.weight.reshape(r1, r2, -1), first)
-        else:
-            w = torch.einsum("or,rk,ri->oik", last, self.core.weight.reshape(self.ranks[0], -1), first)
-        return w.reshape(self.weight_shape)
+    def _weights(self) -> dict[str, torch.Tensor]:
+        return {"first": self.first.weight, "core": self.core.weight, "last": self.last.weight}
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"first": _np(self.first.weight), "core": _np(self.core.weight), "last": _np(self.last.weight)}
@@ -165,22 +170,19 @@ class _SVDModule(FactorizedModule):
             raise ValueError(f"{cls.__name__} takes method 'svd', got {method!r}")
         _check_template(template, cls._kinds, f"{cls.__name__}.from_arrays")
         _check_keys("svd", arrays)
-        r = _svd_rank(template.weight.shape, arrays)
+        r = _svd_rank(template.weight.shape, arrays, getattr(template, "groups", 1))
         bias = _bias_of(template, arrays)
         m = cls(template, r, bias is not None)
         _load(m, {"first": arrays["V"], "last": arrays["U"]}, bias)
         return m
 
-    def reconstruct_weight(self) -> torch.Tensor:
-        r = self.ranks[0]
-        w = self.last.weight.reshape(self.weight_shape[0], r) @ self.first.weight.reshape(r, -1)
-        return w.reshape(self.weight_shape)
+    def _weights(self) -> dict[str, torch.Tensor]:
+        return {"U": self.last.weight, "V": self.first.weight}
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        r = self.ranks[0]
         return {
-            "U": _np(self.last.weight).reshape(self.weight_shape[0], r),
-            "V": _np(self.first.weight).reshape(r, -1),
+            "U": _np(self.last.weight).reshape(self.weight_shape[0], self.ranks[0]),
+            "V": _np(self.first.weight).reshape(self.first.weight.shape[0], -1),
         }
 
 
@@ -193,13 +195,14 @@ class SVDConv(_SVDModule):
         super().__init__()
         conv = _conv_cls(template)
         kw = {"device": template.weight.device, "dtype": template.weight.dtype}
-        self.method, self.ranks = "svd", (int(rank),)
+        g = template.groups
+        self.method, self.ranks, self.groups = "svd", (int(rank),), g
         self.weight_shape = tuple(template.weight.shape)
         self.first = conv(
-            template.in_channels, rank, template.kernel_size, stride=template.stride, padding=template.padding,
-            dilation=template.dilation, bias=False, padding_mode=template.padding_mode, **kw,
+            template.in_channels, g * rank, template.kernel_size, stride=template.stride, padding=template.padding,
+            dilation=template.dilation, groups=g, bias=False, padding_mode=template.padding_mode, **kw,
         )
-        self.last = conv(rank, template.out_channels, 1, bias=bias, **kw)
+        self.last = conv(g * rank, template.out_channels, 1, groups=g, bias=bias, **kw)
 
     @classmethod
     def from_conv(cls, conv: nn.Conv1d | nn.Conv2d, method: str = "svd", ranks=None) -> "SVDConv":
@@ -208,7 +211,7 @@ class SVDConv(_SVDModule):
         if ranks is None:
             raise ValueError("SVDConv.from_conv needs a rank")
         _check_template(conv, _CONVS, "SVDConv.from_conv")
-        return cls.from_arrays(conv, "svd", decompose("svd", _np(conv.weight), ranks))
+        return cls.from_arrays(conv, "svd", decompose("svd", _np(conv.weight), ranks, groups=conv.groups))
 
 
 class SVDLinear(_SVDModule):
@@ -236,13 +239,16 @@ def _check_keys(method: str, arrays: dict) -> None:
         raise ValueError(f"{method} factors miss {missing}")
 
 
-def _svd_rank(weight_shape, arrays: dict) -> int:
-    """Rank of SVD arrays, checked against the dense weight: U (out, r[,1..]), V (r, in[*k] | in, k..)."""
+def _svd_rank(weight_shape, arrays: dict, groups: int = 1) -> int:
+    """Per-group rank of SVD arrays, checked against the dense weight (Cout, Cin/g[, k..]):
+    U (out, r[,1..]), V (g*r, in/g[*k] | in/g, k..)."""
     u, v = np.asarray(arrays["U"]), np.asarray(arrays["V"])
     out = weight_shape[0]
     per_row = math.prod(weight_shape[1:])
-    r = v.shape[0] if v.ndim else 0
-    if u.ndim < 2 or u.shape[0] != out or math.prod(u.shape[1:]) != r or v.size != r * per_row or r == 0:
+    rows = v.shape[0] if v.ndim else 0
+    r = rows // groups
+    if (u.ndim < 2 or u.shape[0] != out or math.prod(u.shape[1:]) != r or rows != groups * r
+            or v.size != rows * per_row or r == 0):
         raise ValueError(f"svd factors U {u.shape}, V {v.shape} do not fit weight shape {tuple(weight_shape)}")
     return r
 
@@ -370,14 +376,14 @@ def factorize_(
 
 def dense_module(m: FactorizedModule) -> nn.Module:
     """The plain Conv / Linear that computes what ``m`` computes (weight = ``m.reconstruct_weight()``)."""
-    out_f, in_f = m.weight_shape[0], m.weight_shape[1]
+    out_f, in_f = m.weight_shape[0], m.weight_shape[1] * m.groups
     kw = {"device": m.last.weight.device, "dtype": m.last.weight.dtype, "bias": m.bias is not None}
     if isinstance(m, SVDLinear):
         dense = nn.Linear(in_f, out_f, **kw)
     else:
         geo = m.core if isinstance(m, LowRankConv) else m.first  # the factor that carries the geometry
         dense = type(geo)(in_f, out_f, geo.kernel_size, stride=geo.stride, padding=geo.padding,
-                          dilation=geo.dilation, padding_mode=geo.padding_mode, **kw)
+                          dilation=geo.dilation, groups=m.groups, padding_mode=geo.padding_mode, **kw)
     with torch.no_grad():
         dense.weight.copy_(m.reconstruct_weight())
         if m.bias is not None:
