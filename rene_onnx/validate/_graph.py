@@ -4,7 +4,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+import numpy as np
 import onnx
+
+#: ops an integer input may pass through on its way to a Gather's indices (values unchanged)
+_PASS_THROUGH = ("Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Expand", "Slice", "Transpose",
+                 "Concat")
+
 
 def load_model(model: onnx.ModelProto | str | os.PathLike) -> onnx.ModelProto:
     """Return ``model`` itself, or load it from a path (with external data)."""
@@ -100,6 +106,72 @@ def with_static_inputs(model: onnx.ModelProto, shapes: Mapping[str, list[int | s
                 d.Clear()
                 d.dim_value = v
     return m
+
+
+def index_ranges(model: onnx.ModelProto) -> dict[str, int]:
+    """Graph inputs used as indices into a constant table: input name -> the table's size along the gathered axis.
+
+    An input counts when it reaches input 1 (the indices) of a ``Gather``
+    whose data input is an initializer or a ``Constant`` (an embedding table),
+    directly or through value-preserving ops (:data:`_PASS_THROUGH`: Cast,
+    Reshape, Unsqueeze, ...). When it indexes several tables, the smallest
+    size is kept, so every value in ``[0, n)`` is valid for all of them.
+    """
+    graph = model.graph
+    sizes = {t.name: list(t.dims) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            for a in node.attribute:
+                if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
+                    sizes[node.output[0]] = list(a.t.dims)
+    users: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for i, t in enumerate(node.input):
+            if t:
+                users.setdefault(t, []).append(node)
+    out: dict[str, int] = {}
+    for vi in graph_inputs(model):
+        found: list[int] = []
+        seen, todo = set(), [vi.name]
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            for node in users.get(name, []):
+                if node.domain not in ("", "ai.onnx"):
+                    continue
+                if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == name:
+                    table = sizes.get(node.input[0])
+                    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                    if table and -len(table) <= axis < len(table) and table[axis] > 0:
+                        found.append(int(table[axis]))
+                elif node.op_type in _PASS_THROUGH and node.input and node.input[0] == name:
+                    todo.extend(o for o in node.output if o)
+        if found:
+            out[vi.name] = min(found)
+    return out
+
+
+def example_array(dtype: np.dtype, shape: tuple[int, ...], rng: np.random.Generator,
+                  high: int | None = None) -> np.ndarray:
+    """Example data of a graph input, valid for its dtype.
+
+    float: standard normal; int: uniform in ``[0, high)`` when the input
+    indexes a table of ``high`` rows (:func:`index_ranges`), else all ones
+    (a valid attention mask / token type / count); bool: all True. Integer
+    inputs never get random floats.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind in "iu":
+        if high is not None and high > 0:
+            return rng.integers(0, high, size=shape).astype(dtype)
+        return np.ones(shape, dtype)
+    if dtype.kind == "b":
+        return np.ones(shape, dtype=bool)
+    raise ValueError(f"cannot make example data of dtype {dtype}")
 
 
 def _fmt(dims: list) -> str:

@@ -3,7 +3,15 @@
 MACs (multiply-accumulates) are counted for Conv, ConvTranspose, Gemm and
 MatMul only, with bias adds excluded, at the shapes that shape inference
 gives once the graph inputs are static (a symbolic batch dim becomes 1; other
-symbolic dims come from ``input_shapes``):
+symbolic dims come from ``input_shapes``). Inference runs on a copy whose
+graph inputs carry the static dims and whose stored ``value_info`` / output
+shapes are dropped (exporters store symbolic ones, which inference would
+keep). Where inference still loses a dim that a MAC count needs (a dynamic
+transformer export: the batch dim is lost inside the embeddings' Slice /
+Expand of a position-id table), the graph is run once in onnxruntime at
+those static input shapes with the needed tensors as extra outputs
+(``numerics.input_feeds`` data: integer inputs get valid indices), and their
+real shapes are used:
 
 - Conv: ``prod(Y) * Cin/group * prod(kernel)`` = N * Cout * prod(out spatial) * Cin/group * prod(kernel)
 - ConvTranspose: ``prod(X) * Cout/group * prod(kernel)`` (every input element meets a kernel)
@@ -70,12 +78,16 @@ def count_onnx(
     if model.functions:
         model = onnx.inliner.inline_local_functions(model)
     shapes = resolve_input_shapes(model, input_shapes, strict=False)
-    model = with_static_inputs(model, shapes)
+    model = _without_stored_shapes(with_static_inputs(model, shapes))
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception as e:
         raise ValueError(f"ONNX shape inference failed: {e}") from e
     graph = inferred.graph
+    dims = _shape_table(graph)
+    unknown = [t for t in _mac_tensors(graph) if not _is_static(dims.get(t))]
+    if unknown and all(_is_static(d) for d in shapes.values()):
+        dims.update(_run_shapes(model, inferred, unknown, shapes))
 
     const_numel: dict[str, int] = {}  # float constant tensor name -> element count
     total_params = 0
@@ -90,7 +102,6 @@ def count_onnx(
                 const_numel[node.output[0]] = n
                 total_params += n
 
-    dims = _shape_table(graph)
     per_node: dict[str, NodeCount] = {}
     total_macs = 0
     for i, node in enumerate(graph.node):
@@ -103,6 +114,61 @@ def count_onnx(
         if macs or params or node.op_type in MAC_OPS:
             per_node[name] = NodeCount(node.op_type, params, macs)
     return OnnxCounts(total_params, total_macs, per_node)
+
+
+def _without_stored_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` (a copy already) without intermediate ``value_info`` and without output shapes (types kept)."""
+    del model.graph.value_info[:]
+    for vi in model.graph.output:
+        if vi.type.HasField("tensor_type"):
+            vi.type.tensor_type.ClearField("shape")
+    return model
+
+
+def _is_static(d) -> bool:
+    return d is not None and all(isinstance(x, int) and x > 0 for x in d)
+
+
+def _mac_tensors(graph: onnx.GraphProto) -> list[str]:
+    """The tensors whose shapes the MAC formulas read, in node order, without repeats."""
+    want = {"Conv": lambda n: (n.output[0], n.input[1]), "ConvTranspose": lambda n: (n.input[0], n.input[1]),
+            "Gemm": lambda n: (n.input[0], n.input[1]), "MatMul": lambda n: (n.input[0], n.output[0])}
+    out: dict[str, None] = {}
+    for node in graph.node:
+        if node.domain in ("", "ai.onnx") and node.op_type in want and len(node.input) > 1:
+            out.update(dict.fromkeys(want[node.op_type](node)))
+    return list(out)
+
+
+def _run_shapes(model: onnx.ModelProto, inferred: onnx.ModelProto, names: list[str],
+                shapes: Mapping[str, list]) -> dict[str, list[int]]:
+    """Shapes of ``names`` from one onnxruntime run at the static input ``shapes`` ({} if it cannot run)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from .numerics import input_feeds
+
+    types = {vi.name: vi.type for vi in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]}
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {vi.name for vi in m.graph.output}
+    for name in names:
+        if name not in have:
+            vi = m.graph.output.add()
+            vi.name = name
+            if name in types and types[name].tensor_type.elem_type:
+                vi.type.tensor_type.elem_type = types[name].tensor_type.elem_type
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        feeds = input_feeds(m, {k: tuple(v) for k, v in shapes.items()})
+        values = sess.run(names, feeds)
+    except Exception:  # the counting error below names the tensor whose shape stayed unknown
+        return {}
+    return {n: list(np.shape(v)) for n, v in zip(names, values)}
 
 
 def _constant_float_numel(node: onnx.NodeProto) -> int:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import onnx
 
-from ._graph import graph_inputs, load_model, model_path, resolve_input_shapes
+from ._graph import example_array, graph_inputs, index_ranges, load_model, model_path, resolve_input_shapes
 
 #: provider name -> onnxruntime providers list (in priority order)
 PROVIDERS: dict[str, list[str]] = {
@@ -176,25 +176,23 @@ def input_feeds(
     input_shapes: Mapping[str, tuple[int, ...]] | None = None,
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
-    """Random inputs for the graph inputs, dtype from the graph.
+    """Example inputs for the graph inputs, dtype from the graph (see ``_graph.example_array``).
 
-    Float inputs are standard normal; integer inputs are uniform in [0, 10)
-    (token ids, indices); bool inputs are random. A symbolic batch dim is 1;
-    other symbolic dims need ``input_shapes``.
+    Float inputs are standard normal; an integer input that indexes an
+    embedding table (``_graph.index_ranges``) is uniform in ``[0, rows)``,
+    other integer inputs are ones (a full attention mask), bool inputs True.
+    A symbolic batch dim is 1; other symbolic dims need ``input_shapes``.
     """
     model = load_model(model)
     shapes = resolve_input_shapes(model, input_shapes, strict=True)
+    ranges = index_ranges(model)
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     for vi in graph_inputs(model):
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
         shape = tuple(int(d) for d in shapes[vi.name])
-        if dtype.kind == "f":
-            feeds[vi.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype.kind in "iu":
-            feeds[vi.name] = rng.integers(0, 10, size=shape).astype(dtype)
-        elif dtype.kind == "b":
-            feeds[vi.name] = rng.random(shape) < 0.5
-        else:
-            raise ValueError(f"input {vi.name!r}: cannot make random data of dtype {dtype}")
+        try:
+            feeds[vi.name] = example_array(dtype, shape, rng, ranges.get(vi.name))
+        except ValueError as e:
+            raise ValueError(f"input {vi.name!r}: {e}") from None
     return feeds
