@@ -4,14 +4,18 @@ Checks first, each failing with one :class:`~rene_onnx.load.LoadError` line
 and never touching the file: missing file; truncated / corrupt protobuf; IR
 version outside 6..10; default-domain opset outside 11..20; external data
 pointing outside the model's folder (refused before anything is read); the
-ONNX checker; no Conv / Gemm / MatMul a pass can rewrite; a dynamic input dim
-other than the batch without ``input_shape``.
+ONNX checker; no Conv / Gemm / MatMul a pass can rewrite; an input dtype other
+than float32 / int64 / int32 / bool; more than one output; a dynamic input dim
+other than the batch without its shape (``input_shape``: one shape for a
+single-input model, ``{name: shape}`` for several inputs; the error names
+every input that needs one).
 
 The torch side comes from onnx2torch, run on a COPY of the graph made
 importable: ``Constant`` nodes and ``Identity``-of-constant outputs become
 initializers, opset >= 18 is converted down to 17 (:data:`IMPORT_OPSET`),
 ``Reshape(allowzero=1)`` without a literal 0 loses the flag, and what onnx2torch
-cannot convert (``Gelu``-20, a Conv with a run-time weight) goes through
+cannot convert (``Gelu``-20, ``GreaterOrEqual`` / ``LessOrEqual``, a Conv with a
+run-time weight) goes through
 converters registered here under :data:`SHIM_DOMAIN`. The
 ORIGINAL proto is what the handle carries: the passes rewrite it and it ships
 (with external data again if it came with it: ``ModelHandle.external_data``).
@@ -48,7 +52,7 @@ import torch
 from onnx import numpy_helper
 from torch import fx, nn
 
-from rene_onnx.load import LoadError, ModelHandle, OnnxRef
+from rene_onnx.load import INPUT_DTYPES, InputSpec, LoadError, ModelHandle, OnnxRef, example_tensors
 
 IR_RANGE = (6, 10)  # onnxruntime-gpu reads up to 13; the supported range is what the tools here are tested on
 OPSET_RANGE = (11, 20)  # default (ai.onnx) domain
@@ -67,20 +71,24 @@ _PARAM_INPUTS = {
 }
 
 
-def load_onnx(path: str | os.PathLike, input_shape: tuple[int, ...] | None = None, *,
+def load_onnx(path: str | os.PathLike,
+              input_shape: tuple[int, ...] | Mapping[str, tuple[int, ...]] | None = None, *,
               verify: bool = True) -> ModelHandle:
     """Check and load an ONNX file; the torch model (onnx2torch) and the maps to the original graph.
 
     ``input_shape`` (batch included) is required when an input dim other than
-    the first is dynamic; a dynamic first (batch) dim is taken as 1. With
-    ``verify`` the torch model's output is compared with onnxruntime's on the
-    original file (one random input) and a mismatch is a ``LoadError``.
+    the first is dynamic: one shape for a single-input model, or ``{input name:
+    shape}`` (needed only for the inputs with dynamic dims); a dynamic first
+    (batch) dim is taken as 1. The torch model takes the graph inputs
+    positionally, in graph order. With ``verify`` the torch model's output is
+    compared with onnxruntime's on the original file (the handle's example
+    inputs, seed 0) and a mismatch is a ``LoadError``.
     """
     from rene_onnx.passes import find_layers
 
     path = Path(path)
     light, original, external = _read_checked(path)
-    input_name, shape, notes = _input_spec(original, input_shape, path.name)
+    specs, notes = _input_specs(original, input_shape, path.name)
     layers = find_layers(original)
     _check_compressible(layers, path.name)
 
@@ -92,16 +100,19 @@ def load_onnx(path: str | os.PathLike, input_shape: tuple[int, ...] | None = Non
         why = "; ".join(f"{n}: {r}" for n, r in list(unmapped.items())[:3])
         raise LoadError(f"{path.name}: no Conv / Gemm / MatMul layer could be matched to a torch layer ({why})")
     param_map, shared = _param_map(gm, original, tnames, layer_map, absorbed)
-    if shared:
-        notes.append(f"{len(shared)} torch tensor(s) share their ONNX tensor with another layer and are not written "
-                     f"back after fine-tuning: {', '.join(shared[:3])}{' ...' if len(shared) > 3 else ''}")
+    layer_params = {f"{n}.{a}" for n in layer_map for a in ("weight", "bias")}
+    frozen = [n for n, _ in gm.named_parameters() if n not in param_map and n not in layer_params]
+    if frozen:
+        notes.append(f"{len(frozen)} torch parameter(s) have no ONNX tensor of their own to be written back to "
+                     f"(shared with another layer, or not matched) and stay frozen in fine-tuning: "
+                     f"{', '.join(frozen[:3])}{' ...' if len(frozen) > 3 else ''}")
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in gm.modules()):
         notes.append("unfused BatchNormalization kept: collect its running stats with collect_factors(buffers=True)")
     gm.eval()
     if verify:
-        _verify(gm, path, input_name, shape)
-    return ModelHandle(gm, original, layer_map, param_map, shape, source=str(path), notes=notes,
-                       unmapped=unmapped, external_data=external)
+        _verify(gm, path, specs)
+    return ModelHandle(gm, original, layer_map, param_map, specs[0].shape, source=str(path), notes=notes,
+                       unmapped=unmapped, external_data=external, inputs=specs, frozen=frozen)
 
 
 def read_onnx(path: str | os.PathLike) -> onnx.ModelProto:
@@ -234,42 +245,84 @@ def _with_external_data(light: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     return full
 
 
-def _input_spec(model: onnx.ModelProto, input_shape, name: str) -> tuple[str, tuple[int, ...], list[str]]:
-    """The single float input, its shape (batch 1 unless given) and notes."""
-    from rene_onnx.validate._graph import graph_inputs, resolve_input_shapes
+def _input_specs(model: onnx.ModelProto, input_shape, name: str) -> tuple[list[InputSpec], list[str]]:
+    """One InputSpec per graph input (dtype checked, shape static: batch 1 unless given) and notes."""
+    from rene_onnx.validate._graph import graph_inputs, index_ranges, resolve_input_shapes
 
     inputs = graph_inputs(model)
-    if len(inputs) != 1:
-        raise LoadError(f"{name}: the model has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); "
-                        f"only single-input models are supported")
+    names = [vi.name for vi in inputs]
+    if not inputs:
+        raise LoadError(f"{name}: the model has no graph input")
     if len(model.graph.output) != 1:
         raise LoadError(f"{name}: the model has {len(model.graph.output)} outputs; only single-output models are "
                         f"supported")
-    vi = inputs[0]
-    tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
-    if tt is None or tt.elem_type != onnx.TensorProto.FLOAT:
-        kind = onnx.TensorProto.DataType.Name(tt.elem_type) if tt is not None else "not a tensor"
-        raise LoadError(f"{name}: input {vi.name!r} is {kind}; only float32 tensor inputs are supported")
-    if not tt.HasField("shape"):
-        if input_shape is None:
-            raise LoadError(f"{name}: input {vi.name!r} has no shape in the graph: give it with --input-shape")
-        return vi.name, _positive(input_shape, name), []
-    given = {vi.name: _positive(input_shape, name)} if input_shape is not None else None
+    if input_shape is None:
+        given = {}
+    elif isinstance(input_shape, Mapping):
+        unknown = [k for k in input_shape if k not in names]
+        if unknown:
+            raise LoadError(f"{name}: --input-shape names {', '.join(map(repr, unknown))}, not a graph input "
+                            f"(inputs: {', '.join(names)})")
+        given = {k: _positive(v, name) for k, v in input_shape.items()}
+    elif len(inputs) == 1:
+        given = {names[0]: _positive(input_shape, name)}
+    else:
+        raise LoadError(f"{name}: the model has {len(inputs)} inputs ({', '.join(names)}): give --input-shape as "
+                        f"NAME:DIMS for each input with dynamic dims, e.g. --input-shape {names[0]}:1,16")
+    dtypes = {}
+    for vi in inputs:
+        tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+        dtype = None
+        if tt is not None and tt.elem_type:
+            try:
+                dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)).name
+            except Exception:  # a type numpy has no dtype for
+                dtype = None
+        if dtype not in INPUT_DTYPES:
+            kind = onnx.TensorProto.DataType.Name(tt.elem_type) if tt is not None else "not a tensor"
+            raise LoadError(f"{name}: input {vi.name!r} is {kind}; supported input types: "
+                            f"{', '.join(INPUT_DTYPES)} tensors")
+        dtypes[vi.name] = dtype
+    no_shape = [vi.name for vi in inputs if not vi.type.tensor_type.HasField("shape") and vi.name not in given]
+    if no_shape:
+        raise LoadError(f"{name}: input(s) {', '.join(map(repr, no_shape))} have no shape in the graph: give "
+                        + ("it with --input-shape" if len(inputs) == 1 else "each with --input-shape NAME:DIMS"))
+    shaped = onnx.ModelProto()
+    shaped.CopyFrom(model)
+    for vi in graph_inputs(shaped):  # a shapeless input gets the rank of its given shape, all dims symbolic
+        if not vi.type.tensor_type.HasField("shape"):
+            for _ in given[vi.name]:
+                vi.type.tensor_type.shape.dim.add()
     try:
-        dims = resolve_input_shapes(model, given, strict=False)[vi.name]
+        dims = resolve_input_shapes(shaped, given, strict=False)
     except ValueError as e:
         raise LoadError(f"{name}: --input-shape does not fit: {e}") from None
-    dynamic = [i for i, d in enumerate(dims) if not isinstance(d, int)]
+    dynamic = {k: [i for i, d in enumerate(v) if not isinstance(d, int)] for k, v in dims.items()}
+    dynamic = {k: v for k, v in dynamic.items() if v}
     if dynamic:
-        what = ", ".join(f"dim {i} ({dims[i] or '?'})" for i in dynamic)
-        example = ",".join(str(d) if isinstance(d, int) else "N" for d in dims)
-        raise LoadError(f"{name}: input {vi.name!r} has dynamic {what}: give the full shape with --input-shape, "
-                        f"e.g. --input-shape {example}")
-    notes = []
-    first = tt.shape.dim[0] if tt.shape.dim else None
-    if input_shape is None and first is not None and not first.HasField("dim_value"):
-        notes.append(f"input {vi.name!r}: dynamic batch dim {first.dim_param or '?'!r} taken as 1")
-    return vi.name, tuple(int(d) for d in dims), notes
+        def example(k):
+            return ",".join(str(d) if isinstance(d, int) else "N" for d in dims[k])
+
+        if len(inputs) == 1:
+            k = names[0]
+            what = ", ".join(f"dim {i} ({dims[k][i] or '?'})" for i in dynamic[k])
+            raise LoadError(f"{name}: input {k!r} has dynamic {what}: give the full shape with --input-shape, "
+                            f"e.g. --input-shape {example(k)}")
+        what = "; ".join(f"{k!r} dims {', '.join(f'{i} ({dims[k][i] or chr(63)})' for i in v)}"
+                         for k, v in dynamic.items())
+        flags = " ".join(f"--input-shape {k}:{example(k)}" for k in dynamic)
+        raise LoadError(f"{name}: dynamic input dims need --input-shape NAME:DIMS: {what}; e.g. {flags}")
+    ranges = index_ranges(model)
+    notes, specs = [], []
+    for vi in inputs:
+        graph_dims = vi.type.tensor_type.shape.dim
+        symbolic = tuple(i for i, d in enumerate(graph_dims) if not d.HasField("dim_value"))
+        if vi.name not in given and graph_dims and not graph_dims[0].HasField("dim_value"):
+            notes.append(f"input {vi.name!r}: dynamic batch dim {graph_dims[0].dim_param or '?'!r} taken as 1")
+        specs.append(InputSpec(vi.name, tuple(int(d) for d in dims[vi.name]), dtypes[vi.name],
+                               ranges.get(vi.name) if dtypes[vi.name] in ("int64", "int32") else None,
+                               symbolic if graph_dims else tuple(range(len(dims[vi.name])))))
+    return specs, notes
 
 
 def _positive(shape, name: str) -> tuple[int, ...]:
@@ -440,8 +493,10 @@ def _relax_reshape(graph: onnx.GraphProto) -> None:
 
 
 # Ops onnx2torch cannot convert, routed (in the import copy) to converters registered here:
-# Gelu-20 has no earlier version to convert to; onnx2torch reads a Conv's weight from initializers only.
+# Gelu-20 has no earlier version to convert to; onnx2torch has no GreaterOrEqual / LessOrEqual (the dynamo
+# exporter writes them for HF attention masks); onnx2torch reads a Conv's weight from initializers only.
 _shims_registered = False
+_SHIM_OPS = ("Gelu", "GreaterOrEqual", "LessOrEqual")
 
 
 def _route_to_shims(model: onnx.ModelProto) -> None:
@@ -450,7 +505,7 @@ def _route_to_shims(model: onnx.ModelProto) -> None:
     for node in model.graph.node:
         if node.domain not in _DEFAULT:
             continue
-        if node.op_type == "Gelu" or (node.op_type == "Conv" and len(node.input) > 1 and any(
+        if node.op_type in _SHIM_OPS or (node.op_type == "Conv" and len(node.input) > 1 and any(
                 t and t not in inits for t in node.input[1:])):
             node.domain = SHIM_DOMAIN
             moved = True
@@ -477,6 +532,17 @@ class RuntimeWeightConv(nn.Module):
         return conv(x, weight, bias, self.strides or 1, begin, self.dilations or 1, self.group)
 
 
+class Compare(nn.Module):
+    """ONNX ``GreaterOrEqual`` / ``LessOrEqual``: elementwise, broadcasting, a bool tensor."""
+
+    def __init__(self, op: str):
+        super().__init__()
+        self.op = op
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.ge(a, b) if self.op == "GreaterOrEqual" else torch.le(a, b)
+
+
 def _register_shims() -> None:
     global _shims_registered
     if _shims_registered:
@@ -496,7 +562,11 @@ def _register_shims() -> None:
         module = RuntimeWeightConv(a.get("strides", []), a.get("pads", []), a.get("dilations", []), a.get("group", 1))
         return OperationConverterResult(torch_module=module, onnx_mapping=onnx_mapping_from_node(node))
 
-    for op, fn in (("Gelu", gelu), ("Conv", conv)):
+    def compare(node, graph):
+        return OperationConverterResult(torch_module=Compare(node.operation_type),
+                                        onnx_mapping=onnx_mapping_from_node(node))
+
+    for op, fn in (("Gelu", gelu), ("Conv", conv), ("GreaterOrEqual", compare), ("LessOrEqual", compare)):
         try:
             add_converter(operation_type=op, version=1, domain=SHIM_DOMAIN)(fn)
         except ValueError:  # already registered (module reloaded)
@@ -776,17 +846,18 @@ def _param_map(gm: fx.GraphModule, original: onnx.ModelProto, tnames: dict[int, 
     return {k: v for k, v in found.items() if uses[v] == 1}, shared
 
 
-def _verify(gm: fx.GraphModule, path: Path, input_name: str, shape: tuple[int, ...]) -> None:
+def _verify(gm: fx.GraphModule, path: Path, specs: list[InputSpec]) -> None:
     from rene_onnx.validate.numerics import make_session
 
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    xs = example_tensors(specs, seed=0)
+    shown = ", ".join(f"{k} {list(v.shape)}" for k, v in xs.items())
     try:
         with torch.no_grad():
-            got = gm(x)
+            got = gm(*xs.values())
     except Exception as e:
-        raise LoadError(f"{path.name}: the torch import fails on an input of shape {list(shape)}: {_line(e)}") from None
+        raise LoadError(f"{path.name}: the torch import fails on inputs {shown}: {_line(e)}") from None
     try:
-        ref = make_session(str(path), "cpu").run(None, {input_name: x.numpy()})[0]
+        ref = make_session(str(path), "cpu").run(None, {k: v.numpy() for k, v in xs.items()})[0]
     except Exception as e:
         raise LoadError(f"{path.name}: onnxruntime cannot run the model: {_line(e)}") from None
     got = got.detach().cpu().numpy() if isinstance(got, torch.Tensor) else None

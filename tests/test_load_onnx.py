@@ -556,8 +556,8 @@ def _bad(kind: str, tmp_path: Path) -> Path:
     elif kind == "dynamic":
         good.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "H"
         save(good, path)
-    elif kind == "two_inputs":
-        good.graph.input.append(helper.make_tensor_value_info("extra", F32, [1]))
+    elif kind == "int8_input":  # several inputs are fine (tests/test_multi_input.py); this dtype is not
+        good.graph.input.append(helper.make_tensor_value_info("extra", TensorProto.INT8, [1]))
         save(good, path)
     elif kind == "traversal":
         (tmp_path / "evil.bin").write_bytes(b"\x00" * 4096)  # exists: refused for where it is, not for missing
@@ -579,7 +579,7 @@ BAD = {
     "checker": "fails the ONNX checker: .*undefined_tensor", "opset10": "opset 10 is not supported",
     "opset21": "opset 21 is not supported", "ir5": "IR version 5 is too old", "ir11": "IR version 11 is not supported",
     "no_layer": "no Conv / Gemm / MatMul node", "runtime_only": "can be compressed .*computed at run time",
-    "dynamic": r"dynamic dim 2 \(H\).*--input-shape", "two_inputs": "2 inputs",
+    "dynamic": r"dynamic dim 2 \(H\).*--input-shape", "int8_input": "input 'extra' is INT8; supported input types",
     "traversal": r"'\.\./evil\.bin', outside the model's folder",
 }
 

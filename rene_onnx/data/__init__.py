@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .arrays import unlabeled_inputs
+from .arrays import unlabeled_dataset, unlabeled_input_arrays, unlabeled_inputs
 from .core import ArrayDataset, DataSplits, SplitDataset, check_fraction, stratified_split
 
 NAMES = ("digits", "fashion-mnist")
@@ -87,4 +87,4 @@ def _load_folder(path: Path, *, test_fraction: float, image_size, **common) -> D
 
 
 __all__ = ["ArrayDataset", "DataSplits", "SplitDataset", "list_datasets", "load_dataset", "stratified_split",
-           "unlabeled_inputs"]
+           "unlabeled_dataset", "unlabeled_input_arrays", "unlabeled_inputs"]

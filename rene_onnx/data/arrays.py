@@ -1,7 +1,15 @@
-"""Label-free input arrays (``.npy`` / ``.npz``) for calibration without a dataset."""
+"""Label-free input arrays (``.npy`` / ``.npz``) for calibration without a dataset.
+
+:func:`unlabeled_inputs`: one float input (images). :func:`unlabeled_input_arrays`:
+any graph inputs, described by specs (``rene_onnx.load.InputSpec``: name, shape,
+dtype, dynamic axes, table size), e.g. ``input_ids`` + ``attention_mask`` from an
+``.npz`` holding one array per input name; :func:`unlabeled_dataset` wraps them
+for the engine (items ``(x,)`` with ``x`` a tuple in graph-input order).
+"""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,23 +27,15 @@ def unlabeled_inputs(path: str | os.PathLike, input_shape: tuple[int, ...] | Non
     unbatched sample gets a batch dim and any other mismatch is a ValueError.
     """
     p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"{p}: no such file")
-    if p.suffix.lower() not in (".npy", ".npz"):
-        raise ValueError(f"{p}: expected a .npy or .npz file")
-    try:
-        loaded = np.load(p, allow_pickle=False)
-    except Exception as e:  # numpy raises several types for corrupt files
-        raise ValueError(f"{p}: cannot read ({e})") from None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        with loaded:
-            keys = list(loaded.files)
-            key = next((k for k in INPUT_KEYS if k in keys), keys[0] if len(keys) == 1 else None)
-            if key is None:
-                raise ValueError(f"{p}: holds {keys}; name the inputs array one of {INPUT_KEYS}")
-            arr = loaded[key]
+    arrays = _read_arrays(p, "a .npy or .npz file")
+    if arrays is None:  # a .npy
+        arr = np.load(p, allow_pickle=False)
     else:
-        arr = loaded
+        keys = list(arrays)
+        key = next((k for k in INPUT_KEYS if k in keys), keys[0] if len(keys) == 1 else None)
+        if key is None:
+            raise ValueError(f"{p}: holds {keys}; name the inputs array one of {INPUT_KEYS}")
+        arr = arrays[key]
     if arr.dtype.kind not in "fiub":
         raise ValueError(f"{p}: inputs must be numeric, got dtype {arr.dtype}")
     if arr.size == 0:
@@ -49,3 +49,116 @@ def unlabeled_inputs(path: str | os.PathLike, input_shape: tuple[int, ...] | Non
     elif arr.ndim < 2:
         raise ValueError(f"{p}: inputs must be (N, ...), got shape {arr.shape}")
     return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+
+
+def unlabeled_input_arrays(path: str | os.PathLike, specs: Sequence) -> tuple[torch.Tensor, ...]:
+    """Inputs for every graph input, in ``specs`` order, from a ``.npz`` with one array per input name.
+
+    Each spec has ``name``, ``shape`` (batch included), ``dtype`` (numpy name),
+    ``dynamic`` (axes symbolic in the graph: the arrays may differ there) and
+    ``high`` (an integer input indexing a table of ``high`` rows). A model with
+    one input also takes a ``.npy`` or a one-array ``.npz`` (any key). Arrays
+    are ``(N, ...)`` with the same N (one unbatched sample gets a batch dim).
+    Integer inputs must hold integers (a float array is refused, never
+    rounded) within ``[0, high)``; bool inputs take bools or 0/1; float inputs
+    become float32. Any mismatch is a ValueError naming the input.
+    """
+    specs = list(specs)
+    if not specs:
+        raise ValueError("no graph inputs to load data for")
+    p = Path(path)
+    arrays = _read_arrays(p, f"a .npz file with one array per graph input ({_names(specs)})")
+    if arrays is None:  # a .npy
+        if len(specs) > 1:
+            raise ValueError(f"{p}: a .npy holds one array; the model has {len(specs)} inputs ({_names(specs)}): "
+                             "save a .npz with one array per input name")
+        arrays = {specs[0].name: np.load(p, allow_pickle=False)}
+    if len(specs) == 1 and specs[0].name not in arrays:
+        key = next((k for k in INPUT_KEYS if k in arrays), next(iter(arrays)) if len(arrays) == 1 else None)
+        if key is None:
+            raise ValueError(f"{p}: holds {sorted(arrays)}; name the array {specs[0].name!r}")
+        arrays = {specs[0].name: arrays[key]}
+    missing = [s.name for s in specs if s.name not in arrays]
+    extra = sorted(set(arrays) - {s.name for s in specs})
+    if missing or extra:
+        raise ValueError(f"{p}: needs one array per graph input ({_names(specs)})"
+                         + (f"; missing {', '.join(missing)}" if missing else "")
+                         + (f"; not graph inputs: {', '.join(extra)}" if extra else ""))
+    out = [_checked(p, s, arrays[s.name]) for s in specs]
+    counts = {s.name: len(t) for s, t in zip(specs, out)}
+    if len(set(counts.values())) > 1:
+        raise ValueError(f"{p}: the inputs hold different numbers of samples: {counts}")
+    return tuple(out)
+
+
+def _read_arrays(p: Path, expected: str) -> dict[str, np.ndarray] | None:
+    """The arrays of a ``.npz`` by key, or None for a readable ``.npy``; ValueError for anything else."""
+    if not p.is_file():
+        raise ValueError(f"{p}: no such file")
+    if p.suffix.lower() not in (".npy", ".npz"):
+        raise ValueError(f"{p}: expected {expected}")
+    try:
+        loaded = np.load(p, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            return None
+        with loaded:
+            return {k: loaded[k] for k in loaded.files}
+    except Exception as e:  # numpy raises several types for corrupt files
+        raise ValueError(f"{p}: cannot read ({e})") from None
+
+
+def _names(specs) -> str:
+    return ", ".join(s.name for s in specs)
+
+
+def _checked(p: Path, spec, arr: np.ndarray) -> torch.Tensor:
+    want = np.dtype(spec.dtype)
+    shape = tuple(int(d) for d in spec.shape)
+    if arr.size == 0:
+        raise ValueError(f"{p}: the array for {spec.name!r} is empty")
+    if arr.ndim == len(shape) - 1:
+        arr = arr[None]
+    free = set(getattr(spec, "dynamic", ())) | {0}
+    if arr.ndim != len(shape) or any(a != b for i, (a, b) in enumerate(zip(arr.shape, shape)) if i not in free):
+        expect = ", ".join("N" if i == 0 else ("*" if i in free else str(d)) for i, d in enumerate(shape))
+        raise ValueError(f"{p}: {spec.name!r} has shape {arr.shape}, expected ({expect})")
+    kind = arr.dtype.kind
+    if want.kind in "iu":
+        if kind not in "iub":
+            raise ValueError(f"{p}: {spec.name!r} is an integer input ({want}) but the array holds {arr.dtype}; "
+                             "save token ids / masks as integers")
+        high = getattr(spec, "high", None)
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or (high is not None and hi >= high):
+            bound = f"[0, {high})" if high is not None else ">= 0"
+            raise ValueError(f"{p}: {spec.name!r} holds values in [{lo}, {hi}], outside {bound}")
+    elif want.kind == "b":
+        if kind not in "iub" or not np.isin(arr, (0, 1)).all():
+            raise ValueError(f"{p}: {spec.name!r} is a bool input; the array must hold bools or 0/1")
+    elif kind not in "fiub":
+        raise ValueError(f"{p}: {spec.name!r} must be numeric, got dtype {arr.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(arr.astype(want, copy=False)))
+
+
+class _InputsDataset(torch.utils.data.Dataset):
+    def __init__(self, tensors: Sequence[torch.Tensor]):
+        self.tensors = tuple(tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, i: int):
+        return (tuple(t[i] for t in self.tensors),)
+
+
+def unlabeled_dataset(tensors: Sequence[torch.Tensor]) -> torch.utils.data.Dataset:
+    """Unlabeled samples for the engine: items ``(x,)``, ``x`` the sample (one input) or a tuple in graph order.
+
+    A batch then collates to ``[x]`` and splits to inputs only (never ``(ids, labels=mask)``).
+    """
+    tensors = tuple(tensors)
+    if not tensors:
+        raise ValueError("no input tensors")
+    if len(tensors) == 1:
+        return torch.utils.data.TensorDataset(tensors[0])
+    return _InputsDataset(tensors)
