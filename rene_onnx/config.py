@@ -50,7 +50,8 @@ class CompressConfig:
 
     model: str = "digits_resnet"
     weights: str | Path | None = None
-    input_shape: tuple[int, ...] | None = None
+    #: one shape (batch included) for a single-input model, or {graph input name: shape} for several inputs
+    input_shape: tuple[int, ...] | dict[str, tuple[int, ...]] | None = None
     output: str | Path = "compressed.onnx"
     report: str | Path | None = None
     data: str | None = None  # dataset name or path, for accuracy (and search / fine-tuning)
@@ -61,7 +62,7 @@ class CompressConfig:
     #: rene_onnx.engine.finetune.FinetuneConfig; None or epochs=0: no fine-tuning
     finetune: Any = None
     data_free: bool = False  # search on the weights only, even when data is available
-    calib: str | Path | None = None  # unlabeled inputs (.npy/.npz) for data-free distillation
+    calib: str | Path | None = None  # unlabeled inputs (.npy/.npz; one array per input name) for distillation
     command: str = ""  # the command line, recorded in the report
 
     def __post_init__(self) -> None:

@@ -2,6 +2,12 @@
 
 Each stage is a function with typed inputs and outputs; ``compress`` chains
 them. Only this module, the loaders and the CLI see both torch and onnx.
+
+Models with several graph inputs (e.g. ``input_ids`` + ``attention_mask``)
+work throughout: the torch model is called ``model(*x)`` with ``x`` in graph
+input order, ONNX feeds come from ``ModelHandle.feeds`` (graph dtypes), and
+unlabeled ``--calib`` data is an ``.npz`` with one array per input name; it is
+used to distill and to compare the original and compressed ONNX models.
 """
 from __future__ import annotations
 
@@ -84,6 +90,15 @@ def load_model(cfg: CompressConfig) -> ModelHandle:
             raise LoadError("--weights does not apply to an ONNX model (its weights are in the file)")
         return load_onnx(cfg.model, cfg.input_shape)
     return load_torch(cfg.model, cfg.weights, cfg.input_shape)
+
+
+def calib_inputs(cfg: CompressConfig, handle: ModelHandle) -> tuple[torch.Tensor, ...] | None:
+    """``--calib`` inputs, one tensor per graph input in graph order (None without ``--calib``)."""
+    if cfg.calib is None:
+        return None
+    from rene_onnx.data import unlabeled_input_arrays
+
+    return unlabeled_input_arrays(cfg.calib, handle.specs)
 
 
 def layer_shapes(handle: ModelHandle) -> dict[str, LayerShape]:
@@ -184,7 +199,7 @@ def rewrite(handle: ModelHandle, student: nn.Module, latency_aware: ValidateConf
     if latency_aware is not None and by_node:
         from rene_onnx.validate.latency_aware import latency_aware_rewrite
 
-        res = latency_aware_rewrite(handle.onnx_model, by_node, dense, {handle.input_name: handle.example_input().numpy()},
+        res = latency_aware_rewrite(handle.onnx_model, by_node, dense, handle.feeds(handle.example_input()),
                                     latency_aware.provider, repeats=latency_aware.profile_repeats)
         model, records = res.model, res.records
         times = {layer_of[n]: t for n, t in res.times.items() if n in layer_of}
@@ -206,30 +221,38 @@ def rewrite(handle: ModelHandle, student: nn.Module, latency_aware: ValidateConf
 
 
 def validate(handle: ModelHandle, student: nn.Module, compressed: onnx.ModelProto, cfg: ValidateConfig,
-             test_data: tuple[np.ndarray, np.ndarray] | None = None, progress: Progress = _noop) -> Validation:
-    """Counts (ONNX and torch), ORT numerics vs the torch student, latency, and top-1 when data is given."""
+             test_data: tuple[np.ndarray, np.ndarray] | None = None, progress: Progress = _noop,
+             calib: tuple[torch.Tensor, ...] | None = None) -> Validation:
+    """Counts (ONNX and torch), ORT numerics vs the torch student, latency, and top-1 when data is given.
+
+    Numerics run on the example inputs (``cfg.seed``); with ``calib`` (``--calib``
+    inputs) the original and compressed ONNX models are also compared on up to
+    :data:`CALIB_COMPARE` of them (``numerics["calib"]``).
+    """
     from rene_onnx.engine.profile import count as torch_count
     from rene_onnx.validate.counts import count_onnx
     from rene_onnx.validate.numerics import compare, run_onnx
     from rene_onnx.validate.pair import measure_pair, onnx_top1
 
-    shape = handle.input_shape
-    shapes = {handle.input_name: shape}
+    shapes = handle.input_shapes
     before, after = count_onnx(handle.onnx_model, shapes), count_onnx(compressed, shapes)
     x = handle.example_input(cfg.seed)
+    args = (x,) if isinstance(x, torch.Tensor) else x
     teacher, student = handle.deployable(handle.torch_model), handle.deployable(student)
     torch_counts = {"before": torch_count(teacher, x), "after": torch_count(student, x)}
 
     progress("numerics", {})
-    feeds = {handle.input_name: x.numpy()}
+    feeds = handle.feeds(x)
     with torch.no_grad():
-        ref_student = [student(x).numpy()]
+        ref_student = [student(*args).numpy()]
     out_orig = run_onnx(handle.onnx_model, feeds, cfg.provider)
     out_new = run_onnx(compressed, feeds, cfg.provider)
     numerics = {
         "vs_torch": compare(ref_student, out_new),  # the rewrite is exact up to float error
         "vs_original": compare(out_orig, out_new),  # the approximation error of the compression
     }
+    if calib is not None:
+        numerics["calib"] = _calib_numerics(handle, compressed, calib, cfg.provider)
 
     latency = None
     if cfg.latency:
@@ -249,6 +272,29 @@ def validate(handle: ModelHandle, student: nn.Module, compressed: onnx.ModelProt
     return Validation(before, after, torch_counts, numerics, latency, accuracy)
 
 
+#: how many ``--calib`` samples the original and compressed ONNX models are compared on
+CALIB_COMPARE = 64
+
+
+def _calib_numerics(handle: ModelHandle, compressed: onnx.ModelProto, calib: tuple[torch.Tensor, ...],
+                    provider: str):
+    """Original vs compressed ONNX outputs on the first ``CALIB_COMPARE`` calibration samples."""
+    from rene_onnx.validate.numerics import compare, make_session
+
+    n = min(CALIB_COMPARE, len(calib[0]))
+    bs = static_batch(handle) or n
+    n -= n % bs
+    if n == 0:
+        return None
+    sessions = [make_session(handle.onnx_model, provider), make_session(compressed, provider)]
+    outs: list[list[np.ndarray]] = [[], []]
+    for i in range(0, n, bs):
+        feeds = handle.feeds(tuple(t[i:i + bs] for t in calib))
+        for sess, out in zip(sessions, outs):
+            out.append(sess.run(None, feeds)[0])
+    return compare([np.concatenate(outs[0])], [np.concatenate(outs[1])])
+
+
 def test_split_arrays(name: str) -> tuple[np.ndarray, np.ndarray]:
     """The held-out test split of dataset ``name`` as numpy arrays (inputs, labels)."""
     from rene_onnx.data import load_dataset
@@ -266,6 +312,10 @@ def load_data(cfg: CompressConfig, handle: ModelHandle):
         name = zoo.default_dataset(cfg.model)
     if name is None:
         return None
+    if handle.multi_input or handle.specs[0].dtype != "float32":
+        raise ValueError(f"--data {name}: labeled datasets are float images; this model takes "
+                         f"{', '.join(f'{k} ({v})' for k, v in handle.input_dtypes.items())}: give unlabeled inputs "
+                         f"with --calib FILE.npz (one array per input name)")
     splits = load_dataset(name)
     if min(len(splits.train), len(splits.test)) == 0:
         raise ValueError(f"dataset {name} is empty: {splits.sizes()}")
@@ -300,8 +350,14 @@ def search_ranks(handle: ModelHandle, cfg: CompressConfig, splits, progress: Pro
 
 
 def finetune_student(handle: ModelHandle, student: nn.Module, cfg: CompressConfig, splits,
-                     progress: Progress = _noop):
-    """Fine-tune with CE + lambda * distillation (labeled data), or distill only (``--calib`` inputs)."""
+                     progress: Progress = _noop, calib: tuple[torch.Tensor, ...] | None = None):
+    """Fine-tune with CE + lambda * distillation (labeled data), or distill only (``--calib`` inputs).
+
+    ``calib``: the ``--calib`` inputs (:func:`calib_inputs`; read here when not given). The first
+    tenth (at least one sample) is the validation part, the rest is trained on; batches are
+    ``(x,)`` with ``x`` a tuple in graph input order for multi-input models.
+    """
+    from rene_onnx.data import unlabeled_dataset
     from rene_onnx.engine.finetune import finetune
 
     ft = cfg.finetune
@@ -311,12 +367,18 @@ def finetune_student(handle: ModelHandle, student: nn.Module, cfg: CompressConfi
     if splits is not None:
         train, val = splits.train, splits.calib
     elif cfg.calib is not None:
-        from rene_onnx.data import unlabeled_inputs
-
-        x = unlabeled_inputs(cfg.calib, handle.input_shape)
-        n_val = max(1, len(x) // 10)
-        train, val = torch.utils.data.TensorDataset(x[n_val:]), torch.utils.data.TensorDataset(x[:n_val])
+        xs = calib if calib is not None else calib_inputs(cfg, handle)
+        if len(xs[0]) < 2:
+            raise ValueError(f"--calib {cfg.calib}: needs at least 2 samples (training and validation parts)")
+        n_val = max(1, len(xs[0]) // 10)
+        train = unlabeled_dataset([t[n_val:] for t in xs])
+        val = unlabeled_dataset([t[:n_val] for t in xs])
         ft.use_labels = False
+        if handle.multi_input or handle.specs[0].dtype != "float32":
+            # not an image classifier (e.g. a sentence encoder): match and select on the outputs' cosine to the
+            # original's, not on logits (KL / top-1 agreement), unless set otherwise
+            if getattr(ft, "output_loss", None) == "kd" and getattr(ft, "select_metric", None) == "top1":
+                ft.output_loss, ft.select_metric = "cosine", "cosine"
     else:
         return None
 
@@ -326,6 +388,10 @@ def finetune_student(handle: ModelHandle, student: nn.Module, cfg: CompressConfi
     batch = static_batch(handle)
     if batch is not None and ft.batch_size != batch:
         ft.batch_size = batch  # the graph (and so its torch import) only runs this batch size
+    frozen = set(handle.frozen)
+    for name, p in student.named_parameters():
+        if name in frozen:  # a change could not be written into the ONNX graph: torch and ONNX would disagree
+            p.requires_grad_(False)
     student.train()
     result = finetune(student, teacher, train, val, ft, report)
     student.eval().cpu()  # fine-tuning may have moved both to a GPU; the rewrite and validation work on CPU
@@ -398,6 +464,7 @@ def compress(cfg: CompressConfig, progress: Progress = _noop) -> CompressResult:
     progress("load", {"model": cfg.model})
     handle = load_model(cfg)
     splits = load_data(cfg, handle)
+    calib = calib_inputs(cfg, handle) if splits is None else None
     shapes = layer_shapes(handle)
     searched = None
     if cfg.rewrite.ranks is not None:
@@ -411,12 +478,12 @@ def compress(cfg: CompressConfig, progress: Progress = _noop) -> CompressResult:
     student = factorize(handle, plan)
     test_data = _test_arrays(splits)
     acc_decomposed = _torch_top1(student, test_data, static_batch(handle))
-    tuned = finetune_student(handle, student, cfg, splits, progress)
+    tuned = finetune_student(handle, student, cfg, splits, progress, calib)
     progress("rewrite", {})
     v = cfg.validate
     rewritten = rewrite(handle, student, v if (v.latency_aware if v.latency_aware is not None else v.latency) else None)
     progress("validate", {})
-    val = validate(handle, student, rewritten.model, cfg.validate, test_data, progress)
+    val = validate(handle, student, rewritten.model, cfg.validate, test_data, progress, calib)
     if val.accuracy is not None:
         val.accuracy["after_decomposition"] = acc_decomposed
         if tuned is not None:
@@ -430,9 +497,13 @@ def compress(cfg: CompressConfig, progress: Progress = _noop) -> CompressResult:
     if tuned is not None:
         report.meta["finetune"] = {"epochs_run": tuned.epochs_run, "best_epoch": tuned.best_epoch,
                                    "seconds": round(tuned.seconds, 2), "selected_on": tuned.selected_on,
-                                   "best_val_top1": tuned.best_val_top1, "stopped": tuned.stopped}
+                                   "best_val_top1": tuned.best_val_top1, "stopped": tuned.stopped,
+                                   "output_loss": getattr(cfg.finetune, "output_loss", None),
+                                   "select_metric": getattr(cfg.finetune, "select_metric", None)}
     if splits is not None:
         report.meta["data"] = {"name": splits.name, "sizes": splits.sizes()}
+    elif calib is not None:
+        report.meta["calib"] = {"path": str(cfg.calib), "samples": int(len(calib[0]))}
     if cfg.report is not None:
         report.save_json(cfg.report)
     return CompressResult(report, out_path, plan, handle.notes + (searched.notes if searched else []))
@@ -508,12 +579,16 @@ def build_report(cfg: CompressConfig, handle: ModelHandle, shapes: dict[str, Lay
         latency_ms=val.latency,
         numerics={"max_abs_diff": val.numerics["vs_torch"].max_abs_diff,
                   "max_rel_diff": val.numerics["vs_torch"].max_rel_diff,
-                  "vs_original": vars(val.numerics["vs_original"])},
+                  "vs_original": vars(val.numerics["vs_original"]),
+                  **({"calib": vars(val.numerics["calib"]) if val.numerics["calib"] is not None else None}
+                     if "calib" in val.numerics else {})},
         layers=rows,
         search=None,
         accuracy=val.accuracy,
         meta={"model": cfg.model, "weights": str(cfg.weights) if cfg.weights else None,
-              "input_shape": list(handle.input_shape), "output": str(cfg.output), "command": cfg.command,
+              "input_shape": list(handle.input_shape),
+              "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in handle.specs],
+              "output": str(cfg.output), "command": cfg.command,
               "method": cfg.rewrite.method, "ranks": str(cfg.rewrite.ranks), "notes": handle.notes,
               "seconds": round(seconds, 2), **environment_meta()},
     )

@@ -24,7 +24,9 @@ from rene_onnx.cli.options import (latency_aware_option, model_options, search_c
 @click.option("--lambda-diss", type=float, default=0.5, show_default=True,
               help="Weight of the distillation loss (weights and per-layer outputs, Eq. 10-11).")
 @click.option("--calib", type=click.Path(dir_okay=False), default=None,
-              help="Unlabeled inputs (.npy/.npz) to distill on when there is no labeled data.")
+              help="Unlabeled inputs to distill on when there is no labeled data (and to compare the original "
+                   "and compressed models on): .npy/.npz, or for a model with several inputs an .npz with one "
+                   "array per input name (integer inputs as integers).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Output ONNX path [default: <model>.rene.onnx].")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
@@ -44,7 +46,7 @@ def compress(model, weights, input_shape, method, target_params, target_macs, ga
     from rene_onnx.cli.render import show_report, stage_status
     from rene_onnx.config import CompressConfig, RewriteConfig, ValidateConfig
     from rene_onnx.engine.finetune import FinetuneConfig
-    from rene_onnx.load import parse_shape
+    from rene_onnx.load import parse_input_shapes
     from rene_onnx.pipeline import compress as run
 
     if ranks is not None and (target_params is not None or target_macs is not None):
@@ -58,7 +60,7 @@ def compress(model, weights, input_shape, method, target_params, target_macs, ga
     if ranks is None and checkpoint_dir is None:
         checkpoint_dir = f"{output}.search"
     cfg = CompressConfig(
-        model=model, weights=weights, input_shape=parse_shape(input_shape),
+        model=model, weights=weights, input_shape=parse_input_shapes(input_shape),
         output=output, report=report_path, data=data, data_free=data_free, calib=calib,
         rewrite=RewriteConfig(method=method, ranks=ranks, rank_multiple=rank_multiple),
         search=search_config(method, target_params, target_macs, gamma, beta, preset, search_steps, rank_multiple,

@@ -13,11 +13,16 @@ def _compose(*decorators):
     return wrap
 
 
+input_shape_option = click.option(
+    "--input-shape", multiple=True, metavar="[NAME:]DIMS",
+    help="Input shape with batch, e.g. 1,3,32,32 (zoo models know theirs); for a model with several inputs "
+         "NAME:DIMS, repeated for each input with dynamic dims, e.g. --input-shape input_ids:1,128 "
+         "--input-shape attention_mask:1,128.")
+
 model_options = _compose(
     click.option("--weights", type=click.Path(dir_okay=False), default=None,
                  help="State dict (.pt) to load into the model (loaded with weights_only=True)."),
-    click.option("--input-shape", default=None, metavar="N,C,H,W",
-                 help="Input shape with batch 1, e.g. 1,3,32,32 (zoo models know theirs)."),
+    input_shape_option,
 )
 
 validate_options = _compose(

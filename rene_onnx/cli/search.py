@@ -22,14 +22,14 @@ def search(model, weights, input_shape, method, target_params, target_macs, gamm
 
     from rene_onnx.cli.render import out, stage_status
     from rene_onnx.config import CompressConfig, RewriteConfig
-    from rene_onnx.load import LoadError, parse_shape
+    from rene_onnx.load import LoadError, parse_input_shapes
     from rene_onnx.pipeline import load_data, load_model, search_ranks
 
     if not Path(output).parent.is_dir():
         raise LoadError(f"output folder does not exist: {Path(output).parent}")
     checkpoint_dir = checkpoint_dir or f"{output}.search"
     cfg = CompressConfig(
-        model=model, weights=weights, input_shape=parse_shape(input_shape), data=data, data_free=data_free,
+        model=model, weights=weights, input_shape=parse_input_shapes(input_shape), data=data, data_free=data_free,
         rewrite=RewriteConfig(method=method, rank_multiple=rank_multiple),
         search=search_config(method, target_params, target_macs, gamma, beta, preset, search_steps, rank_multiple,
                              seed, checkpoint_dir),

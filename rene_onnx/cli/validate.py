@@ -1,22 +1,28 @@
 """``rene-onnx validate``: two ONNX models side by side (numerics, MACs, params, latency, top-1)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from rene_onnx.cli.options import validate_options
+from rene_onnx.cli.options import input_shape_option, validate_options
 
 
 @click.command()
 @click.argument("original", type=click.Path(dir_okay=False))
 @click.argument("compressed", type=click.Path(dir_okay=False))
-@click.option("--input-shape", default=None, metavar="N,C,H,W", help="Shape for a graph input with dynamic dims.")
+@input_shape_option
 @click.option("--data", default=None, help="Dataset name or path: top-1 of both models on its test split.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None, help="Write JSON here.")
 @validate_options
 def validate(original, compressed, input_shape, data, report_path, provider, latency, repeats):
-    """Compare ORIGINAL and COMPRESSED (any two ONNX models with the same inputs)."""
+    """Compare ORIGINAL and COMPRESSED (any two ONNX models with the same inputs).
+
+    Inputs follow the graph's dtypes: floats are random normal, an integer input that indexes an
+    embedding table gets ids within it, other integer inputs ones, bool inputs True.
+    """
     from rene_onnx.cli.render import show_report, stage_status
-    from rene_onnx.load import parse_shape
+    from rene_onnx.load import LoadError, parse_input_shapes
     from rene_onnx.load_onnx import read_onnx
     from rene_onnx.report.report import Report, environment_meta
     from rene_onnx.validate.numerics import input_feeds
@@ -25,13 +31,11 @@ def validate(original, compressed, input_shape, data, report_path, provider, lat
     with stage_status() as progress:
         progress("load", {})
         a, b = read_onnx(original), read_onnx(compressed)
-        shape = parse_shape(input_shape)
-        shapes = None
-        if shape is not None:
-            init = {i.name for i in a.graph.initializer}
-            first = next(i.name for i in a.graph.input if i.name not in init)
-            shapes = {first: shape}
-        feeds = input_feeds(a, shapes)
+        shapes = _input_shapes(a, parse_input_shapes(input_shape))
+        try:
+            feeds = input_feeds(a, shapes)
+        except ValueError as e:
+            raise LoadError(f"{Path(original).name}: {e} (give dynamic dims with --input-shape [NAME:]DIMS)") from None
         test_data = None
         if data:
             from rene_onnx.pipeline import test_split_arrays
@@ -49,3 +53,17 @@ def validate(original, compressed, input_shape, data, report_path, provider, lat
     show_report(report)
     if report_path:
         report.save_json(report_path)
+
+
+def _input_shapes(model, given):
+    """``--input-shape`` (a plain shape or {name: shape}) -> {graph input name: shape} (None when not given)."""
+    from rene_onnx.load import LoadError
+    from rene_onnx.validate._graph import graph_inputs
+
+    if given is None or isinstance(given, dict):
+        return given
+    names = [i.name for i in graph_inputs(model)]
+    if len(names) != 1:
+        raise LoadError(f"the model has {len(names)} inputs ({', '.join(names)}): give --input-shape NAME:DIMS "
+                        f"for each input with dynamic dims")
+    return {names[0]: given}
