@@ -85,3 +85,59 @@ def svd_factors(w2d: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
     w2d = _as_matrix(w2d)
     _check_rank(rank, min(w2d.shape))
     return SVDTruncations(w2d).factors(rank)
+
+
+def whitening_factor(moment: np.ndarray, eps: float = 1e-2) -> np.ndarray:
+    """Lower Cholesky factor ``L`` of ``C + eps * mean(diag C) * I`` (float64), ``C`` the input second moment.
+
+    ``C = E[x x^T]`` of a layer's inputs (``in`` x ``in``, symmetric PSD). The
+    damping ``eps`` (relative to the mean input energy) keeps ``L`` invertible
+    when the inputs span fewer than ``in`` directions, and bounds how much an
+    unseen direction may be sacrificed.
+    """
+    c = np.asarray(moment, dtype=np.float64)
+    if c.ndim != 2 or c.shape[0] != c.shape[1] or c.shape[0] == 0:
+        raise ValueError(f"an input moment must be a square (in, in) matrix, got shape {c.shape}")
+    if not np.all(np.isfinite(c)):
+        raise ValueError("the input moment holds NaN or inf values")
+    if not eps > 0:
+        raise ValueError(f"whitening eps must be positive, got {eps}")
+    c = 0.5 * (c + c.T)
+    scale = float(np.mean(np.diag(c)))
+    if not scale > 0:
+        raise ValueError("the input moment is zero (no calibration inputs reached the layer?)")
+    damp = eps * scale
+    for _ in range(6):  # a PSD matrix estimated in float32 can be slightly indefinite: raise the damping
+        try:
+            return np.linalg.cholesky(c + damp * np.eye(c.shape[0]))
+        except np.linalg.LinAlgError:
+            damp *= 10.0
+    raise ValueError("the input moment is not positive semi-definite")
+
+
+class WhitenedSVDTruncations(SVDTruncations):
+    """Activation-aware truncated SVD (SVD-LLM / ASVD style): truncation minimizes the OUTPUT error.
+
+    With ``L`` the Cholesky factor of the (damped) input second moment
+    ``C = E[x x^T]`` (:func:`whitening_factor`), ``W L = U S V^T`` is truncated
+    and mapped back: ``W_r = U_r S_r V_r^T L^{-1}``. Since
+    ``E||(W - W') x||^2 = ||(W - W') L||_F^2`` (for the damped ``C``), ``W_r``
+    is the rank-r weight with the least expected output error, and
+
+    - ``errors[r]`` = ``||(W - W_r) L||_F^2`` (tail of the whitened spectrum),
+      ``errors[0] = ||W L||_F^2`` (so ``errors / errors[0]`` is the relative
+      output error);
+    - ``factors(r)`` = ``(U_r sqrt(S_r), sqrt(S_r) V_r^T L^{-1})``; at full rank
+      ``U @ V`` equals ``W`` (up to rounding).
+    """
+
+    def __init__(self, w2d: np.ndarray, moment: np.ndarray, eps: float = 1e-2):
+        w2d = _as_matrix(w2d)
+        lower = whitening_factor(moment, eps)
+        if lower.shape[0] != w2d.shape[1]:
+            raise ValueError(f"input moment of size {lower.shape[0]} does not match the weight's {w2d.shape[1]} inputs")
+        super().__init__(w2d.astype(np.float64, copy=False) @ lower)
+        self.dtype = w2d.dtype
+        # V^T L^{-1} = (L^{-T} V)^T: a solve, no explicit inverse
+        self._vt = np.linalg.solve(lower.T, self._vt.T).T
+        self.whitened = True

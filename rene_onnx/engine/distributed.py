@@ -257,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def progress(epoch: int, step: int, total: int | None, info_: dict) -> None:
         if info_.get("phase") == "val":
-            print(f"epoch {epoch} step {step}/{total}: val top1 {info_['val_top1']:.4f}", file=sys.stderr, flush=True)
+            print(f"epoch {epoch} step {step}/{total}: val {info_['metric']} {info_['val_metric']:.4f}", file=sys.stderr,
+                  flush=True)
 
     try:
         result = finetune(student, teacher, train, val, cfg, progress=progress)

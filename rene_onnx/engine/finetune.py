@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed as dist_utils
+from .batches import forward, model_device, output_tensor, split_batch, to_device
 
 #: progress(epoch, step, total, info): epoch is 1-based, step the global optimizer step (1-based),
 #: total the planned number of steps (None when the loader has no length); info holds the loss terms
@@ -55,6 +56,8 @@ _DISS_NORMS = ("mse", "relative", "sum")
 _OPTIMIZERS = ("sgd", "adam", "adamw")
 _SCHEDULES = ("cosine", "constant")
 _SELECT_ON = ("calib", "last")
+_OUTPUT_LOSSES = ("kd", "mse", "cosine")
+_SELECT_METRICS = ("top1", "cosine", "mse")
 
 
 @dataclass
@@ -94,6 +97,13 @@ class FinetuneConfig:
     log_every: int = 10  # progress callback every this many steps
     find_unused_parameters: bool = False  # passed to DistributedDataParallel
     amp: bool = False  # bfloat16 autocast for the forward passes (losses are computed in float32)
+    # the output-matching term L_kd (weight logit_kd; 1.0 on unlabeled batches when 0): "kd" = T^2 KL of the
+    # softmaxes (classifiers), "mse" = mean squared error, "cosine" = mean (1 - cos) per sample (embeddings)
+    output_loss: str = "kd"
+    # what select_on="calib" maximizes on val_loader: "top1" (labels, or agreement with the teacher's top-1),
+    # "cosine" (mean cosine of the outputs to the teacher's, per sample), "mse" (minus the outputs' mean
+    # squared error to the teacher's)
+    select_metric: str = "top1"
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -108,6 +118,10 @@ class FinetuneConfig:
             raise ValueError(f"diss_norm must be one of {_DISS_NORMS}, got {self.diss_norm!r}")
         if self.select_on not in _SELECT_ON:
             raise ValueError(f"select_on must be one of {_SELECT_ON}, got {self.select_on!r}")
+        if self.output_loss not in _OUTPUT_LOSSES:
+            raise ValueError(f"output_loss must be one of {_OUTPUT_LOSSES}, got {self.output_loss!r}")
+        if self.select_metric not in _SELECT_METRICS:
+            raise ValueError(f"select_metric must be one of {_SELECT_METRICS}, got {self.select_metric!r}")
         if self.lambda_diss < 0 or self.logit_kd < 0 or self.weight_decay < 0:
             raise ValueError("lambda_diss, logit_kd and weight_decay must be >= 0")
         if not self.temperature > 0:
@@ -142,10 +156,12 @@ class FinetuneConfig:
 class FinetuneResult:
     """What :func:`finetune` did. Accuracies are fractions in [0, 1].
 
-    ``best_val_top1`` is the selected checkpoint's validation accuracy (None
-    without a ``val_loader``); ``best_epoch`` is 0 when the un-tuned student won.
-    ``history`` has one dict per epoch: ``epoch, steps, loss, ce, kd, diss,
-    diss_weight, diss_output, labeled, lr, val_top1, seconds``.
+    ``best_val_metric`` is the selected checkpoint's value of ``metric``
+    (``FinetuneConfig.select_metric``) on the validation split (None without a
+    ``val_loader``); ``best_val_top1`` / ``initial_val_top1`` repeat it when
+    the metric is ``top1`` (else None). ``best_epoch`` is 0 when the un-tuned
+    student won. ``history`` has one dict per epoch: ``epoch, steps, loss, ce,
+    kd, diss, diss_weight, diss_output, labeled, lr, val_metric, val_top1, seconds``.
     """
 
     best_val_top1: float | None
@@ -159,59 +175,15 @@ class FinetuneResult:
     layers: list[str] = field(default_factory=list)  # the distilled layers
     world_size: int = 1
     stopped: str = ""  # why training stopped early (e.g. a non-finite loss), "" otherwise
+    metric: str = "top1"
+    best_val_metric: float | None = None
+    initial_val_metric: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 # --------------------------------------------------------------------------- batches / evaluation
-
-
-def split_batch(batch: Any, use_labels: bool = True) -> tuple[Any, torch.Tensor | None]:
-    """``(inputs, labels or None)`` from a batch: a tensor, an ``(x,)`` / ``(x, y, ...)`` sequence or a dict."""
-    if isinstance(batch, torch.Tensor):
-        x, y = batch, None
-    elif isinstance(batch, (tuple, list)):
-        if not batch:
-            raise ValueError("empty batch")
-        x = batch[0]
-        y = batch[1] if len(batch) > 1 else None
-    elif isinstance(batch, dict):
-        x = next((batch[k] for k in ("x", "input", "inputs", "image", "pixel_values") if k in batch), None)
-        if x is None:
-            raise ValueError(f"dict batch needs an 'x' / 'input' key, got keys {sorted(batch)}")
-        y = next((batch[k] for k in ("y", "label", "labels", "target") if k in batch), None)
-    else:
-        raise ValueError(f"unsupported batch type {type(batch).__name__} (expected tensor, tuple/list or dict)")
-    if not use_labels:
-        y = None
-    return x, y
-
-
-def _to(x: Any, device: torch.device) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.to(device, non_blocking=True)
-    if isinstance(x, (tuple, list)):
-        return type(x)(_to(v, device) for v in x)
-    if isinstance(x, dict):
-        return {k: _to(v, device) for k, v in x.items()}
-    return x
-
-
-def _logits(out: Any) -> torch.Tensor:
-    """The logits of a model output (a tensor, the first element of a tuple, or ``.logits``)."""
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        return out[0]
-    if hasattr(out, "logits"):
-        return out.logits
-    raise ValueError(f"cannot find logits in a model output of type {type(out).__name__}")
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 @torch.no_grad()
@@ -223,7 +195,7 @@ def evaluate_counts(
     max_batches: int | None = None,
 ) -> tuple[int, int]:
     """``(correct, total)`` top-1 counts of ``model`` on ``loader`` (see :func:`evaluate`)."""
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     was_training = model.training
     model.eval()
     t_training = teacher.training if teacher is not None else False
@@ -235,12 +207,12 @@ def evaluate_counts(
             if max_batches is not None and i >= max_batches:
                 break
             x, y = split_batch(batch)
-            x = _to(x, device)
-            pred = _logits(model(x)).argmax(dim=-1)
+            x = to_device(x, device)
+            pred = forward(model, x).argmax(dim=-1)
             if y is None:
                 if teacher is None:
                     raise ValueError("evaluate: the batch has no labels; pass a teacher to score agreement with it")
-                y = _logits(teacher(x)).argmax(dim=-1)
+                y = forward(teacher, x).argmax(dim=-1)
             y = y.to(pred.device)
             if y.shape != pred.shape:
                 raise ValueError(f"evaluate: labels of shape {tuple(y.shape)} do not match predictions {tuple(pred.shape)}")
@@ -251,6 +223,47 @@ def evaluate_counts(
         if teacher is not None:
             teacher.train(t_training)
     return correct, total
+
+
+@torch.no_grad()
+def output_agreement_sums(
+    model: nn.Module,
+    teacher: nn.Module,
+    loader: Iterable,
+    metric: str = "cosine",
+    device: torch.device | str | None = None,
+    max_batches: int | None = None,
+) -> tuple[float, int]:
+    """``(sum, samples)`` of a per-sample agreement of ``model``'s outputs with ``teacher``'s on ``loader``.
+
+    ``metric``: ``"cosine"`` (cosine similarity of the flattened outputs) or
+    ``"mse"`` (minus their mean squared error, so larger is better). Labels are
+    ignored; both models' modes are restored.
+    """
+    if metric not in ("cosine", "mse"):
+        raise ValueError(f"metric must be 'cosine' or 'mse', got {metric!r}")
+    device = torch.device(device) if device is not None else model_device(model)
+    modes = (model.training, teacher.training)
+    model.eval()
+    teacher.eval()
+    total, n = 0.0, 0
+    try:
+        for i, batch in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            x, _ = split_batch(batch, use_labels=False)
+            x = to_device(x, device)
+            s, t = forward(model, x).float().flatten(1), forward(teacher, x).float().flatten(1)
+            if metric == "cosine":
+                v = F.cosine_similarity(s, t, dim=1, eps=1e-12)
+            else:
+                v = -(s - t).pow(2).mean(1)
+            total += float(v.sum())
+            n += int(v.numel())
+    finally:
+        model.train(modes[0])
+        teacher.train(modes[1])
+    return total, n
 
 
 def evaluate(
@@ -400,6 +413,20 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     return F.kl_div(log_p, log_q, reduction="batchmean", log_target=True) * (t * t)
 
 
+def output_match_loss(student_out: torch.Tensor, teacher_out: torch.Tensor, kind: str = "kd",
+                      temperature: float = 1.0) -> torch.Tensor:
+    """The output-matching term: ``kd`` (:func:`kd_loss`), ``mse`` (mean squared error) or ``cosine``
+    (mean over samples of ``1 - cos`` of the flattened outputs)."""
+    if kind == "kd":
+        return kd_loss(student_out, teacher_out, temperature)
+    s, t = student_out.float(), teacher_out.detach().float()
+    if kind == "mse":
+        return (s - t).pow(2).mean()
+    if kind == "cosine":
+        return (1.0 - F.cosine_similarity(s.flatten(1), t.flatten(1), dim=1, eps=1e-12)).mean()
+    raise ValueError(f"output loss must be one of {_OUTPUT_LOSSES}, got {kind!r}")
+
+
 @torch.no_grad()
 def distillation_terms(
     student: nn.Module,
@@ -410,7 +437,7 @@ def distillation_terms(
 ) -> dict[str, float]:
     """Average ``weight``, ``output`` and ``kd`` terms over ``loader`` (both models in eval mode, no update)."""
     cfg = config or FinetuneConfig()
-    device = _model_device(student)
+    device = model_device(student)
     modes = (student.training, teacher.training)
     student.eval()
     teacher.eval()
@@ -423,13 +450,13 @@ def distillation_terms(
                 if max_batches is not None and i >= max_batches:
                     break
                 x, _ = split_batch(batch)
-                x = _to(x, device)
+                x = to_device(x, device)
                 d.clear()
-                zt = _logits(teacher(x))
-                zs = _logits(student(x))
+                zt = forward(teacher, x)
+                zs = forward(student, x)
                 o = d.output_loss()
                 sums["output"] += float(o) if o is not None else 0.0
-                sums["kd"] += float(kd_loss(zs, zt, cfg.temperature))
+                sums["kd"] += float(output_match_loss(zs, zt, cfg.output_loss, cfg.temperature))
                 n += 1
     finally:
         student.train(modes[0])
@@ -542,21 +569,32 @@ def finetune(
         if val is None:
             return None
         dist_utils.sync_buffers(student, info)
-        c, n = evaluate_counts(student, val, device, teacher=teacher)
+        if cfg.select_metric == "top1":
+            c, n = evaluate_counts(student, val, device, teacher=teacher)
+        else:
+            c, n = output_agreement_sums(student, teacher, val, cfg.select_metric, device)
         c, n = dist_utils.all_reduce_sum([c, n], info, device)
         return c / n if n else 0.0
 
-    result = FinetuneResult(best_val_top1=None, layers=list(distiller.layers), world_size=info.world_size)
+    def val_info(value: float) -> dict[str, Any]:
+        out = {"phase": "val", "metric": cfg.select_metric, "val_metric": value}
+        if cfg.select_metric == "top1":
+            out["val_top1"] = value
+        return out
+
+    top1 = cfg.select_metric == "top1"
+    result = FinetuneResult(best_val_top1=None, layers=list(distiller.layers), world_size=info.world_size,
+                            metric=cfg.select_metric)
     use_val = cfg.select_on == "calib" and val is not None
     result.selected_on = "calib" if use_val else "last"
     best_state = _snapshot(student)  # the un-tuned student: kept if nothing better (or training diverges)
-    best = -1.0
+    best = -math.inf
     if use_val and cfg.eval_initial:
-        result.initial_val_top1 = validate()
-        best = result.initial_val_top1
-        result.best_val_top1 = best
+        best = result.initial_val_metric = result.best_val_metric = validate()
+        if top1:
+            result.initial_val_top1 = result.best_val_top1 = best
         if progress is not None and info.rank == 0:
-            progress(0, 0, planned, {"phase": "val", "val_top1": best})
+            progress(0, 0, planned, val_info(best))
 
     step = 0
     student.train()
@@ -572,12 +610,12 @@ def finetune(
                 if cfg.max_steps is not None and step >= cfg.max_steps:
                     break
                 x, y = split_batch(batch, cfg.use_labels)
-                x = _to(x, device)
+                x = to_device(x, device)
                 distiller.clear()
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
                     with torch.no_grad():
-                        zt = _logits(teacher(x))
-                    zs = _logits(model(x))
+                        zt = forward(teacher, x)
+                    zs = forward(model, x)
                 loss, terms = _loss(zs, zt, y, distiller, cfg, device)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -609,19 +647,21 @@ def finetune(
             }
             rec["diss"] = rec["diss_weight"] + rec["diss_output"]
             finite = math.isfinite(rec["loss"])  # the same on every rank (reduced)
-            rec["val_top1"] = validate() if finite else None
+            rec["val_metric"] = validate() if finite else None
+            rec["val_top1"] = rec["val_metric"] if top1 else None
             rec["seconds"] = time.perf_counter() - te
             result.history.append(rec)
             result.epochs_run = epoch
             if not finite:
                 result.stopped = f"non-finite loss in epoch {epoch} (lower the lr?); kept epoch {result.best_epoch}"
                 break
-            if progress is not None and info.rank == 0 and rec["val_top1"] is not None:
-                progress(epoch, step, planned, {"phase": "val", "val_top1": rec["val_top1"]})
-            if not use_val or rec["val_top1"] > best:
-                best = rec["val_top1"] if use_val else best
+            if progress is not None and info.rank == 0 and rec["val_metric"] is not None:
+                progress(epoch, step, planned, val_info(rec["val_metric"]))
+            if not use_val or rec["val_metric"] > best:
+                best = rec["val_metric"] if use_val else best
                 best_state = _snapshot(student)
                 result.best_epoch = epoch
+                result.best_val_metric = rec["val_metric"]
                 result.best_val_top1 = rec["val_top1"]
             if nb == 0:
                 break
@@ -654,7 +694,7 @@ def _loss(
     labeled = y is not None
     ce = F.cross_entropy(zs.float(), y.to(device)) if labeled else zero
     kd_w = cfg.logit_kd if (labeled or cfg.logit_kd > 0) else 1.0
-    kd = kd_loss(zs, zt, cfg.temperature) if kd_w > 0 else zero
+    kd = output_match_loss(zs, zt, cfg.output_loss, cfg.temperature) if kd_w > 0 else zero
     w = distiller.weight_loss() if cfg.lambda_diss > 0 else None
     o = distiller.output_loss() if cfg.lambda_diss > 0 else None
     w = w if w is not None else zero
@@ -674,5 +714,7 @@ __all__ = [
     "factorized_layers",
     "finetune",
     "kd_loss",
+    "output_agreement_sums",
+    "output_match_loss",
     "split_batch",
 ]

@@ -53,6 +53,36 @@ greedy fill; the plan lands within ``tolerance`` (2%) of the target (a note
 says so otherwise). gamma is not calibrated: in the product form it cannot
 move the ranks.
 
+Unlabeled calibration data (``objective="distill"``, mode ``validation-distill``):
+``L_val`` is the relative squared error ``||f(x) - f_0(x)||^2 / ||f_0(x)||^2`` of
+the mixture model's output to the ORIGINAL model's (computed once per cached
+batch), so embedding models and unlabeled ``--calib`` data need no labels.
+
+Activation-aware SVD (``whiten``): with the input second moment ``C = E[x x^T]``
+of every searched svd layer (:func:`.calibrate.input_moments` on the
+calibration inputs, or ``moments`` passed in), the frames decompose ``W L``
+(``L L^T = C + damping``, :class:`~rene_onnx.decompose.svd.WhitenedSVDTruncations`),
+so candidates, ``L_d`` and the budget's error curves measure each layer's
+relative OUTPUT error instead of its weight error; ``SearchResult.factors``
+holds the whitened factors at the chosen ranks (``factorize_(model,
+result.plan, result.factors)``; :func:`.calibrate.whitened_factors`).
+
+Measured importance (``importance="measured"``, needs data) -- a fix for the
+all-or-nothing plans of the product form: ``n log(L_val L_r)`` drives p to
+the smallest candidate in nearly every layer (the rank term's per-layer
+gradient dwarfs ``L_val``'s, gamma cannot change it), so the weights the
+budget infers from ``rbar`` are the neutral ones and the allocation treats a
+unit of relative error the same in every layer, although layers differ in how
+much their error moves the output (MiniLM: 100x between an early attention
+projection and the last FFN output). Instead, each layer's weight is measured:
+``w_i = (L_val(layer i alone at the rank keeping half its parameters) -
+L_val(original)) / e_i(that rank)``, one forward pass per layer and cached
+batch; the budget then minimizes ``sum_i w_i e_i(r_i)``, the first-order
+estimate of the increase of L_val (weights floored at 1/100 of their median,
+recorded in ``SearchResult.importance``). On all-MiniLM-L6-v2 at 31 % fewer
+Linear parameters (whitened error curves), this raised the held-out
+(select-split) cosine before fine-tuning from 0.83 (equal weights) to 0.91.
+
 Robustness: gradients are clipped (``grad_clip``, per step group); a
 non-finite loss or gradient restores the last good state and multiplies both
 learning rates by ``backoff`` (at most ``max_backoffs`` times, then
@@ -84,8 +114,9 @@ from torch import nn
 from ..decompose import ranks as R
 from ..decompose.choose import METHOD_CHOICES, resolve_method
 from ..decompose.ranks import LayerShape
-from ..plan import LayerPlan, RankPlan
-from .finetune import _logits, _model_device, _to, split_batch
+from ..plan import Factors, LayerPlan, RankPlan
+from .batches import functional_forward, model_device, n_samples, split_batch, take, to_device
+from .calibrate import input_moments, moment_supported, whitened_factors
 from .profile import layer_shapes
 from .search_banks import LayerFrame
 from .search_budget import LayerOptions, allocate
@@ -93,7 +124,9 @@ from .search_ladder import PRESETS, Window, initial_window
 
 Progress = Callable[[int, int, int, dict], None]
 
-MODES = ("data-free", "validation-ce")
+MODES = ("data-free", "validation-ce", "validation-distill")
+OBJECTIVES = ("ce", "distill")
+IMPORTANCE = ("implied", "measured")
 
 
 class SearchError(RuntimeError):
@@ -120,8 +153,18 @@ class SearchConfig:
     alpha_lr: float = 0.5  # alpha step (logits), per layer (see the module docstring)
     momentum: float = 0.9
     grad_clip: float = 10.0
-    calib_batch_size: int = 8  # validation-ce: samples per alpha step
-    max_calib_batches: int = 4  # validation-ce: distinct calibration batches, cycled
+    calib_batch_size: int = 8  # with data: samples per alpha step
+    max_calib_batches: int = 4  # with data: distinct calibration batches, cycled
+    # with data, L_val of the alpha step: "ce" = cross-entropy against the calibration labels (validation-ce),
+    # "distill" = relative squared error of the model output to the original model's, no labels (validation-distill)
+    objective: str = "ce"
+    # activation-aware SVD: svd layers (Linear, groups=1 convs) are decomposed in the metric of their inputs'
+    # second moment (from the calibration inputs, or ``moments`` given to search); needs data or moments
+    whiten: bool = False
+    whiten_eps: float = 1e-2  # damping of the input moment, relative to its mean diagonal
+    # budgeted final choice: per-layer weights of the error curves; "implied" by the searched ranks, or
+    # "measured" = the increase of L_val when that layer alone is truncated, per unit of its error (needs data)
+    importance: str = "implied"
     seed: int = 0
     data_free: bool | None = None  # None: data-free iff no calib_loader is given
     rank_multiple: int = 1
@@ -170,6 +213,12 @@ class SearchConfig:
         for name in ("decompose_threads", "threads"):
             if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.importance not in IMPORTANCE:
+            raise ValueError(f"importance must be one of {', '.join(IMPORTANCE)}, got {self.importance!r}")
+        if not self.whiten_eps > 0:
+            raise ValueError(f"whiten_eps must be positive, got {self.whiten_eps}")
         if self.n_candidates < 2:
             raise ValueError(f"n_candidates must be >= 2, got {self.n_candidates}")
         if self.factor < 2:
@@ -187,7 +236,7 @@ class SearchConfig:
         """
         d = asdict(self)
         for k in ("checkpoint_dir", "resume", "progress_every", "tolerance", "target_params", "target_macs", "threads",
-                  "decompose_threads"):
+                  "decompose_threads", "importance"):
             d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -211,14 +260,17 @@ class LayerSearch:
 class SearchResult:
     plan: RankPlan
     layers: dict[str, LayerSearch]
-    mode: str  # data-free | validation-ce
+    mode: str  # data-free | validation-ce | validation-distill
     seconds: float
     stages: list[dict] = field(default_factory=list)  # per stage: seconds, steps, losses, per-layer p / rbar
     params: tuple[int, int] = (0, 0)  # (original, planned) whole model
     macs: tuple[int, int] = (0, 0)
     backoffs: int = 0
-    calib_samples: int = 0  # distinct calibration samples used (validation-ce)
+    calib_samples: int = 0  # distinct calibration samples used (with data)
     notes: list[str] = field(default_factory=list)
+    # whitened SVD factors at the chosen ranks (``whiten``): ``factorize_(model, result.plan, result.factors)``
+    factors: Factors | None = None
+    importance: dict[str, float] = field(default_factory=dict)  # per-layer weights of the budgeted choice
 
     @property
     def params_fraction(self) -> float:
@@ -307,33 +359,19 @@ class _Layer:
         return len(self.window.candidates) > 1
 
 
-def _take(x: Any, n: int) -> Any:
-    """The first ``n`` samples of a batch's inputs (a tensor, a tuple / list or a dict of them)."""
-    if isinstance(x, torch.Tensor):
-        return x[:n]
-    if isinstance(x, (tuple, list)):
-        return type(x)(_take(v, n) for v in x)
-    if isinstance(x, dict):
-        return {k: _take(v, n) for k, v in x.items()}
-    return x
+def _calib_batches(loader: Iterable, cfg: SearchConfig, device: torch.device) -> list[tuple[Any, torch.Tensor | None]]:
+    """At most ``max_calib_batches`` batches of at most ``calib_batch_size`` samples, on ``device``.
 
-
-def _n_samples(x: Any) -> int:
-    if isinstance(x, torch.Tensor):
-        return int(x.shape[0])
-    first = next(iter(x.values() if isinstance(x, dict) else x), None)
-    return 0 if first is None else _n_samples(first)
-
-
-def _calib_batches(loader: Iterable, cfg: SearchConfig, device: torch.device) -> list[tuple[Any, torch.Tensor]]:
-    """At most ``max_calib_batches`` batches of at most ``calib_batch_size`` labelled samples, on ``device``."""
+    Labels are required for ``objective="ce"`` and ignored for ``"distill"`` (``None``).
+    """
     out = []
     for batch in loader:
-        x, y = split_batch(batch)
-        if y is None:
-            raise ValueError("the validation cross-entropy needs labelled calibration batches: (inputs, labels)")
+        x, y = split_batch(batch, use_labels=cfg.objective == "ce")
+        if y is None and cfg.objective == "ce":
+            raise ValueError("the validation cross-entropy needs labelled calibration batches: (inputs, labels); "
+                             "use objective='distill' for unlabeled calibration data")
         n = cfg.calib_batch_size
-        out.append((_to(_take(x, n), device), _to(y[:n], device).long()))
+        out.append((to_device(take(x, n), device), None if y is None else to_device(y[:n], device).long()))
         if len(out) >= cfg.max_calib_batches:
             break
     if not out:
@@ -341,11 +379,65 @@ def _calib_batches(loader: Iterable, cfg: SearchConfig, device: torch.device) ->
     return out
 
 
-def _forward(model: nn.Module, params: dict, x: Any) -> torch.Tensor:
-    if isinstance(x, dict):
-        return _logits(torch.func.functional_call(model, params, (), x))
-    args = tuple(x) if isinstance(x, (tuple, list)) else (x,)
-    return _logits(torch.func.functional_call(model, params, args))
+def _distill_error(out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Mean over samples of ``||out - ref||^2 / ||ref||^2`` (the output flattened per sample)."""
+    d = (out - ref).float().flatten(1)
+    return ((d * d).sum(1) / ref.float().flatten(1).pow(2).sum(1).clamp_min(1e-12)).mean()
+
+
+def _val_loss(model: nn.Module, params: dict, batch: tuple, cfg: SearchConfig) -> torch.Tensor:
+    """L_val of one cached calibration batch ``(x, y, teacher output or None)``."""
+    x, y, ref = batch
+    out = functional_forward(model, params, x)
+    if cfg.objective == "distill":
+        return _distill_error(out, ref)
+    return nn.functional.cross_entropy(out, y)
+
+
+@torch.no_grad()
+def _cached_batches(model: nn.Module, batches: list, cfg: SearchConfig) -> list[tuple[Any, Any, Any]]:
+    """``(x, y, reference output)`` per batch: the original model's output is computed once (``distill``)."""
+    if cfg.objective != "distill":
+        return [(x, y, None) for x, y in batches]
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        params = {n: p.detach() for n, p in model.named_parameters()}
+        return [(x, y, functional_forward(model, params, x).detach()) for x, y in batches]
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+
+
+@torch.no_grad()
+def _measured_importance(model: nn.Module, params: dict, layers: list, batches: list,
+                         cfg: SearchConfig) -> dict[str, float]:
+    """Per layer: ``(L_val(layer i alone truncated) - L_val(original)) / e_i(r_i)`` over the calibration batches.
+
+    ``r_i`` is the rank at which the layer keeps half of its dense parameters
+    (clamped to its window). The budgeted choice minimizes ``sum_i w_i e_i(r_i)``:
+    to first order, the increase of L_val when every layer is truncated.
+    """
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        base = sum(float(_val_loss(model, params, b, cfg)) for b in batches) / len(batches)
+        out = {}
+        for l in layers:
+            lo, hi = l.first.lb, l.first.ub
+            r = lo
+            for cand in range(lo, hi + 1):
+                if _costs(l.method, l.shape, cand)[0] <= 0.5 * R.dense_params(l.shape):
+                    r = cand
+            err = l.frame.error(r)
+            key = f"{l.name}.weight"
+            sub = {**params, key: l.frame.truncated_weight(r).to(params[key].dtype)}
+            val = sum(float(_val_loss(model, sub, b, cfg)) for b in batches) / len(batches)
+            out[l.name] = max(val - base, 0.0) / max(err, 1e-12)
+        return out
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
 
 
 def _rank_loss(ps: list[torch.Tensor], rel: list[torch.Tensor], cfg: SearchConfig) -> torch.Tensor:
@@ -392,14 +484,19 @@ def search(
     config: SearchConfig | None = None,
     calib_loader: Iterable | None = None,
     progress: Progress | None = None,
+    moments: dict[str, np.ndarray] | None = None,
 ) -> SearchResult:
     """Search per-layer ranks for ``model`` by RENE; returns a :class:`SearchResult` (the model is not modified).
 
     ``example_input``: a batch-1 input (tensor, tuple or dict) used to find the
     layers and their geometry. ``calib_loader``: an iterable of
     ``(inputs, labels)`` batches from a held-out calibration split (never the
-    test split) for the validation cross-entropy; without it (or with
-    ``config.data_free=True``) the search is data-free. ``progress(stage,
+    test split) for the validation cross-entropy, or unlabeled batches with
+    ``config.objective="distill"``; without it (or with
+    ``config.data_free=True``) the search is data-free. ``moments``: input
+    second moments per layer (:func:`rene_onnx.engine.calibrate.input_moments`)
+    for ``config.whiten``; by default they are collected from the calibration
+    batches. ``progress(stage,
     step, total, info)`` is called every ``config.progress_every`` steps
     (stage 0: the decompositions).
     """
@@ -408,7 +505,11 @@ def search(
     data_free = cfg.data_free if cfg.data_free is not None else calib_loader is None
     if not data_free and calib_loader is None:
         raise ValueError("data_free=False needs a calib_loader (a held-out calibration split)")
-    mode = "data-free" if data_free else "validation-ce"
+    mode = "data-free" if data_free else ("validation-distill" if cfg.objective == "distill" else "validation-ce")
+    if data_free and cfg.importance == "measured":
+        raise ValueError("importance='measured' needs calibration data (it measures L_val)")
+    if data_free and cfg.whiten and moments is None:
+        raise ValueError("whiten needs calibration inputs or precomputed input moments (data-free stays plain SVD)")
     report = progress or (lambda *a: None)
     shapes = layer_shapes(model, example_input)
     if not shapes:
@@ -419,7 +520,7 @@ def search(
         raise ValueError(f"layer(s) not among the model's Conv / Linear layers: {', '.join(map(repr, unknown))}")
 
     budgeted = cfg.target_params is not None or cfg.target_macs is not None
-    device = _model_device(model)
+    device = model_device(model)
     plan = RankPlan(meta={"search": {"mode": mode, "method": cfg.method, "preset": cfg.preset, "seed": cfg.seed}})
     layers: list[_Layer] = []
     for name, shape in shapes.items():
@@ -453,15 +554,24 @@ def search(
     )
     _check_budget(cfg, layers, budget)
 
+    batches = [] if data_free else _cached_batches(model, _calib_batches(calib_loader, cfg, device), cfg)
+    notes: list[str] = []
+    if cfg.whiten:
+        whitened = [l.name for l in layers if l.method == "svd" and moment_supported(named[l.name]) is None]
+        if moments is None:
+            moments = input_moments(model, [(x,) for x, _, _ in batches], whitened)
+        skipped = [n for n in whitened if n not in moments]
+        if skipped:
+            notes.append(f"no input moment for {len(skipped)} svd layer(s) ({', '.join(skipped[:3])}...): plain SVD there")
     # one decomposition per layer serves every stage
     with _blas_threads(cfg.decompose_threads):
         for i, l in enumerate(layers):
             w = named[l.name].weight.detach().cpu().numpy()
+            mom = moments.get(l.name) if cfg.whiten and l.method == "svd" else None
             l.frame = LayerFrame(l.name, l.method, l.shape, w, l.window.ub, dense_mix=not data_free,
-                                 cp_iters=cfg.cp_iters, seed=cfg.seed, device=device)
+                                 cp_iters=cfg.cp_iters, seed=cfg.seed, device=device, moment=mom,
+                                 whiten_eps=cfg.whiten_eps)
             report(0, i + 1, len(layers), {"phase": "decompose", "layer": l.name})
-
-    batches = [] if data_free else _calib_batches(calib_loader, cfg, device)
     ckpt = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir is not None else None
     fp = {"config": cfg.fingerprint(), "model": _model_fingerprint(shapes, layers)}
     state = _State()
@@ -496,7 +606,9 @@ def search(
             l.rbar = l.window.candidates[0]
             l.candidates, l.p = (l.rbar,), (1.0,)
 
-    result_layers, notes = _final_choice(cfg, layers, plan, budget)
+    importance = _measured_importance(model, params, layers, batches, cfg) if cfg.importance == "measured" else None
+    result_layers, weights, choice_notes = _final_choice(cfg, layers, plan, budget, importance)
+    notes += choice_notes
     plan.layers = {n: plan.layers[n] for n in shapes}  # model order
     searched = [(lp, shapes[n]) for n, lp in plan.layers.items() if n in result_layers]
     planned_params = budget.fixed["params"] + sum(R.factorized_params(lp.method, s, lp.ranks) for lp, s in searched)
@@ -515,8 +627,13 @@ def search(
     })
     result = SearchResult(
         plan, result_layers, mode, time.perf_counter() - t0, state.stages, (total["params"], planned_params),
-        (total["macs"], planned_macs), state.backoffs, sum(_n_samples(b[0]) for b in batches), notes,
+        (total["macs"], planned_macs), state.backoffs, sum(n_samples(b[0]) for b in batches), notes,
+        importance=weights,
     )
+    if cfg.whiten:
+        result.factors = whitened_factors(model, plan, {l.name: moments[l.name] for l in layers
+                                                        if l.frame.whitened}, cfg.whiten_eps)
+        plan.meta["search"]["whitened"] = sorted(result.factors.layers)
     if ckpt is not None:
         plan.save(ckpt / "plan.json")
     return result
@@ -560,9 +677,8 @@ def _run_stage(stage, layers, cfg, model, params, batches, state, report) -> dic
         with torch.no_grad():
             for l in layers:
                 if not l.active:
-                    b = l.frame.bank([l.rbar or l.window.candidates[0]])
                     key = f"{l.name}.weight"
-                    fixed[key] = b.weight(b.mix(torch.ones(1), train=False)).to(params[key].dtype)
+                    fixed[key] = l.frame.truncated_weight(l.rbar or l.window.candidates[0]).to(params[key].dtype)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + stage)
     order = torch.randperm(len(batches), generator=gen).tolist() if batches else []
     total = cfg.warmup_steps + cfg.steps
@@ -586,14 +702,14 @@ def _run_stage(stage, layers, cfg, model, params, batches, state, report) -> dic
             if not guard.check(ld, gw):
                 continue
             opt_w.step()
-            # alpha step: n * log(CE * L_r) of the mixture model on one calibration batch
-            x, y = batches[order[(step - 1) % len(order)]]
+            # alpha step: n * log(L_val * L_r) of the mixture model on one calibration batch
+            batch = batches[order[(step - 1) % len(order)]]
             ps = [torch.softmax(a, 0) for a in alphas]
             sub = {**params, **fixed}
             for l, b, p in zip(active, banks, ps):
                 key = f"{l.name}.weight"
                 sub[key] = b.weight(b.mix(p, train=False)).to(params[key].dtype)
-            ce = nn.functional.cross_entropy(_forward(model, sub, x), y)
+            ce = _val_loss(model, sub, batch, cfg)
             lr_ = _rank_loss(ps, rel, cfg)
             (n * (torch.log(ce) + torch.log(lr_))).backward()
             ga = _grad_norm(alphas, cfg.grad_clip)
@@ -648,8 +764,10 @@ def _run_stage(stage, layers, cfg, model, params, batches, state, report) -> dic
             "backoffs": guard.backoffs, "layers": layer_rec}
 
 
-def _final_choice(cfg: SearchConfig, layers: list[_Layer], plan: RankPlan, budget: _Budget):
+def _final_choice(cfg: SearchConfig, layers: list[_Layer], plan: RankPlan, budget: _Budget,
+                  importance: dict[str, float] | None = None):
     notes: list[str] = []
+    weights: dict[str, float] = {}
     choice: dict[str, int | None] = {l.name: l.rbar for l in layers}
     if budget.active:
         options = []
@@ -669,7 +787,16 @@ def _final_choice(cfg: SearchConfig, layers: list[_Layer], plan: RankPlan, budge
         room = {k: None if t is None else t * budget.total[k] - budget.fixed[k] for k, t in budget.target.items()}
         slack = tuple(0.0 if budget.target[k] is None else cfg.tolerance * budget.target[k] * budget.total[k]
                       for k in ("params", "macs"))
-        alloc = allocate(options, room["params"], room["macs"], slack=slack)
+        w = None
+        if importance is not None:
+            w = np.array([importance[o.name] for o in options], dtype=np.float64)
+            pos = w[w > 0]
+            floor = float(np.median(pos)) / 100.0 if pos.size else 1.0
+            w = np.maximum(w, floor)  # a layer whose truncation did not move L_val still counts a little
+            w = w / float(np.median(w))
+        alloc = allocate(options, room["params"], room["macs"], weights=w, slack=slack)
+        if w is not None:
+            weights = {o.name: round(float(x), 6) for o, x in zip(options, w)}
         choice = alloc.choice
         for key, got in (("params", alloc.params), ("macs", alloc.macs)):
             target = budget.target[key]
@@ -694,7 +821,7 @@ def _final_choice(cfg: SearchConfig, layers: list[_Layer], plan: RankPlan, budge
                                f"params {dense} -> {fact} ({100.0 * fact / dense:.1f}%)"))
         out[l.name] = LayerSearch(l.name, l.method, l.candidates, l.p, ranks, l.rbar, l.p_moved, err,
                                   (l.first.lb, l.first.ub))
-    return out, notes
+    return out, weights, notes
 
 
 # --------------------------------------------------------------------------------------------- checkpoints

@@ -42,6 +42,12 @@ all candidates' components (dense reconstruction: meant for small models).
 
 All values are normalized by ``||W||`` (every layer's decomposition loss is
 relative); ``weight()`` scales back.
+
+Whitened SVD (``moment`` given): the frame is that of ``W L`` with ``L L^T`` the
+damped input second moment (:class:`~rene_onnx.decompose.svd.WhitenedSVDTruncations`);
+every statement above holds in the whitened metric, so the error curve, the
+shells and ``L_d`` measure the relative OUTPUT error ``||(W - W') L||^2 / ||W L||^2``
+and the mixed weight is mapped back through ``L^{-1}``.
 """
 from __future__ import annotations
 
@@ -51,6 +57,7 @@ import numpy as np
 import torch
 
 from ..decompose import CPTruncations, SVDTruncations, TTTruncations
+from ..decompose.svd import WhitenedSVDTruncations
 from ..decompose.ranks import LayerShape
 
 
@@ -63,7 +70,7 @@ class LayerFrame:
 
     def __init__(self, name: str, method: str, shape: LayerShape, weight: np.ndarray, max_rank: int, *,
                  dense_mix: bool = False, cp_iters: int = 100, seed: int = 0,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", moment: np.ndarray | None = None, whiten_eps: float = 1e-2):
         self.name, self.method, self.shape = name, method, shape
         self.weight_shape = tuple(weight.shape)
         w = np.asarray(weight, dtype=np.float64)
@@ -75,6 +82,7 @@ class LayerFrame:
         self.scale = math.sqrt(self.norm2)
         self.max_rank = int(max_rank)
         self.u = self.v = self.g = self.w = None
+        self.whitened = False
         self._cp: CPTruncations | None = None
         self._cp_err: dict[int, float] = {}
         cout = self.weight_shape[0]
@@ -87,7 +95,13 @@ class LayerFrame:
                 self.v = torch.from_numpy(f["first"].reshape(self.max_rank, -1).T.copy()).float()
                 self.g = torch.from_numpy(f["core"].reshape(self.max_rank, self.max_rank, -1) / self.scale).float()
         elif method == "svd":
-            tr = SVDTruncations(w.reshape(cout, -1))
+            if moment is None:
+                tr = SVDTruncations(w.reshape(cout, -1))
+            else:
+                tr = WhitenedSVDTruncations(w.reshape(cout, -1), moment, whiten_eps)
+                self.norm2 = float(tr.errors[0])  # ||W L||^2: errors and shells are relative output errors
+                self.scale = math.sqrt(self.norm2)
+            self.whitened = moment is not None
             self.errors = np.asarray(tr.errors[: self.max_rank + 1], dtype=np.float64) / self.norm2
             if dense_mix:
                 us, vs = tr.factors(self.max_rank)
@@ -97,6 +111,8 @@ class LayerFrame:
                 self.u = torch.from_numpy(us * inv[None, :]).float()
                 self.v = torch.from_numpy((vs * inv[:, None]).T.copy()).float()
                 self.g = torch.from_numpy(np.diag(s)[:, :, None] / self.scale).float()
+        elif moment is not None:
+            raise ValueError(f"layer {name!r}: whitening (an input moment) applies to svd layers, not {method!r}")
         elif method == "cp":
             self._cp = CPTruncations(w, self.max_rank, n_iter_max=cp_iters, seed=seed)
             self.w = torch.from_numpy(w.reshape(cout, w.shape[1], -1) / self.scale).float()
@@ -129,6 +145,12 @@ class LayerFrame:
         xs = np.array([0] + [r for r, _ in known], dtype=np.float64)
         ys = np.array([1.0] + [e for _, e in known])
         return np.interp(ranks, xs, ys)
+
+    def truncated_weight(self, r: int) -> torch.Tensor:
+        """The dense weight of the rank-``r`` candidate as initialized (TT / SVD: needs ``dense_mix``)."""
+        bank = self.bank([int(r)])
+        with torch.no_grad():
+            return bank.weight(bank.mix(torch.ones(1), train=False))
 
     def bank(self, ranks: list[int]) -> "ShellBank | CPBank":
         return CPBank(self, ranks) if self.method == "cp" else ShellBank(self, ranks)

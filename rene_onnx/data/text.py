@@ -1,0 +1,149 @@
+"""Unlabeled English sentences from text that ships with the machine (calibration / distillation of text models).
+
+Nothing is downloaded: the sources are files already on disk,
+
+- ``licenses``: ``/usr/share/common-licenses/*`` (GPL, Apache, ... prose);
+- ``doc``: READMEs and changelog-free docs under ``/usr/share/doc`` (plain or ``.gz``);
+- ``python``: docstrings of the Python standard library's modules, classes and
+  functions (parsed with :mod:`ast`, never imported).
+
+:func:`sentences_from_text` splits prose into sentences and keeps only clean
+ones (a capital first letter, a final ``.``/``!``/``?``, ``min_words`` to
+``max_words`` words, mostly letters, no code / markup / URLs). :func:`offline_sentences`
+gathers them from the sources, deduplicates, removes every sentence listed in
+``exclude`` (e.g. a held-out test split; compared case- and space-insensitively)
+and returns a seeded shuffle.
+"""
+from __future__ import annotations
+
+import ast
+import gzip
+import os
+import random
+import re
+import sysconfig
+from pathlib import Path
+from typing import Iterable, Iterator
+
+SOURCES = ("licenses", "doc", "python")
+LICENSES_DIR = Path("/usr/share/common-licenses")
+DOC_DIR = Path("/usr/share/doc")
+
+_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+_BAD = re.compile(r"[_=<>{}\[\]|\\#*`@$^~]|\.\.|://|www\.|\(\)|\bdef\b|\bself\b|\bNone\b|\bTrue\b|\bFalse\b")
+_WORD = re.compile(r"^[A-Za-z][A-Za-z'\-]*[,;:.!?)]*$|^\(?[A-Za-z][A-Za-z'\-]*[,;:.!?)]*$|^\d+[,.;:]?$")
+
+
+def _norm(s: str) -> str:
+    return " ".join(s.lower().split())
+
+
+def sentences_from_text(text: str, min_words: int = 5, max_words: int = 40) -> list[str]:
+    """The clean sentences of a prose text (see the module docstring), in order, whitespace collapsed."""
+    if min_words < 1 or max_words < min_words:
+        raise ValueError(f"need 1 <= min_words <= max_words, got {min_words}, {max_words}")
+    out = []
+    for para in re.split(r"\n\s*\n", text):
+        flat = " ".join(para.split())
+        for s in _SPLIT.split(flat):
+            s = s.strip()
+            words = s.split()
+            if not (min_words <= len(words) <= max_words) or not s[0].isupper() or s[-1] not in ".!?":
+                continue
+            if _BAD.search(s) or s.isupper():
+                continue
+            good = sum(bool(_WORD.match(w)) for w in words)
+            if good < 0.9 * len(words):
+                continue
+            out.append(s)
+    return out
+
+
+def _read(path: Path, max_bytes: int = 2_000_000) -> str:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                data = f.read(max_bytes)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(max_bytes)
+    except (OSError, EOFError):
+        return ""
+    if b"\0" in data[:4096]:
+        return ""  # binary
+    return data.decode("utf-8", errors="ignore")
+
+
+def _license_texts() -> Iterator[str]:
+    if LICENSES_DIR.is_dir():
+        for p in sorted(LICENSES_DIR.iterdir()):
+            if p.is_file() and not p.is_symlink():
+                yield _read(p)
+
+
+def _doc_texts() -> Iterator[str]:
+    if not DOC_DIR.is_dir():
+        return
+    for p in sorted(DOC_DIR.rglob("*")):
+        name = p.name.lower()
+        if not p.is_file() or p.is_symlink() or "changelog" in name or name.startswith("copyright"):
+            continue
+        if name.startswith("readme") or name.endswith((".txt", ".txt.gz", ".md", ".md.gz")):
+            yield _read(p)
+
+
+def _python_texts() -> Iterator[str]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    for p in sorted(root.glob("*.py")) + sorted(root.glob("*/*.py")):
+        if "test" in p.parts[-2:-1] or p.name.startswith("test"):
+            continue
+        try:
+            tree = ast.parse(_read(p))
+        except (SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node)
+                if doc:
+                    yield doc
+
+
+_READERS = {"licenses": _license_texts, "doc": _doc_texts, "python": _python_texts}
+
+
+def offline_sentences(
+    sources: Iterable[str] = SOURCES,
+    *,
+    exclude: Iterable[str] = (),
+    min_words: int = 5,
+    max_words: int = 40,
+    limit: int | None = None,
+    seed: int = 0,
+) -> list[str]:
+    """Deduplicated clean sentences from the on-disk ``sources``, minus ``exclude``, seeded shuffle, at most ``limit``.
+
+    A source that is missing on this machine contributes nothing (the result
+    can be empty); an unknown source name raises ``ValueError``.
+    """
+    sources = list(sources)
+    unknown = [s for s in sources if s not in _READERS]
+    if unknown:
+        raise ValueError(f"unknown text source(s) {unknown}; choose from {list(SOURCES)}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0 or None, got {limit}")
+    banned = {_norm(s) for s in exclude}
+    seen: set[str] = set()
+    out: list[str] = []
+    for src in sources:
+        for text in _READERS[src]():
+            for s in sentences_from_text(text, min_words, max_words):
+                key = _norm(s)
+                if key in seen or key in banned:
+                    continue
+                seen.add(key)
+                out.append(s)
+    random.Random(seed).shuffle(out)
+    return out if limit is None else out[:limit]
+
+
+__all__ = ["SOURCES", "offline_sentences", "sentences_from_text"]
