@@ -107,6 +107,7 @@ def test_planner_factorizes_grouped_layers_and_keeps_the_rest_dense_with_reasons
         "dw": LayerShape(32, 32, (3, 3), groups=32),
         "dw_mult": LayerShape(72, 8, (3, 3), groups=8),  # 9 outputs per input channel
         "tiny": LayerShape(16, 16, (1, 1), groups=8),  # per group 2x2: svd rank 1 saves nothing
+        "stem": LayerShape(32, 1, (3, 3)),  # one input channel but not grouped: auto stays tt
     }
     plan = plan_from_fraction(shapes, "auto", 0.5)
     lp = plan.layers["grouped"]
@@ -116,6 +117,7 @@ def test_planner_factorizes_grouped_layers_and_keeps_the_rest_dense_with_reasons
     assert plan.layers["grouped_pw"].method == "svd"
     assert plan.layers["dw"].method == "dense" and "depthwise" in plan.layers["dw"].reason
     assert plan.layers["dw_mult"].method == "svd"  # one input channel per group: svd, not tt
+    assert plan.layers["stem"].method == "tt"
     tiny = plan.layers["tiny"]
     assert tiny.method == "dense" and "nothing saved" in tiny.reason and "groups=8" in tiny.reason
     mapped = plan_from_mapping(shapes, "cp", {"grouped": 5, "dw": 2, "grouped_pw": 100})

@@ -3,8 +3,9 @@
 Pure functions on :class:`LayerShape` (no torch, no onnx). The rules:
 
 - ``method`` is tt | cp | svd | auto. ``auto`` picks TT for k x k convs and
-  SVD for 1x1 convs, Linear layers and convs with one input channel per group; TT or CP asked for a matrix layer
-  (1x1 conv, Linear) falls back to SVD.
+  SVD for 1x1 convs, Linear layers and depthwise convs with a channel
+  multiplier; TT or CP asked for a matrix layer (1x1 conv, Linear) falls
+  back to SVD.
 - A grouped conv is factorized per group (ranks per group, the factors
   grouped too) by :func:`plan_from_fraction` / :func:`plan_from_mapping`; a
   depthwise conv with one output channel per group has nothing to factor.
@@ -72,8 +73,8 @@ def _resolve(method: str, shape: LayerShape) -> tuple[str, str]:
         if method in ("tt", "cp"):
             return "svd", f"{method} does not apply to a {_describe(shape)}: svd instead"
         return "svd", ""
-    if method == "auto":  # one input channel per group (depthwise with a multiplier): TT's first factor is a scale
-        return ("svd" if shape.group_in == 1 else "tt"), ""
+    if method == "auto":  # depthwise with a multiplier (one input channel per group): TT's first factor is a scale
+        return ("svd" if shape.is_depthwise else "tt"), ""
     return method, ""
 
 
