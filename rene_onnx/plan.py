@@ -17,13 +17,20 @@ All arrays are in the model's dtype (float32 unless the model says otherwise).
     torch ``Linear`` layout. Optional ``bias``: (out,). For a conv, W is the
     weight reshaped to (Cout, Cin*k..): ``V`` reshapes to a (r, Cin, k..) conv
     that carries stride / padding / dilation, ``U`` to a (Cout, r, 1..) 1x1 conv.
-``tt`` (k x k conv, groups=1), ranks ``(r1, r2)``:
+``tt`` (k x k conv), ranks ``(r1, r2)``:
     ``first``: (r2, Cin, 1, ..)  1x1 conv, no stride/padding
     ``core``:  (r1, r2, k..)     carries stride / padding / dilation
     ``last``:  (Cout, r1, 1, ..) 1x1 conv, carries ``bias`` (Cout,)
-``cp`` (k x k conv, groups=1), ranks ``(R,)``:
+``cp`` (k x k conv), ranks ``(R,)``:
     ``first``: (R, Cin, 1, ..), ``core``: (R, 1, k..) depthwise (groups=R),
     ``last``: (Cout, R, 1, ..), optional ``bias`` (Cout,).
+Grouped convs (``groups = g > 1``, see :mod:`rene_onnx.decompose.grouped`): ranks are per group and
+    every factor is itself a grouped conv weight with the same ``g`` -- the
+    per-group factors stacked on axis 0 (g = 1 gives the layouts above):
+    ``tt``: ``first`` (g*r2, Cin/g, 1..), ``core`` (g*r1, r2, k..), ``last``
+    (Cout, r1, 1..), all group=g; ``cp``: ``first`` (g*R, Cin/g, 1..) group=g,
+    ``core`` (g*R, 1, k..) group=g*R, ``last`` (Cout, R, 1..) group=g; ``svd``:
+    ``V`` (g*r, Cin/g*k..), ``U`` (Cout, r), both group=g.
 ``dense``: no factors; the layer keeps its dense weight. ``Factors.dense``
     may carry updated values for dense parameters (e.g. after fine-tuning),
     keyed by torch parameter name (``layer.weight``, ``layer.bias``).
