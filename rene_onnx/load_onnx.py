@@ -88,7 +88,7 @@ def load_onnx(path: str | os.PathLike,
 
     path = Path(path)
     light, original, external = _read_checked(path)
-    specs, notes = _input_specs(original, input_shape, path.name)
+    specs, notes = input_specs(original, input_shape, path.name)
     layers = find_layers(original)
     _check_compressible(layers, path.name)
 
@@ -245,7 +245,7 @@ def _with_external_data(light: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     return full
 
 
-def _input_specs(model: onnx.ModelProto, input_shape, name: str) -> tuple[list[InputSpec], list[str]]:
+def input_specs(model: onnx.ModelProto, input_shape, name: str) -> tuple[list[InputSpec], list[str]]:
     """One InputSpec per graph input (dtype checked, shape static: batch 1 unless given) and notes."""
     from rene_onnx.validate._graph import graph_inputs, index_ranges, resolve_input_shapes
 

@@ -279,20 +279,11 @@ CALIB_COMPARE = 64
 def _calib_numerics(handle: ModelHandle, compressed: onnx.ModelProto, calib: tuple[torch.Tensor, ...],
                     provider: str):
     """Original vs compressed ONNX outputs on the first ``CALIB_COMPARE`` calibration samples."""
-    from rene_onnx.validate.numerics import compare, make_session
+    from rene_onnx.validate.numerics import compare_on_inputs
 
-    n = min(CALIB_COMPARE, len(calib[0]))
-    bs = static_batch(handle) or n
-    n -= n % bs
-    if n == 0:
-        return None
-    sessions = [make_session(handle.onnx_model, provider), make_session(compressed, provider)]
-    outs: list[list[np.ndarray]] = [[], []]
-    for i in range(0, n, bs):
-        feeds = handle.feeds(tuple(t[i:i + bs] for t in calib))
-        for sess, out in zip(sessions, outs):
-            out.append(sess.run(None, feeds)[0])
-    return compare([np.concatenate(outs[0])], [np.concatenate(outs[1])])
+    arrays = {s.name: t.numpy() for s, t in zip(handle.specs, calib)}
+    return compare_on_inputs(handle.onnx_model, compressed, arrays, provider, limit=CALIB_COMPARE,
+                             batch_size=static_batch(handle))
 
 
 def test_split_arrays(name: str) -> tuple[np.ndarray, np.ndarray]:

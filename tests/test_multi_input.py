@@ -349,6 +349,20 @@ def test_cli_distills_on_calibration_inputs(tiny, tmp_path):
     assert after["numerics"]["max_abs_diff"] < 1e-4
     # distillation brings the compressed model closer to the original on the calibration sentences
     assert after["numerics"]["calib"]["cosine"] > before["numerics"]["calib"]["cosine"]
+    per_sample = after["numerics"]["calib"]["mean_sample_cosine"]
+    assert before["numerics"]["calib"]["mean_sample_cosine"] < per_sample < 1.0
+
+    # rene-onnx validate on the pair, on the same real inputs: the same comparison as the compress report
+    r = _run("validate", str(path), "b.onnx", *SHAPES, "--calib", "calib.npz", "--no-latency", "--report", "v.json",
+             cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "mean cosine per sample" in r.stdout
+    v = json.loads((tmp_path / "v.json").read_text())["numerics"]["calib"]
+    assert v["mean_sample_cosine"] == pytest.approx(per_sample, abs=1e-6)
+    assert v["max_abs_diff"] == pytest.approx(after["numerics"]["calib"]["max_abs_diff"], rel=1e-5)
+    np.savez(tmp_path / "bad.npz", input_ids=ids.astype(np.float32), attention_mask=mask)
+    r = _run("validate", str(path), "b.onnx", *SHAPES, "--calib", "bad.npz", "--no-latency", cwd=tmp_path)
+    assert r.returncode == 2 and "input_ids" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 # ---------------------------------------------------------------------------------------------- real MiniLM

@@ -174,6 +174,9 @@ def test_compare_hand_numbers():
     r, a = ref[0].ravel(), act[0].ravel()
     assert n.cosine == pytest.approx(r @ a / np.linalg.norm(r) / np.linalg.norm(a))
     assert n.top1_agreement == 0.5  # row 0 agrees, row 1 does not
+    row_cos = [x @ y / np.linalg.norm(x) / np.linalg.norm(y) for x, y in zip(ref[0], act[0])]
+    assert n.mean_sample_cosine == pytest.approx(np.mean(row_cos)) and row_cos[0] > n.cosine > row_cos[1]
+    assert compare([np.zeros((2, 3))], [np.array([[0.0, 0, 0], [1, 0, 0]])]).mean_sample_cosine == 0.5
     with pytest.raises(ValueError, match="shape"):
         compare(ref, [np.zeros((2, 2))])
     with pytest.raises(ValueError, match="outputs"):
@@ -181,6 +184,23 @@ def test_compare_hand_numbers():
     same = compare(ref, ref)
     assert same.max_abs_diff == 0 and same.cosine == pytest.approx(1.0) and same.top1_agreement == 1.0
     assert compare([np.zeros(3)], [np.zeros(3)]).top1_agreement is None
+    assert compare([np.array(2.0)], [np.array(2.0)]).mean_sample_cosine is None
+
+
+def test_compare_on_inputs_batches_and_limits():
+    from rene_onnx.validate.numerics import compare_on_inputs
+
+    W1 = RNG.standard_normal((16, 32)).astype(np.float32)
+    a, b = _mlp(W1=W1), _mlp(W1=W1 * 0.5 + 0.1)
+    x = RNG.standard_normal((10, 16)).astype(np.float32)
+    whole = compare(run_onnx(a, {"x": x[:7]}), run_onnx(b, {"x": x[:7]}))
+    for bs in (None, 1, 7):
+        got = compare_on_inputs(a, b, {"x": x}, limit=7, batch_size=bs)
+        assert got.max_abs_diff == pytest.approx(whole.max_abs_diff, rel=1e-6)
+        assert got.mean_sample_cosine == pytest.approx(whole.mean_sample_cosine, rel=1e-6)
+    assert compare_on_inputs(a, b, {"x": x}, batch_size=3, limit=2) is None  # a batch of 3 from 2 samples
+    same = compare_on_inputs(a, a, {"x": x}, limit=None, batch_size=4)  # 8 of 10 samples used
+    assert same.max_abs_diff == 0 and same.mean_sample_cosine == pytest.approx(1.0)
 
 
 def test_compare_truncated_svd_rewrite():

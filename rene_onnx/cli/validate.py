@@ -13,13 +13,18 @@ from rene_onnx.cli.options import input_shape_option, validate_options
 @click.argument("compressed", type=click.Path(dir_okay=False))
 @input_shape_option
 @click.option("--data", default=None, help="Dataset name or path: top-1 of both models on its test split.")
+@click.option("--calib", type=click.Path(dir_okay=False), default=None,
+              help="Real unlabeled inputs (.npz with one array per graph input name, or a .npy for one input): "
+                   "both models' outputs are also compared on up to 64 of its samples.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None, help="Write JSON here.")
 @validate_options
-def validate(original, compressed, input_shape, data, report_path, provider, latency, repeats):
+def validate(original, compressed, input_shape, data, calib, report_path, provider, latency, repeats):
     """Compare ORIGINAL and COMPRESSED (any two ONNX models with the same inputs).
 
     Inputs follow the graph's dtypes: floats are random normal, an integer input that indexes an
-    embedding table gets ids within it, other integer inputs ones, bool inputs True.
+    embedding table gets ids within it, other integer inputs ones, bool inputs True. With --calib the
+    outputs are also compared on real inputs (numerics.calib; mean_sample_cosine is the embedding
+    models' fidelity measure).
     """
     from rene_onnx.cli.render import show_report, stage_status
     from rene_onnx.load import LoadError, parse_input_shapes
@@ -42,17 +47,38 @@ def validate(original, compressed, input_shape, data, report_path, provider, lat
 
             progress("data", {"data": data})
             test_data = test_split_arrays(data)
+        calib_numerics = None
+        if calib:
+            progress("calib", {"calib": calib})
+            calib_numerics = _calib_numerics(a, b, Path(original).name, shapes, calib, provider or "cpu")
         progress("validate", {})
         res = compare_pair(a, b, feeds, shapes, provider or "cpu", latency, repeats=repeats, test_data=test_data)
     ca, cb = res.counts
     report = Report(
         params={"before": ca.params, "after": cb.params}, macs={"before": ca.macs, "after": cb.macs},
-        latency_ms=res.latency, numerics=vars(res.numerics), layers=[], search=None, accuracy=res.accuracy,
+        latency_ms=res.latency, layers=[], search=None, accuracy=res.accuracy,
+        numerics={**vars(res.numerics), **({"calib": calib_numerics} if calib else {})},
         meta={"original": str(original), "compressed": str(compressed), **environment_meta()},
     )
     show_report(report)
     if report_path:
         report.save_json(report_path)
+
+
+def _calib_numerics(a, b, name, shapes, calib, provider):
+    """Both models compared on up to 64 samples of the --calib inputs (a dict for the report, or None)."""
+    from rene_onnx.data.arrays import unlabeled_input_arrays
+    from rene_onnx.load import LoadError
+    from rene_onnx.load_onnx import input_specs
+    from rene_onnx.validate.numerics import compare_on_inputs
+
+    specs, _ = input_specs(a, shapes or {}, name)
+    try:
+        tensors = unlabeled_input_arrays(calib, specs)
+    except ValueError as e:
+        raise LoadError(f"--calib {calib}: {e}") from None
+    res = compare_on_inputs(a, b, {s.name: t.numpy() for s, t in zip(specs, tensors)}, provider, limit=64)
+    return None if res is None else vars(res)
 
 
 def _input_shapes(model, given):

@@ -120,7 +120,9 @@ class Numerics:
     max over outputs. ``cosine`` is the cosine similarity of all outputs
     flattened and concatenated. ``top1_agreement`` is the fraction of rows
     whose argmax agrees, for the first output shaped like logits (N, C), C > 1;
-    ``None`` when no output is.
+    ``None`` when no output is. ``mean_sample_cosine`` is the mean over the
+    rows (samples, axis 0) of the first output of each row's cosine similarity
+    -- the fidelity measure of an embedding model; ``None`` for a 0-d output.
     """
 
     max_abs_diff: float
@@ -128,6 +130,7 @@ class Numerics:
     mean_abs_diff: float
     cosine: float
     top1_agreement: float | None = None
+    mean_sample_cosine: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -168,7 +171,51 @@ def compare(reference: Sequence[np.ndarray], actual: Sequence[np.ndarray]) -> Nu
         if r.ndim == 2 and r.shape[0] >= 1 and r.shape[1] > 1:
             top1 = float(np.mean(np.argmax(r, axis=1) == np.argmax(a, axis=1)))
             break
-    return Numerics(max_abs, max(rel, default=0.0), mean_abs, cosine, top1)
+    return Numerics(max_abs, max(rel, default=0.0), mean_abs, cosine, top1, _mean_row_cosine(refs[0], acts[0]))
+
+
+def _mean_row_cosine(r: np.ndarray, a: np.ndarray) -> float | None:
+    """Mean over axis-0 rows of the rows' cosine similarity (two all-zero rows count as 1, one as 0)."""
+    if r.ndim == 0 or r.shape[0] == 0:
+        return None
+    r, a = r.reshape(len(r), -1), a.reshape(len(a), -1)
+    nr, na = np.linalg.norm(r, axis=1), np.linalg.norm(a, axis=1)
+    both = (nr > 0) & (na > 0)
+    cos = np.where(both, (r * a).sum(1) / np.where(both, nr * na, 1.0), np.where((nr == 0) & (na == 0), 1.0, 0.0))
+    return float(cos.mean())
+
+
+def compare_on_inputs(
+    original: onnx.ModelProto | str | os.PathLike,
+    compressed: onnx.ModelProto | str | os.PathLike,
+    inputs: Mapping[str, np.ndarray],
+    provider: str = "cpu",
+    limit: int | None = 64,
+    batch_size: int | None = None,
+) -> Numerics | None:
+    """Both models' outputs on real inputs (``(N, ...)`` arrays by graph input name), compared.
+
+    At most ``limit`` samples, in batches of ``batch_size`` (default: the
+    graph's batch dim when it is fixed, else all at once); a fixed batch that
+    does not divide the samples drops the rest. ``None`` when no sample is left.
+    """
+    sessions = [make_session(original, provider), make_session(compressed, provider)]
+    n = min(len(v) for v in inputs.values()) if inputs else 0
+    if limit is not None:
+        n = min(n, limit)
+    first = sessions[0].get_inputs()[0].shape
+    fixed = first[0] if first and isinstance(first[0], int) else None
+    bs = batch_size or fixed or n
+    n -= n % bs if bs else n
+    if n <= 0:
+        return None
+    outs: list[list[list[np.ndarray]]] = [[], []]
+    for i in range(0, n, bs):
+        feeds = {k: np.ascontiguousarray(v[i:i + bs]) for k, v in inputs.items()}
+        for sess, out in zip(sessions, outs):
+            out.append(run_onnx(sess, feeds))
+    joined = [[np.concatenate(parts) for parts in zip(*out)] for out in outs]
+    return compare(joined[0], joined[1])
 
 
 def input_feeds(
