@@ -550,7 +550,8 @@ def build_report(cfg: CompressConfig, handle: ModelHandle, shapes: dict[str, Lay
         ref = handle.layer_map[name]
         rec = records.get(ref.node)
         if lp and lp.method != "dense" and rec is not None and rec.status == "factorized":
-            row = LayerRow.from_shape(name, ref.op_type, shape, lp.method, rewritten.factors.layers[name].ranks)
+            row = LayerRow.from_shape(name, ref.op_type, shape, lp.method, rewritten.factors.layers[name].ranks,
+                                      reason=f"ranks per group ({shape.groups} groups)" if shape.groups > 1 else "")
         else:
             reason = (rewritten.kept_dense.get(name) or (rec.reason if rec is not None else "")
                       or (lp.reason if lp else "") or "not in the rank plan")

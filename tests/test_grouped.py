@@ -418,6 +418,7 @@ def _check_grouped_report(report_path, out_path, grouped, dw):
     rows = {row["name"]: row for row in report["layers"]}
     row = rows[grouped]
     assert row["status"] == "factorized" and row["method"] == "tt" and row["params_after"] < row["params_before"]
+    assert row["reason"] == "ranks per group (4 groups)"
     assert rows[dw]["status"] == "dense" and "depthwise" in rows[dw]["reason"]
     assert report["params"]["after"] == report["params"]["torch_after"] < report["params"]["before"]
     assert report["macs"]["after"] == report["macs"]["torch_after"]
