@@ -163,14 +163,41 @@ def _checked_plan(plan: RankPlan, shapes: dict[str, LayerShape], cfg: RewriteCon
     return out
 
 
-def factorize(handle: ModelHandle, plan: RankPlan) -> nn.Module:
-    """A copy of the torch model with the plan's layers swapped for factorized modules."""
+def factorize(handle: ModelHandle, plan: RankPlan, factors: Factors | None = None) -> nn.Module:
+    """A copy of the torch model with the plan's layers swapped for factorized modules.
+
+    ``factors`` (e.g. a search's activation-aware SVD factors) initialize the layers they name;
+    the others are decomposed from their weights.
+    """
     from rene_onnx.engine.layers import factorize_
 
     student = copy.deepcopy(handle.torch_model).eval()
     with _numpy_blas_one_thread():
-        factorize_(student, plan)
+        factorize_(student, plan, factors)
     return student
+
+
+def whitened_init(handle: ModelHandle, plan: RankPlan, calib: tuple[torch.Tensor, ...],
+                  max_samples: int = 1024, batch_size: int = 32) -> Factors | None:
+    """Activation-aware SVD factors for the plan's ``svd`` layers from unlabeled ``--calib`` inputs.
+
+    Each layer's input second moment is collected on (at most ``max_samples``) calibration samples
+    and the truncation minimizes the layer's output error on them rather than ``||W - W'||``
+    (:mod:`rene_onnx.engine.calibrate`). ``None`` when the plan has no svd layer whose moment can
+    be collected.
+    """
+    from rene_onnx.data import unlabeled_dataset
+    from rene_onnx.engine.calibrate import input_moments, moment_supported, whitened_factors
+
+    named = dict(handle.torch_model.named_modules())
+    layers = [n for n, lp in plan.layers.items()
+              if lp.method == "svd" and n in named and moment_supported(named[n]) is None]
+    if not layers:
+        return None
+    data = unlabeled_dataset([t[:max_samples] for t in calib])
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size)
+    with _numpy_blas_one_thread():
+        return whitened_factors(handle.torch_model, plan, input_moments(handle.torch_model, loader, layers))
 
 
 def rewrite(handle: ModelHandle, student: nn.Module, latency_aware: ValidateConfig | None = None) -> Rewritten:
@@ -320,24 +347,37 @@ def load_data(cfg: CompressConfig, handle: ModelHandle):
     return splits
 
 
-def search_ranks(handle: ModelHandle, cfg: CompressConfig, splits, progress: Progress = _noop):
-    """RENE search on the torch model -> SearchResult (its ``plan`` is the RankPlan)."""
+def search_ranks(handle: ModelHandle, cfg: CompressConfig, splits, progress: Progress = _noop,
+                 calib: tuple[torch.Tensor, ...] | None = None):
+    """RENE search on the torch model -> SearchResult (its ``plan`` is the RankPlan).
+
+    Labeled data: L_val is the cross-entropy on its calibration split. Unlabeled ``--calib``
+    inputs (``calib``, without ``--data-free``): L_val is the output error to the original model
+    (``objective="distill"``), the SVD layers are decomposed activation-aware (``whiten``: the
+    truncation minimizes each layer's output error on these inputs) and the budget weighs the
+    layers by their measured importance. Otherwise the search is data-free.
+    """
+    from rene_onnx.data import unlabeled_dataset
     from rene_onnx.engine.search import SearchConfig, search
 
-    use_data = splits is not None and not cfg.data_free
+    base = cfg.search or SearchConfig()
+    unlabeled = splits is None and calib is not None and not cfg.data_free
+    use_data = (splits is not None or unlabeled) and not cfg.data_free
+    extra = {"objective": "distill", "whiten": True, "importance": "measured"} if unlabeled else {}
     # dataclasses.replace re-runs SearchConfig's checks on the combined settings
-    scfg = dataclasses.replace(cfg.search or SearchConfig(), method=cfg.rewrite.method,
+    scfg = dataclasses.replace(base, method=cfg.rewrite.method,
                                rank_multiple=cfg.rewrite.rank_multiple, data_free=not use_data,
-                               layers=[n for n in handle.layer_map if n in layer_shapes(handle)])
-    calib = None
+                               layers=[n for n in handle.layer_map if n in layer_shapes(handle)], **extra)
+    loader = None
     if use_data:
-        calib = torch.utils.data.DataLoader(splits.calib, batch_size=scfg.calib_batch_size, shuffle=True,
-                                            generator=torch.Generator().manual_seed(scfg.seed))
+        loader = torch.utils.data.DataLoader(unlabeled_dataset(calib) if unlabeled else splits.calib,
+                                             batch_size=scfg.calib_batch_size, shuffle=True,
+                                             generator=torch.Generator().manual_seed(scfg.seed))
 
     def report(stage: int, step: int, total: int, info: dict) -> None:
         progress("search", {"stage": stage, "step": f"{step}/{total}"})
 
-    return search(handle.torch_model, handle.example_input(), scfg, calib, report)  # decompose_threads=1 inside
+    return search(handle.torch_model, handle.example_input(), scfg, loader, report)  # decompose_threads=1 inside
 
 
 def finetune_student(handle: ModelHandle, student: nn.Module, cfg: CompressConfig, splits,
@@ -463,10 +503,14 @@ def compress(cfg: CompressConfig, progress: Progress = _noop) -> CompressResult:
         plan = plan_ranks(shapes, cfg.rewrite)
     else:
         progress("search", {})
-        searched = search_ranks(handle, cfg, splits, progress)
+        searched = search_ranks(handle, cfg, splits, progress, calib)
         plan = searched.plan
     progress("factorize", {"layers": len(plan.factorized())})
-    student = factorize(handle, plan)
+    if searched is not None:
+        init = searched.factors
+    else:
+        init = whitened_init(handle, plan, calib) if calib is not None and not cfg.data_free else None
+    student = factorize(handle, plan, init)
     test_data = _test_arrays(splits)
     acc_decomposed = _torch_top1(student, test_data, static_batch(handle))
     tuned = finetune_student(handle, student, cfg, splits, progress, calib)

@@ -391,3 +391,27 @@ def test_real_minilm_export_counts_and_loads(tmp_path):
     ids, mask = packed[:, 0].contiguous(), packed[:, 1].contiguous()
     with torch.no_grad():
         np.testing.assert_allclose(h.torch_model(ids, mask).numpy(), model(ids, mask).numpy(), atol=1e-5)
+
+
+def test_cli_calibration_inputs_drive_search_and_whitened_init(tiny, tmp_path):
+    """Without --data-free, --calib feeds the search (output error to the original) and initializes the SVD
+    layers activation-aware: at the same ranks the compressed model is closer to the original on those inputs."""
+    path, _ = tiny
+    ids, mask = _tokens(48, 16, seed=7)
+    np.savez(tmp_path / "calib.npz", input_ids=ids, attention_mask=mask)
+    common = ["compress", str(path), *SHAPES, "--calib", "calib.npz", "--epochs", "0", "--no-latency"]
+    runs = {"plain": ["--ranks", "0.5", "--data-free"], "whitened": ["--ranks", "0.5"],
+            "search": ["--target-params", "0.85", "--search-steps", "5"]}
+    reports = {}
+    for name, extra in runs.items():
+        r = _run(*common, *extra, "-o", f"{name}.onnx", "--report", f"{name}.json", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        reports[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    plain, white, searched = (reports[k] for k in runs)
+    assert [row["rank"] for row in white["layers"]] == [row["rank"] for row in plain["layers"]]
+    assert white["params"]["after"] == plain["params"]["after"]
+    assert white["numerics"]["max_abs_diff"] < 1e-4  # the whitened factors are what the ONNX graph computes
+    assert white["numerics"]["calib"]["mean_sample_cosine"] > plain["numerics"]["calib"]["mean_sample_cosine"]
+    assert searched["search"]["mode"] == "validation-distill"
+    assert searched["params"]["after"] < searched["params"]["before"]
+    assert searched["numerics"]["max_abs_diff"] < 1e-4

@@ -6,8 +6,8 @@ import sys
 
 import click
 
-from rene_onnx.cli.options import (latency_aware_option, model_options, search_config, search_options,
-                                   validate_options)
+from rene_onnx.cli.options import (calib_option, latency_aware_option, model_options, search_config,
+                                   search_options, validate_options)
 
 
 @click.command()
@@ -23,10 +23,7 @@ from rene_onnx.cli.options import (latency_aware_option, model_options, search_c
               help="Fine-tuning learning rate (SGD, Nesterov momentum 0.9, cosine schedule, grad-norm clip 5).")
 @click.option("--lambda-diss", type=float, default=0.5, show_default=True,
               help="Weight of the distillation loss (weights and per-layer outputs, Eq. 10-11).")
-@click.option("--calib", type=click.Path(dir_okay=False), default=None,
-              help="Unlabeled inputs to distill on when there is no labeled data (and to compare the original "
-                   "and compressed models on): .npy/.npz, or for a model with several inputs an .npz with one "
-                   "array per input name (integer inputs as integers).")
+@calib_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Output ONNX path [default: <model>.rene.onnx].")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,

@@ -34,6 +34,13 @@ validate_options = _compose(
                  help="Timed runs per model (median reported)."),
 )
 
+calib_option = click.option(
+    "--calib", type=click.Path(dir_okay=False), default=None,
+    help="Unlabeled real inputs for a model without labeled data: .npy/.npz, or for a model with several inputs an "
+         ".npz with one array per input name (integer inputs as integers). Without --data-free the search runs "
+         "on them (output error to the original; SVD layers decomposed activation-aware, i.e. truncated for the "
+         "least output error on these inputs); fine-tuning distills on them; both models are compared on them.")
+
 latency_aware_option = click.option(
     "--latency-aware/--no-latency-aware", default=None,
     help="Keep a layer dense when its factorized chain is not faster on the provider (per-node profile) "

@@ -3,40 +3,44 @@ from __future__ import annotations
 
 import click
 
-from rene_onnx.cli.options import model_options, search_config, search_options
+from rene_onnx.cli.options import calib_option, model_options, search_config, search_options
 
 
 @click.command()
 @click.argument("model", required=False, default="digits_resnet")
 @model_options
 @search_options
+@calib_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="plan.json", show_default=True,
               help="Where to write the rank plan.")
 def search(model, weights, input_shape, method, target_params, target_macs, gamma, beta, preset, search_steps,
-           rank_multiple, data, data_free, checkpoint_dir, seed, output):
+           rank_multiple, data, data_free, checkpoint_dir, seed, calib, output):
     """Search per-layer ranks for MODEL and write them as a JSON rank plan.
 
-    `rene-onnx compress MODEL --ranks plan.json` then skips the search.
+    `rene-onnx compress MODEL --ranks plan.json` then skips the search (give it the same --calib to
+    initialize the SVD layers activation-aware again).
     """
     from pathlib import Path
 
     from rene_onnx.cli.render import out, stage_status
     from rene_onnx.config import CompressConfig, RewriteConfig
     from rene_onnx.load import LoadError, parse_input_shapes
-    from rene_onnx.pipeline import load_data, load_model, search_ranks
+    from rene_onnx.pipeline import calib_inputs, load_data, load_model, search_ranks
 
     if not Path(output).parent.is_dir():
         raise LoadError(f"output folder does not exist: {Path(output).parent}")
     checkpoint_dir = checkpoint_dir or f"{output}.search"
     cfg = CompressConfig(
         model=model, weights=weights, input_shape=parse_input_shapes(input_shape), data=data, data_free=data_free,
+        calib=calib,
         rewrite=RewriteConfig(method=method, rank_multiple=rank_multiple),
         search=search_config(method, target_params, target_macs, gamma, beta, preset, search_steps, rank_multiple,
                              seed, checkpoint_dir),
     )
     with stage_status() as progress:
         handle = load_model(cfg)
-        result = search_ranks(handle, cfg, load_data(cfg, handle), progress)
+        splits = load_data(cfg, handle)
+        result = search_ranks(handle, cfg, splits, progress, calib_inputs(cfg, handle) if splits is None else None)
     result.plan.meta["search"] = {**result.plan.meta.get("search", {}), "seconds": round(result.seconds, 2),
                                   "params_fraction": result.params_fraction, "macs_fraction": result.macs_fraction}
     result.plan.save(output)
