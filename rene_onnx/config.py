@@ -1,16 +1,20 @@
 """Typed configs for the pipeline's stages (no torch, no onnx imported here).
 
-``SearchConfig`` and ``FinetuneConfig`` live next to their engines
-(``rene_onnx.engine.search`` / ``rene_onnx.engine.finetune``) and are
-re-exported from ``rene_onnx``.
+``SearchConfig`` (the RENE rank search) and ``FinetuneConfig`` (fine-tuning
+with distillation) live here with the pipeline's own configs; their engines
+(``rene_onnx.engine.search`` / ``rene_onnx.engine.finetune``) re-export them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 PROVIDERS = ("cpu", "cuda", "tensorrt")
+OBJECTIVES = ("ce", "distill")  # the search's L_val with data: cross-entropy, or output error to the original
+IMPORTANCE = ("implied", "measured")  # how the budgeted final choice weighs each layer's error curve
 
 
 @dataclass
@@ -45,6 +49,217 @@ class ValidateConfig:
 
 
 @dataclass
+class SearchConfig:
+    """Options of :func:`rene_onnx.engine.search.search` (its module docstring explains the method)."""
+
+    method: str = "auto"  # tt | cp | svd | auto (tt for k x k convs, svd for 1x1 convs / Linear)
+    preset: str = "auto"  # auto | paper-cifar | paper-imagenet
+    n_candidates: int = 10  # auto preset: candidates per layer in the first stage
+    factor: int = 10  # f: the step is divided by f after each stage (auto preset / custom bounds)
+    bounds: tuple[int, int, int] | None = None  # (lower, upper, step): overrides the preset
+    gamma: float = 0.4
+    beta: float = 0.8
+    target_params: float | None = None  # fraction of the original model's parameters to keep
+    target_macs: float | None = None  # fraction of the original model's MACs to keep
+    tolerance: float = 0.02  # relative: the plan lands within target * (1 +- tolerance)
+    steps: int = 60  # alternating (weight, alpha) steps per stage
+    warmup_steps: int = 10  # weights-only steps at the start of each stage
+    lr: float = 1e-3  # weight step (candidate factors)
+    alpha_lr: float = 0.5  # alpha step (logits), per layer (see the module docstring)
+    momentum: float = 0.9
+    grad_clip: float = 10.0
+    calib_batch_size: int = 8  # with data: samples per alpha step
+    max_calib_batches: int = 4  # with data: distinct calibration batches, cycled
+    # with data, L_val of the alpha step: "ce" = cross-entropy against the calibration labels (validation-ce),
+    # "distill" = relative squared error of the model output to the original model's, no labels (validation-distill)
+    objective: str = "ce"
+    # activation-aware SVD: svd layers (Linear, groups=1 convs) are decomposed in the metric of their inputs'
+    # second moment (from the calibration inputs, or ``moments`` given to search); needs data or moments
+    whiten: bool = False
+    whiten_eps: float = 1e-2  # damping of the input moment, relative to its mean diagonal
+    # budgeted final choice: per-layer weights of the error curves; "implied" by the searched ranks, or
+    # "measured" = the increase of L_val when that layer alone is truncated, per unit of its error (needs data)
+    importance: str = "implied"
+    seed: int = 0
+    data_free: bool | None = None  # None: data-free iff no calib_loader is given
+    rank_multiple: int = 1
+    layers: list[str] | None = None  # search only these layers (default: every Conv / Linear)
+    exclude: list[str] = field(default_factory=list)  # layers kept dense
+    checkpoint_dir: str | Path | None = None
+    resume: bool = True
+    max_backoffs: int = 3
+    backoff: float = 0.5  # lr multiplier after a non-finite step
+    snapshot_every: int = 10  # steps between last-good-state snapshots (NaN guard)
+    progress_every: int = 10
+    cp_iters: int = 100  # CP-ALS sweeps for the largest CP candidate
+    # BLAS threads for the decompositions (numpy eigh / SVD of small matrices): multithreaded LAPACK was up
+    # to 100x slower here whenever other jobs shared the cores, one thread barely slower when they did not;
+    # None leaves numpy's default
+    decompose_threads: int | None = 1
+    # torch threads while the stages run (restored afterwards); None leaves torch's setting. With data the
+    # search is one small-batch forward / backward per step: on cores shared with other jobs one thread was
+    # 2.3x faster than two for ResNet-18 (benchmarks/search_speed.py), on idle cores two are faster
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        from rene_onnx.decompose.choose import METHOD_CHOICES  # lazily: this module stays light
+        from rene_onnx.engine.search_ladder import PRESETS
+
+        if self.method not in METHOD_CHOICES:
+            raise ValueError(f"method must be one of {', '.join(METHOD_CHOICES)}, got {self.method!r}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        for name in ("target_params", "target_macs"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 < v <= 1.0:
+                raise ValueError(f"{name} is a fraction of the original model to keep, in (0, 1], got {v}")
+        positive = ("gamma", "beta", "lr", "alpha_lr", "grad_clip", "tolerance")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
+        if not 0.0 < self.backoff < 1.0:
+            raise ValueError(f"backoff must lie in (0, 1), got {self.backoff}")
+        for name in ("steps", "calib_batch_size", "max_calib_batches", "rank_multiple", "snapshot_every",
+                     "progress_every", "cp_iters"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "max_backoffs"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("decompose_threads", "threads"):
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.importance not in IMPORTANCE:
+            raise ValueError(f"importance must be one of {', '.join(IMPORTANCE)}, got {self.importance!r}")
+        if not self.whiten_eps > 0:
+            raise ValueError(f"whiten_eps must be positive, got {self.whiten_eps}")
+        if self.n_candidates < 2:
+            raise ValueError(f"n_candidates must be >= 2, got {self.n_candidates}")
+        if self.factor < 2:
+            raise ValueError(f"factor must be >= 2, got {self.factor}")
+        if self.bounds is not None:
+            self.bounds = tuple(int(b) for b in self.bounds)
+            if len(self.bounds) != 3:
+                raise ValueError(f"bounds must be (lower, upper, step), got {self.bounds}")
+        self.exclude = list(self.exclude)
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes the search's stages (not the budget, checkpointing or progress).
+
+        A finished checkpoint can thus be resumed with another budget: only the final choice runs again.
+        """
+        d = asdict(self)
+        for k in ("checkpoint_dir", "resume", "progress_every", "tolerance", "target_params", "target_macs", "threads",
+                  "decompose_threads", "importance"):
+            d.pop(k)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+DISS_NORMS = ("mse", "relative", "sum")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "constant")
+SELECT_ON = ("calib", "last")
+OUTPUT_LOSSES = ("kd", "mse", "cosine")
+SELECT_METRICS = ("top1", "cosine", "mse")
+
+
+@dataclass
+class FinetuneConfig:
+    """Settings of :func:`rene_onnx.engine.finetune.finetune`.
+
+    ``select_on="calib"`` keeps the epoch with the best accuracy on
+    ``val_loader`` (a validation / calibration split, never the test split; an
+    unlabeled ``val_loader`` scores agreement with the teacher's top-1);
+    ``"last"`` keeps the last epoch. Without a ``val_loader`` the last epoch is kept.
+    ``batch_size`` is used when ``train_loader`` is a ``Dataset`` (and by the DDP
+    entry); it is per process under DDP.
+    """
+
+    epochs: int = 10
+    lr: float = 0.01
+    optimizer: str = "sgd"  # "sgd" (momentum, Nesterov) | "adam" | "adamw"
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    batch_size: int = 128
+    schedule: str = "cosine"  # over the planned steps | "constant"
+    lambda_diss: float = 0.5
+    weight_term: bool = True  # include sum_i ||W_i - What_i||^2
+    output_term: bool = True  # include sum_i ||O_i(x) - D_i(x)||^2
+    diss_norm: str = "relative"  # "relative" | "mse" | "sum" (see the module docstring)
+    logit_kd: float = 0.0  # weight of the logit distillation term (1.0 is used on unlabeled batches when 0)
+    temperature: float = 1.0  # T of L_kd; T=4 with lr 0.02 diverged on unlabeled digits (T^2 scaling)
+    distill_layers: tuple[str, ...] | None = None  # None: every factorized layer of the student
+    use_labels: bool = True  # False: treat every batch as unlabeled (data-free distillation)
+    max_steps: int | None = None  # cap on optimizer steps over all epochs
+    grad_clip: float | None = None  # max global grad norm
+    seed: int = 0
+    device: str | None = None  # None: "cuda" if available else "cpu" (under DDP: cuda:LOCAL_RANK)
+    select_on: str = "calib"  # "calib" | "last"
+    eval_initial: bool = True  # score the student before training (it can win the selection)
+    log_every: int = 10  # progress callback every this many steps
+    find_unused_parameters: bool = False  # passed to DistributedDataParallel
+    amp: bool = False  # bfloat16 autocast for the forward passes (losses are computed in float32)
+    # the output-matching term L_kd (weight logit_kd; 1.0 on unlabeled batches when 0): "kd" = T^2 KL of the
+    # softmaxes (classifiers), "mse" = mean squared error, "cosine" = mean (1 - cos) per sample (embeddings)
+    output_loss: str = "kd"
+    # what select_on="calib" maximizes on val_loader: "top1" (labels, or agreement with the teacher's top-1),
+    # "cosine" (mean cosine of the outputs to the teacher's, per sample), "mse" (minus the outputs' mean
+    # squared error to the teacher's)
+    select_metric: str = "top1"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.diss_norm not in DISS_NORMS:
+            raise ValueError(f"diss_norm must be one of {DISS_NORMS}, got {self.diss_norm!r}")
+        if self.select_on not in SELECT_ON:
+            raise ValueError(f"select_on must be one of {SELECT_ON}, got {self.select_on!r}")
+        if self.output_loss not in OUTPUT_LOSSES:
+            raise ValueError(f"output_loss must be one of {OUTPUT_LOSSES}, got {self.output_loss!r}")
+        if self.select_metric not in SELECT_METRICS:
+            raise ValueError(f"select_metric must be one of {SELECT_METRICS}, got {self.select_metric!r}")
+        if self.lambda_diss < 0 or self.logit_kd < 0 or self.weight_decay < 0:
+            raise ValueError("lambda_diss, logit_kd and weight_decay must be >= 0")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+        if self.distill_layers is not None:
+            self.distill_layers = tuple(self.distill_layers)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if d["distill_layers"] is not None:
+            d["distill_layers"] = list(d["distill_layers"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FinetuneConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown FinetuneConfig field(s): {unknown}")
+        return cls(**d)
+
+
+@dataclass
 class CompressConfig:
     """Everything ``rene_onnx.compress`` needs; the CLI fills it from its options."""
 
@@ -57,10 +272,10 @@ class CompressConfig:
     data: str | None = None  # dataset name or path, for accuracy (and search / fine-tuning)
     rewrite: RewriteConfig = field(default_factory=RewriteConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
-    #: rene_onnx.engine.search.SearchConfig; used when ``rewrite.ranks`` is None (ranks are searched)
-    search: Any = None
-    #: rene_onnx.engine.finetune.FinetuneConfig; None or epochs=0: no fine-tuning
-    finetune: Any = None
+    #: used when ``rewrite.ranks`` is None (ranks are searched); None: the defaults
+    search: SearchConfig | None = None
+    #: None or epochs=0: no fine-tuning
+    finetune: FinetuneConfig | None = None
     data_free: bool = False  # search on the weights only, even when data is available
     calib: str | Path | None = None  # unlabeled inputs (.npy/.npz; one array per input name) for distillation
     command: str = ""  # the command line, recorded in the report

@@ -377,7 +377,16 @@ def search_ranks(handle: ModelHandle, cfg: CompressConfig, splits, progress: Pro
     def report(stage: int, step: int, total: int, info: dict) -> None:
         progress("search", {"stage": stage, "step": f"{step}/{total}"})
 
-    return search(handle.torch_model, handle.example_input(), scfg, loader, report)  # decompose_threads=1 inside
+    totals = None
+    if str(cfg.model).endswith(".onnx"):
+        # budgets are fractions of the ONNX model, whose count also holds what the torch import keeps as
+        # buffers (e.g. a transformer's embedding tables) and the MACs of run-time MatMuls (attention)
+        from rene_onnx.validate.counts import count_onnx
+
+        c = count_onnx(handle.onnx_model, handle.input_shapes)
+        totals = (c.params, c.macs)
+    return search(handle.torch_model, handle.example_input(), scfg, loader, report,  # decompose_threads=1 inside
+                  totals=totals)
 
 
 def finetune_student(handle: ModelHandle, student: nn.Module, cfg: CompressConfig, splits,

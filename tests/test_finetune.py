@@ -288,7 +288,7 @@ def test_ddp_two_processes_gloo(tmp_path, digits):
            "--train", str(tmp_path / "train.pt"), "--val", str(tmp_path / "val.pt"),
            "--config", str(tmp_path / "cfg.json"), "--out", str(out)]
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=150)
-    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.returncode == 0, p.stderr[-6000:] + p.stdout[-2000:]
     assert sorted(f.name for f in out.iterdir()) == ["result.json", "student.pt", "student_state.pt"]
     r = json.loads((out / "result.json").read_text())
     assert r["world_size"] == 2 and r["backend"] == "gloo"

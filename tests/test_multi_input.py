@@ -413,5 +413,6 @@ def test_cli_calibration_inputs_drive_search_and_whitened_init(tiny, tmp_path):
     assert white["numerics"]["max_abs_diff"] < 1e-4  # the whitened factors are what the ONNX graph computes
     assert white["numerics"]["calib"]["mean_sample_cosine"] > plain["numerics"]["calib"]["mean_sample_cosine"]
     assert searched["search"]["mode"] == "validation-distill"
-    assert searched["params"]["after"] < searched["params"]["before"]
+    # the budget is a fraction of the ONNX model (embedding tables included, which the import keeps as buffers)
+    assert searched["params"]["after"] / searched["params"]["before"] == pytest.approx(0.85, rel=0.02)
     assert searched["numerics"]["max_abs_diff"] < 1e-4

@@ -44,113 +44,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import DISS_NORMS, OUTPUT_LOSSES, FinetuneConfig  # noqa: F401 (FinetuneConfig re-exported: its home is rene_onnx.config)
 from . import distributed as dist_utils
-from .batches import forward, model_device, output_tensor, split_batch, to_device
+from .batches import forward, model_device, split_batch, to_device
 
 #: progress(epoch, step, total, info): epoch is 1-based, step the global optimizer step (1-based),
 #: total the planned number of steps (None when the loader has no length); info holds the loss terms
 #: (phase "train") or the validation accuracy (phase "val"). Called on rank 0 only.
 ProgressFn = Callable[[int, int, "int | None", dict], None]
-
-_DISS_NORMS = ("mse", "relative", "sum")
-_OPTIMIZERS = ("sgd", "adam", "adamw")
-_SCHEDULES = ("cosine", "constant")
-_SELECT_ON = ("calib", "last")
-_OUTPUT_LOSSES = ("kd", "mse", "cosine")
-_SELECT_METRICS = ("top1", "cosine", "mse")
-
-
-@dataclass
-class FinetuneConfig:
-    """Settings of :func:`finetune`.
-
-    ``select_on="calib"`` keeps the epoch with the best accuracy on
-    ``val_loader`` (a validation / calibration split, never the test split; an
-    unlabeled ``val_loader`` scores agreement with the teacher's top-1);
-    ``"last"`` keeps the last epoch. Without a ``val_loader`` the last epoch is kept.
-    ``batch_size`` is used when ``train_loader`` is a ``Dataset`` (and by the DDP
-    entry); it is per process under DDP.
-    """
-
-    epochs: int = 10
-    lr: float = 0.01
-    optimizer: str = "sgd"  # "sgd" (momentum, Nesterov) | "adam" | "adamw"
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 1e-4
-    batch_size: int = 128
-    schedule: str = "cosine"  # over the planned steps | "constant"
-    lambda_diss: float = 0.5
-    weight_term: bool = True  # include sum_i ||W_i - What_i||^2
-    output_term: bool = True  # include sum_i ||O_i(x) - D_i(x)||^2
-    diss_norm: str = "relative"  # "relative" | "mse" | "sum" (see the module docstring)
-    logit_kd: float = 0.0  # weight of the logit distillation term (1.0 is used on unlabeled batches when 0)
-    temperature: float = 1.0  # T of L_kd; T=4 with lr 0.02 diverged on unlabeled digits (T^2 scaling)
-    distill_layers: tuple[str, ...] | None = None  # None: every factorized layer of the student
-    use_labels: bool = True  # False: treat every batch as unlabeled (data-free distillation)
-    max_steps: int | None = None  # cap on optimizer steps over all epochs
-    grad_clip: float | None = None  # max global grad norm
-    seed: int = 0
-    device: str | None = None  # None: "cuda" if available else "cpu" (under DDP: cuda:LOCAL_RANK)
-    select_on: str = "calib"  # "calib" | "last"
-    eval_initial: bool = True  # score the student before training (it can win the selection)
-    log_every: int = 10  # progress callback every this many steps
-    find_unused_parameters: bool = False  # passed to DistributedDataParallel
-    amp: bool = False  # bfloat16 autocast for the forward passes (losses are computed in float32)
-    # the output-matching term L_kd (weight logit_kd; 1.0 on unlabeled batches when 0): "kd" = T^2 KL of the
-    # softmaxes (classifiers), "mse" = mean squared error, "cosine" = mean (1 - cos) per sample (embeddings)
-    output_loss: str = "kd"
-    # what select_on="calib" maximizes on val_loader: "top1" (labels, or agreement with the teacher's top-1),
-    # "cosine" (mean cosine of the outputs to the teacher's, per sample), "mse" (minus the outputs' mean
-    # squared error to the teacher's)
-    select_metric: str = "top1"
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.optimizer not in _OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {self.optimizer!r}")
-        if self.schedule not in _SCHEDULES:
-            raise ValueError(f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}")
-        if self.diss_norm not in _DISS_NORMS:
-            raise ValueError(f"diss_norm must be one of {_DISS_NORMS}, got {self.diss_norm!r}")
-        if self.select_on not in _SELECT_ON:
-            raise ValueError(f"select_on must be one of {_SELECT_ON}, got {self.select_on!r}")
-        if self.output_loss not in _OUTPUT_LOSSES:
-            raise ValueError(f"output_loss must be one of {_OUTPUT_LOSSES}, got {self.output_loss!r}")
-        if self.select_metric not in _SELECT_METRICS:
-            raise ValueError(f"select_metric must be one of {_SELECT_METRICS}, got {self.select_metric!r}")
-        if self.lambda_diss < 0 or self.logit_kd < 0 or self.weight_decay < 0:
-            raise ValueError("lambda_diss, logit_kd and weight_decay must be >= 0")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
-        if self.log_every < 1:
-            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
-        if self.distill_layers is not None:
-            self.distill_layers = tuple(self.distill_layers)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        if d["distill_layers"] is not None:
-            d["distill_layers"] = list(d["distill_layers"])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FinetuneConfig":
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown FinetuneConfig field(s): {unknown}")
-        return cls(**d)
-
 
 @dataclass
 class FinetuneResult:
@@ -319,8 +220,8 @@ class Distiller:
         weight_term: bool = True,
         output_term: bool = True,
     ) -> None:
-        if norm not in _DISS_NORMS:
-            raise ValueError(f"norm must be one of {_DISS_NORMS}, got {norm!r}")
+        if norm not in DISS_NORMS:
+            raise ValueError(f"norm must be one of {DISS_NORMS}, got {norm!r}")
         s_mods = dict(student.named_modules())
         t_mods = dict(teacher.named_modules())
         names = list(layers) if layers is not None else factorized_layers(student)
@@ -424,7 +325,7 @@ def output_match_loss(student_out: torch.Tensor, teacher_out: torch.Tensor, kind
         return (s - t).pow(2).mean()
     if kind == "cosine":
         return (1.0 - F.cosine_similarity(s.flatten(1), t.flatten(1), dim=1, eps=1e-12)).mean()
-    raise ValueError(f"output loss must be one of {_OUTPUT_LOSSES}, got {kind!r}")
+    raise ValueError(f"output loss must be one of {OUTPUT_LOSSES}, got {kind!r}")
 
 
 @torch.no_grad()

@@ -111,8 +111,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import SearchConfig  # noqa: F401 (re-exported: its home is rene_onnx.config)
 from ..decompose import ranks as R
-from ..decompose.choose import METHOD_CHOICES, resolve_method
+from ..decompose.choose import resolve_method
 from ..decompose.ranks import LayerShape
 from ..plan import Factors, LayerPlan, RankPlan
 from .batches import functional_forward, model_device, n_samples, split_batch, take, to_device
@@ -120,125 +121,15 @@ from .calibrate import input_moments, moment_supported, whitened_factors
 from .profile import layer_shapes
 from .search_banks import LayerFrame
 from .search_budget import LayerOptions, allocate
-from .search_ladder import PRESETS, Window, initial_window
+from .search_ladder import Window, initial_window
 
 Progress = Callable[[int, int, int, dict], None]
 
 MODES = ("data-free", "validation-ce", "validation-distill")
-OBJECTIVES = ("ce", "distill")
-IMPORTANCE = ("implied", "measured")
 
 
 class SearchError(RuntimeError):
     """The search could not produce a trustworthy plan (e.g. the losses stayed NaN / inf after back-offs)."""
-
-
-@dataclass
-class SearchConfig:
-    """Options of :func:`search` (see the module docstring for the method)."""
-
-    method: str = "auto"  # tt | cp | svd | auto (tt for k x k convs, svd for 1x1 convs / Linear)
-    preset: str = "auto"  # auto | paper-cifar | paper-imagenet
-    n_candidates: int = 10  # auto preset: candidates per layer in the first stage
-    factor: int = 10  # f: the step is divided by f after each stage (auto preset / custom bounds)
-    bounds: tuple[int, int, int] | None = None  # (lower, upper, step): overrides the preset
-    gamma: float = 0.4
-    beta: float = 0.8
-    target_params: float | None = None  # fraction of the original model's parameters to keep
-    target_macs: float | None = None  # fraction of the original model's MACs to keep
-    tolerance: float = 0.02  # relative: the plan lands within target * (1 +- tolerance)
-    steps: int = 60  # alternating (weight, alpha) steps per stage
-    warmup_steps: int = 10  # weights-only steps at the start of each stage
-    lr: float = 1e-3  # weight step (candidate factors)
-    alpha_lr: float = 0.5  # alpha step (logits), per layer (see the module docstring)
-    momentum: float = 0.9
-    grad_clip: float = 10.0
-    calib_batch_size: int = 8  # with data: samples per alpha step
-    max_calib_batches: int = 4  # with data: distinct calibration batches, cycled
-    # with data, L_val of the alpha step: "ce" = cross-entropy against the calibration labels (validation-ce),
-    # "distill" = relative squared error of the model output to the original model's, no labels (validation-distill)
-    objective: str = "ce"
-    # activation-aware SVD: svd layers (Linear, groups=1 convs) are decomposed in the metric of their inputs'
-    # second moment (from the calibration inputs, or ``moments`` given to search); needs data or moments
-    whiten: bool = False
-    whiten_eps: float = 1e-2  # damping of the input moment, relative to its mean diagonal
-    # budgeted final choice: per-layer weights of the error curves; "implied" by the searched ranks, or
-    # "measured" = the increase of L_val when that layer alone is truncated, per unit of its error (needs data)
-    importance: str = "implied"
-    seed: int = 0
-    data_free: bool | None = None  # None: data-free iff no calib_loader is given
-    rank_multiple: int = 1
-    layers: list[str] | None = None  # search only these layers (default: every Conv / Linear)
-    exclude: list[str] = field(default_factory=list)  # layers kept dense
-    checkpoint_dir: str | Path | None = None
-    resume: bool = True
-    max_backoffs: int = 3
-    backoff: float = 0.5  # lr multiplier after a non-finite step
-    snapshot_every: int = 10  # steps between last-good-state snapshots (NaN guard)
-    progress_every: int = 10
-    cp_iters: int = 100  # CP-ALS sweeps for the largest CP candidate
-    # BLAS threads for the decompositions (numpy eigh / SVD of small matrices): multithreaded LAPACK was up
-    # to 100x slower here whenever other jobs shared the cores, one thread barely slower when they did not;
-    # None leaves numpy's default
-    decompose_threads: int | None = 1
-    # torch threads while the stages run (restored afterwards); None leaves torch's setting. With data the
-    # search is one small-batch forward / backward per step: on cores shared with other jobs one thread was
-    # 2.3x faster than two for ResNet-18 (benchmarks/search_speed.py), on idle cores two are faster
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.method not in METHOD_CHOICES:
-            raise ValueError(f"method must be one of {', '.join(METHOD_CHOICES)}, got {self.method!r}")
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        for name in ("target_params", "target_macs"):
-            v = getattr(self, name)
-            if v is not None and not 0.0 < v <= 1.0:
-                raise ValueError(f"{name} is a fraction of the original model to keep, in (0, 1], got {v}")
-        positive = ("gamma", "beta", "lr", "alpha_lr", "grad_clip", "tolerance")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
-        if not 0.0 < self.backoff < 1.0:
-            raise ValueError(f"backoff must lie in (0, 1), got {self.backoff}")
-        for name in ("steps", "calib_batch_size", "max_calib_batches", "rank_multiple", "snapshot_every",
-                     "progress_every", "cp_iters"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "max_backoffs"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("decompose_threads", "threads"):
-            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
-        if self.importance not in IMPORTANCE:
-            raise ValueError(f"importance must be one of {', '.join(IMPORTANCE)}, got {self.importance!r}")
-        if not self.whiten_eps > 0:
-            raise ValueError(f"whiten_eps must be positive, got {self.whiten_eps}")
-        if self.n_candidates < 2:
-            raise ValueError(f"n_candidates must be >= 2, got {self.n_candidates}")
-        if self.factor < 2:
-            raise ValueError(f"factor must be >= 2, got {self.factor}")
-        if self.bounds is not None:
-            self.bounds = tuple(int(b) for b in self.bounds)
-            if len(self.bounds) != 3:
-                raise ValueError(f"bounds must be (lower, upper, step), got {self.bounds}")
-        self.exclude = list(self.exclude)
-
-    def fingerprint(self) -> str:
-        """Hash of everything that changes the search's stages (not the budget, checkpointing or progress).
-
-        A finished checkpoint can thus be resumed with another budget: only the final choice runs again.
-        """
-        d = asdict(self)
-        for k in ("checkpoint_dir", "resume", "progress_every", "tolerance", "target_params", "target_macs", "threads",
-                  "decompose_threads", "importance"):
-            d.pop(k)
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -485,6 +376,7 @@ def search(
     calib_loader: Iterable | None = None,
     progress: Progress | None = None,
     moments: dict[str, np.ndarray] | None = None,
+    totals: tuple[int, int] | None = None,
 ) -> SearchResult:
     """Search per-layer ranks for ``model`` by RENE; returns a :class:`SearchResult` (the model is not modified).
 
@@ -496,9 +388,12 @@ def search(
     ``config.data_free=True``) the search is data-free. ``moments``: input
     second moments per layer (:func:`rene_onnx.engine.calibrate.input_moments`)
     for ``config.whiten``; by default they are collected from the calibration
-    batches. ``progress(stage,
-    step, total, info)`` is called every ``config.progress_every`` steps
-    (stage 0: the decompositions).
+    batches. ``totals``: ``(params, MACs)`` of the whole deployed model that
+    ``target_params`` / ``target_macs`` are fractions of (default: the torch
+    model's parameters and its layers' MACs; a model imported from ONNX passes
+    the graph's counts, which also hold e.g. embedding tables that the import
+    keeps as buffers). ``progress(stage, step, total, info)`` is called every
+    ``config.progress_every`` steps (stage 0: the decompositions).
     """
     cfg = config or SearchConfig()
     t0 = time.perf_counter()
@@ -545,7 +440,11 @@ def search(
     if not layers:
         raise ValueError("no layer has two or more ranks that save parameters: nothing to search")
 
-    total = {"params": sum(p.numel() for p in model.parameters()), "macs": sum(R.dense_macs(s) for s in shapes.values())}
+    if totals is None:
+        totals = (sum(p.numel() for p in model.parameters()), sum(R.dense_macs(s) for s in shapes.values()))
+    total = {"params": int(totals[0]), "macs": int(totals[1])}
+    if min(total.values()) <= 0:
+        raise ValueError(f"totals must be positive (params, MACs), got {totals}")
     budget = _Budget(
         total,
         {"params": total["params"] - sum(R.dense_params(l.shape) for l in layers),
