@@ -186,18 +186,30 @@ def whitened_init(handle: ModelHandle, plan: RankPlan, calib: tuple[torch.Tensor
     (:mod:`rene_onnx.engine.calibrate`). ``None`` when the plan has no svd layer whose moment can
     be collected.
     """
+    from rene_onnx.engine.calibrate import whitened_factors
+
+    moments = calib_moments(handle, calib, [n for n, lp in plan.layers.items() if lp.method == "svd"],
+                            max_samples, batch_size)
+    if not moments:
+        return None
+    with _numpy_blas_one_thread():
+        return whitened_factors(handle.torch_model, plan, moments)
+
+
+def calib_moments(handle: ModelHandle, calib: tuple[torch.Tensor, ...], layers: list[str],
+                  max_samples: int = 1024, batch_size: int = 32) -> dict[str, np.ndarray]:
+    """Input second moments ``E[x x^T]`` of ``layers`` (those whose moment can be collected) on at most
+    ``max_samples`` calibration samples -- many more than the search's few calibration batches, which
+    would leave a wide layer's moment rank-deficient and the whitening fitted to them."""
     from rene_onnx.data import unlabeled_dataset
-    from rene_onnx.engine.calibrate import input_moments, moment_supported, whitened_factors
+    from rene_onnx.engine.calibrate import input_moments, moment_supported
 
     named = dict(handle.torch_model.named_modules())
-    layers = [n for n, lp in plan.layers.items()
-              if lp.method == "svd" and n in named and moment_supported(named[n]) is None]
+    layers = [n for n in layers if n in named and moment_supported(named[n]) is None]
     if not layers:
-        return None
-    data = unlabeled_dataset([t[:max_samples] for t in calib])
-    loader = torch.utils.data.DataLoader(data, batch_size=batch_size)
-    with _numpy_blas_one_thread():
-        return whitened_factors(handle.torch_model, plan, input_moments(handle.torch_model, loader, layers))
+        return {}
+    loader = torch.utils.data.DataLoader(unlabeled_dataset([t[:max_samples] for t in calib]), batch_size=batch_size)
+    return input_moments(handle.torch_model, loader, layers)
 
 
 def rewrite(handle: ModelHandle, student: nn.Module, latency_aware: ValidateConfig | None = None) -> Rewritten:
@@ -385,8 +397,12 @@ def search_ranks(handle: ModelHandle, cfg: CompressConfig, splits, progress: Pro
 
         c = count_onnx(handle.onnx_model, handle.input_shapes)
         totals = (c.params, c.macs)
+    moments = None
+    if unlabeled:  # the SVD layers (Linear, 1x1 convs) are whitened with moments from all the calibration inputs
+        svd_like = [n for n, s in layer_shapes(handle).items() if s.kernel_size == 1 and s.groups == 1]
+        moments = calib_moments(handle, calib, svd_like)
     return search(handle.torch_model, handle.example_input(), scfg, loader, report,  # decompose_threads=1 inside
-                  totals=totals)
+                  moments=moments, totals=totals)
 
 
 def finetune_student(handle: ModelHandle, student: nn.Module, cfg: CompressConfig, splits,
