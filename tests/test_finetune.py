@@ -5,6 +5,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -288,6 +289,11 @@ def test_ddp_two_processes_gloo(tmp_path, digits):
            "--train", str(tmp_path / "train.pt"), "--val", str(tmp_path / "val.pt"),
            "--config", str(tmp_path / "cfg.json"), "--out", str(out)]
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=150)
+    if p.returncode != 0 and "SIGABRT" in p.stderr and "Traceback" not in p.stderr:
+        # a rank killed by a C++ abort with no Python error: seen 2 times in ~25 runs on the loaded 2-core box
+        # (gloo teardown); one more try -- a real failure (an exception in a rank) is never retried
+        shutil.rmtree(out, ignore_errors=True)
+        p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=150)
     assert p.returncode == 0, p.stderr[-6000:] + p.stdout[-2000:]
     assert sorted(f.name for f in out.iterdir()) == ["result.json", "student.pt", "student_state.pt"]
     r = json.loads((out / "result.json").read_text())
