@@ -30,9 +30,14 @@ The recorded runs (the same cached checkpoint, trained on the H200 run):
     # a lent H200 (fine-tuning on the GPU, search on 16 cores): 5 epochs -> fashion_mnist_h200.json
     python3 benchmarks/fashion_mnist.py --data <folder of the idx files> --threads 16 \
         --variants tt,uniform,uniform-all,cp --ft-epochs 5 --out benchmarks/results/fashion_mnist_h200.json
+    # 2-core box, 1 thread (~2 h 15 min with other jobs beside it): 10 epochs -> fashion_mnist_cpu10.json
+    .venv/bin/python benchmarks/fashion_mnist.py --variants tt,uniform,cp --ft-epochs 10 --threads 1 \
+        --blas-threads 1 --out benchmarks/results/fashion_mnist_cpu10.json \
+        --png benchmarks/results/fashion_mnist_ranks_cpu10.png
 
-The default budget (5 epochs per variant) needs a GPU: on 2 CPU cores one epoch of distillation
-takes ~1 h. ``--smoke`` checks the plumbing on a few hundred images in a few minutes.
+On the 2-core box one epoch of fine-tuning with distillation takes ~4 min at one thread (422 steps
+of 128; two threads on cores shared with other jobs were several times slower). ``--smoke`` checks
+the plumbing on a few hundred images in a few minutes.
 """
 from __future__ import annotations
 
