@@ -17,6 +17,14 @@ OBJECTIVES = ("ce", "distill")  # the search's L_val with data: cross-entropy, o
 IMPORTANCE = ("implied", "measured")  # how the budgeted final choice weighs each layer's error curve
 
 
+def _check_choices(cfg: Any, choices: dict[str, Any], show=str) -> None:
+    """ValueError naming the first field of ``cfg`` whose value is not among its ``choices[field]``."""
+    for name, allowed in choices.items():
+        value = getattr(cfg, name)
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {show(allowed)}, got {value!r}")
+
+
 @dataclass
 class RewriteConfig:
     """How layers are factorized when the ranks are given (not searched).
@@ -44,8 +52,7 @@ class ValidateConfig:
     profile_repeats: int = 20
 
     def __post_init__(self) -> None:
-        if self.provider not in PROVIDERS:
-            raise ValueError(f"provider must be one of {PROVIDERS}, got {self.provider!r}")
+        _check_choices(self, {"provider": PROVIDERS})
 
 
 @dataclass
@@ -105,10 +112,7 @@ class SearchConfig:
         from rene_onnx.decompose.choose import METHOD_CHOICES  # lazily: this module stays light
         from rene_onnx.engine.search_ladder import PRESETS
 
-        if self.method not in METHOD_CHOICES:
-            raise ValueError(f"method must be one of {', '.join(METHOD_CHOICES)}, got {self.method!r}")
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        _check_choices(self, {"method": METHOD_CHOICES, "preset": PRESETS}, ", ".join)
         for name in ("target_params", "target_macs"):
             v = getattr(self, name)
             if v is not None and not 0.0 < v <= 1.0:
@@ -131,10 +135,7 @@ class SearchConfig:
         for name in ("decompose_threads", "threads"):
             if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
-        if self.importance not in IMPORTANCE:
-            raise ValueError(f"importance must be one of {', '.join(IMPORTANCE)}, got {self.importance!r}")
+        _check_choices(self, {"objective": OBJECTIVES, "importance": IMPORTANCE}, ", ".join)
         if not self.whiten_eps > 0:
             raise ValueError(f"whiten_eps must be positive, got {self.whiten_eps}")
         if self.n_candidates < 2:
@@ -217,18 +218,8 @@ class FinetuneConfig:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.diss_norm not in DISS_NORMS:
-            raise ValueError(f"diss_norm must be one of {DISS_NORMS}, got {self.diss_norm!r}")
-        if self.select_on not in SELECT_ON:
-            raise ValueError(f"select_on must be one of {SELECT_ON}, got {self.select_on!r}")
-        if self.output_loss not in OUTPUT_LOSSES:
-            raise ValueError(f"output_loss must be one of {OUTPUT_LOSSES}, got {self.output_loss!r}")
-        if self.select_metric not in SELECT_METRICS:
-            raise ValueError(f"select_metric must be one of {SELECT_METRICS}, got {self.select_metric!r}")
+        _check_choices(self, {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "diss_norm": DISS_NORMS,
+                              "select_on": SELECT_ON, "output_loss": OUTPUT_LOSSES, "select_metric": SELECT_METRICS})
         if self.lambda_diss < 0 or self.logit_kd < 0 or self.weight_decay < 0:
             raise ValueError("lambda_diss, logit_kd and weight_decay must be >= 0")
         if not self.temperature > 0:
