@@ -36,7 +36,7 @@ The recorded runs (the same cached checkpoint, trained on the H200 run):
         --png benchmarks/results/fashion_mnist_ranks_cpu10.png
 
 On the 2-core box one epoch of fine-tuning with distillation takes ~4 min at one thread (422 steps
-of 128; two threads on cores shared with other jobs were several times slower). ``--smoke`` checks
+of 128; ``finetune_seconds`` in fashion_mnist_cpu10.json). ``--smoke`` checks
 the plumbing on a few hundred images in a few minutes.
 """
 from __future__ import annotations
