@@ -28,7 +28,12 @@ dense and rewritten again.
 
 ``--pack DIR`` also writes every model with its float weights stripped (a few
 KB each) plus a manifest, and ``measure-pack DIR`` (no torch needed) refills
-random weights and times the same pairs, e.g. on another machine.
+random weights and times the same pairs, e.g. on another machine:
+``--provider cuda``, ``--batch N`` (the packed models' batch dim is dynamic),
+``--device-io`` (inputs / outputs stay on the GPU) and ``--cuda-graph``;
+``benchmarks/cuda_latency.sh`` runs those on a GPU machine, and ``merge``
+joins the runs into one results file
+(``benchmarks/results/latency_cuda_h200.json``).
 """
 from __future__ import annotations
 
@@ -140,7 +145,8 @@ def counts(model: onnx.ModelProto, shapes: dict) -> tuple[int, int]:
 
 
 def time_models(paths: list[str], feeds: str, threads: list[int | None], repeats: int, warmup: int,
-                provider: str = "cpu", *, spinning: bool = False, separate: bool = False) -> dict[str, list]:
+                provider: str = "cpu", *, spinning: bool = False, separate: bool = False,
+                device_io: bool = False, cuda_graph: bool = False) -> dict[str, list]:
     """{thread key: [Latency per path]}: all paths interleaved in one worker run per thread setting.
 
     ``spinning``: idle onnxruntime threads busy-wait (its default in a lone
@@ -152,7 +158,7 @@ def time_models(paths: list[str], feeds: str, threads: list[int | None], repeats
 
     def run(ps, t):
         return measure_latency(ps, feeds, provider=provider, warmup=warmup, repeats=repeats, threads=t,
-                               spinning=spinning)
+                               spinning=spinning, device_io=device_io, cuda_graph=cuda_graph)
 
     if separate:
         return {_tkey(t): [run([p], t)[0] for p in paths] for t in threads}
@@ -400,8 +406,10 @@ def measure_pack(args) -> dict:
     pack = Path(args.pack_dir)
     manifest = json.loads((pack / "manifest.json").read_text())
     threads = _threads(args.threads)
-    mode = {"spinning": args.spinning, "separate": args.separate}
-    head = {"format": "rene-onnx/latency-benchmark/v1", "provider": args.provider, "repeats": args.repeats, **mode,
+    mode = {"spinning": args.spinning, "separate": args.separate, "device_io": args.device_io or args.cuda_graph,
+            "cuda_graph": args.cuda_graph}
+    head = {"format": "rene-onnx/latency-benchmark/v1", "provider": args.provider, "batch": args.batch,
+            "repeats": args.repeats, **mode,
             "warmup": args.warmup, "threads": [_tkey(t) for t in threads], "source": str(pack),
             "command": " ".join(shlex.quote(a) for a in sys.argv), **environment_meta(),
             "note": "weights refilled at random from a weight-stripped pack; MACs / params are the pack's ONNX counts"}
@@ -412,12 +420,17 @@ def measure_pack(args) -> dict:
                 onnx.save(refill_weights(onnx.load(pack / name)), p)
             return str(p)
 
+        def feeds_for(model):
+            return batched_feeds(pack / f"{model}_feeds.npz", args.batch, Path(tmp))
+
         out_cases = []
         for c in manifest["cases"]:
             if "pack_models" not in c or c.get("same_plan_as") or (args.only and c["tag"] not in args.only):
                 continue
+            if c["model"] not in args.models:
+                continue
             paths = [load(n) for n in c["pack_models"]]
-            feeds = str(pack / f"{c['model']}_feeds.npz")
+            feeds = feeds_for(c["model"])
             lat = time_models(paths, feeds, threads, args.repeats, args.warmup, args.provider, **mode)
             labels = ["full", "latency_aware"][: len(paths) - 1]
             variants = {}
@@ -429,16 +442,53 @@ def measure_pack(args) -> dict:
             log(_line(row))
             _write_json(args.out, {**head, "partial": True, "cases": out_cases})
         study = manifest.get("rank_multiple_study") if args.study else None
-        if study and "pack_models" in study:
+        if study and "pack_models" in study and study["model"] in args.models:
             paths = [load(n) for n in study["pack_models"]]
-            lat = time_models(paths, str(pack / f"{study['model']}_feeds.npz"), threads, args.repeats, args.warmup,
+            lat = time_models(paths, feeds_for(study["model"]), threads, args.repeats, args.warmup,
                               args.provider, **mode)
             by = {}
             for i, (mult, v) in enumerate(study["by_multiple"].items(), start=1):
                 by[mult] = ratios(*_pack_counts(v), lat, i)
                 log(f"study m{mult}: " + _ratio_line(by[mult]))
             study = {k: study[k] for k in ("model", "method", "fraction")} | {"by_multiple": by}
+        else:
+            study = None
     return {**head, "cases": out_cases, "rank_multiple_study": study, "goal": goal_summary(out_cases)}
+
+
+def batched_feeds(npz: Path, batch: int, tmp: Path) -> str:
+    """``npz`` itself for batch 1, else a copy in ``tmp`` with every array tiled to ``batch`` rows (dim 0)."""
+    if batch == 1:
+        return str(npz)
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    with np.load(npz) as f:
+        arrays = {k: np.repeat(f[k][:1], batch, axis=0) for k in f.files}
+    out = tmp / f"{npz.stem}_b{batch}.npz"
+    np.savez(out, **arrays)
+    return str(out)
+
+
+def merge_runs(paths: list[Path], extra: dict) -> dict:
+    """One results file from several measure-pack outputs (e.g. one per model / batch / timing mode).
+
+    ``runs`` keeps each file under ``<model>_b<batch>_<mode>`` (mode: host = ``run`` with host arrays,
+    device = ``--device-io``, graph = ``--cuda-graph``); ``summary`` lists, per case tag, the MACs ratio
+    and every run's median latency ratio (default threads), side by side.
+    """
+    runs, summary = {}, {}
+    for p in paths:
+        r = json.loads(Path(p).read_text())
+        mode = "graph" if r.get("cuda_graph") else "device" if r.get("device_io") else "host"
+        models = sorted({c["model"] for c in r["cases"]})
+        key = f"{'+'.join(models)}_b{r.get('batch', 1)}_{mode}"
+        runs[key] = r
+        for c in r["cases"]:
+            full = c["variants"]["full"]
+            row = summary.setdefault(c["tag"], {"macs_ratio": full["macs"]["ratio"]})
+            lat = full["latency"].get("default") or next(iter(full["latency"].values()))
+            row[f"b{r.get('batch', 1)}_{mode}"] = lat["ratio"]
+    return {"format": "rene-onnx/latency-benchmark/merged/v1", **extra, "summary": summary, "runs": runs}
 
 
 # ----------------------------------------------------------------------------- main
@@ -463,17 +513,26 @@ def parse(argv=None):
     p.add_argument("--cp-iters", type=int, default=1, help="CP-ALS sweeps from a random start")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--pack", type=Path, default=None, help="also write weight-stripped models + manifest here")
-    m = sub.add_parser("measure-pack", help="time a pack written by --pack (no torch needed)")
+    m = sub.add_parser("measure-pack", help="time a pack written by --pack (no torch needed; --models filters)")
     m.add_argument("pack_dir")
     m.add_argument("--threads", type=_csv(int), default=[0, 1])
     m.add_argument("--repeats", type=int, default=30)
     m.add_argument("--warmup", type=int, default=5)
-    m.add_argument("--provider", default="cpu")
+    m.add_argument("--provider", default="cpu", help="cpu | cuda | tensorrt")
+    m.add_argument("--batch", type=int, default=1, help="batch size (the packed models' batch dim is dynamic)")
     m.add_argument("--spinning", action="store_true", help="idle ORT threads busy-wait (ORT's own default)")
     m.add_argument("--separate", action="store_true", help="one worker run per model (no interleaving)")
+    m.add_argument("--device-io", action="store_true",
+                   help="inputs / outputs stay on the provider's device (I/O binding): no host copies in the timing")
+    m.add_argument("--cuda-graph", action="store_true",
+                   help="CUDA provider: capture each model as a CUDA graph and replay it (implies --device-io)")
     m.add_argument("--only", type=_csv(str), default=None, help="case tags to time (default: all)")
     m.add_argument("--no-study", dest="study", action="store_false")
     m.add_argument("--out", type=Path, required=True)
+    g = sub.add_parser("merge", help="merge measure-pack outputs into one results file with a summary table")
+    g.add_argument("files", nargs="+", type=Path)
+    g.add_argument("--meta", type=Path, default=None, help="JSON object merged in at the top (device, notes, ...)")
+    g.add_argument("--out", type=Path, required=True)
     return p.parse_args(argv)
 
 
@@ -481,6 +540,8 @@ def main(argv=None) -> int:
     args = parse(argv)
     if args.cmd == "measure-pack":
         result = measure_pack(args)
+    elif args.cmd == "merge":
+        result = merge_runs(args.files, json.loads(args.meta.read_text()) if args.meta else {})
     else:
         result = run_grid(args)
     _write_json(args.out, result)

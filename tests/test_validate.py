@@ -293,6 +293,20 @@ def test_measure_latency_interleaved(two_models, tmp_path):
     assert [t.runs for t in lat2] == [3, 3]
 
 
+def test_measure_latency_device_io(two_models, tmp_path):
+    # I/O binding with preallocated outputs; on the CPU provider the bound run is the same work as run()
+    lat = measure_latency(list(two_models), warmup=1, repeats=9, threads=1, device_io=True)
+    assert [t.runs for t in lat] == [9, 9]
+    assert lat[0].median_ms > 3 * lat[1].median_ms
+    spec = {"mode": "latency", "models": [two_models[0]], "feeds_npz": None, "input_shapes": {"x": [3, 384]},
+            "provider": "cpu", "warmup": 0, "repeats": 2, "threads": 1, "device_io": True}
+    assert run_worker(spec)["ok"]
+    with pytest.raises(ValueError, match="cuda_graph needs provider 'cuda'"):
+        measure_latency([two_models[1]], cuda_graph=True)
+    with pytest.raises(ProviderUnavailable):  # no GPU here: CUDA graphs need the real CUDA provider
+        measure_latency([two_models[1]], provider="cuda", cuda_graph=True, warmup=0, repeats=1)
+
+
 def test_worker_runs_without_torch(two_models, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("TORCH_SHOW_CPP_STACKTRACES", "1")

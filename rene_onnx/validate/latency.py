@@ -82,6 +82,8 @@ def measure_latency(
     threads: int | None = None,
     *,
     spinning: bool = False,
+    device_io: bool = False,
+    cuda_graph: bool = False,
     timeout_s: float | None = None,
 ) -> list[Latency]:
     """Median / p10 / p90 latency of each model, measured interleaved in one worker process.
@@ -94,6 +96,11 @@ def measure_latency(
     With several sessions in one process, the idle sessions' spinning
     threads compete with the running one; on 2 busy cores this gave 16 ms
     p90 tails for a 0.7 ms conv.
+    ``device_io``: inputs copied to the provider's device once and outputs
+    left there (onnxruntime I/O binding), so a GPU provider's timing holds
+    the model alone, without ``run``'s host <-> device copies.
+    ``cuda_graph`` (CUDA provider, implies ``device_io``): the first run is
+    captured as a CUDA graph and replayed, so kernel-launch overhead drops out.
     """
     paths = [model_path(p) for p in model_paths]
     if not paths:
@@ -103,6 +110,10 @@ def measure_latency(
     providers_for(provider)
     spec = _spec("latency", paths, feeds_npz, input_shapes, provider, warmup, repeats, threads)
     spec["spinning"] = bool(spinning)
+    if cuda_graph and provider != "cuda":
+        raise ValueError(f"cuda_graph needs provider 'cuda', got {provider!r}")
+    spec["device_io"] = bool(device_io or cuda_graph)
+    spec["cuda_graph"] = bool(cuda_graph)
     out = run_worker(spec, timeout_s=timeout_s)
     return [Latency.from_samples(r["samples_ms"], provider, r["model"]) for r in out["results"]]
 

@@ -39,6 +39,7 @@ def make_session(
     threads: int | None = None,
     profile_prefix: str | None = None,
     spinning: bool = True,
+    provider_options: Mapping[str, str] | None = None,
 ):
     """An ``onnxruntime.InferenceSession`` on ``provider`` (cpu | cuda | tensorrt).
 
@@ -47,7 +48,9 @@ def make_session(
     active providers and raises ``ProviderUnavailable`` instead.
     ``threads`` sets intra-op threads (default: onnxruntime's choice);
     ``profile_prefix`` turns on onnxruntime's profiler writing there;
-    ``spinning=False`` stops idle intra-op threads from busy-waiting.
+    ``spinning=False`` stops idle intra-op threads from busy-waiting;
+    ``provider_options`` go to the requested provider (e.g. CUDA's
+    ``{"enable_cuda_graph": "1"}``).
     """
     import onnxruntime as ort
 
@@ -74,7 +77,8 @@ def make_session(
     else:
         source = model_path(model_or_path)
     try:
-        sess = ort.InferenceSession(source, so, providers=wanted)
+        providers = [(wanted[0], dict(provider_options)), *wanted[1:]] if provider_options else wanted
+        sess = ort.InferenceSession(source, so, providers=providers)
     except Exception as e:
         if provider != "cpu" and any(w in str(e) for w in ("CUDA", "cuDNN", "TensorRT", "ExecutionProvider", "EP Error")):
             raise ProviderUnavailable(f"provider {provider!r} could not start: {e}") from e
