@@ -17,6 +17,8 @@
 #   host    session.run with numpy in and out: host <-> device copies included (what a plain user call costs)
 #   device  --device-io: inputs / outputs stay on the GPU (I/O binding): the model alone
 #   graph   --cuda-graph: as device, replayed as a CUDA graph: no kernel-launch overhead
+#   aware   as device, plus --latency-aware: each layer's dense node and chain timed as isolated sub-models
+#           on the GPU, and the model with the chains that are not faster reverted to dense (ResNet-18, x16 ranks)
 # Writes OUT_DIR/providers.json (which providers really start, CUDA vs CPU numerics) and
 # OUT_DIR/cuda_<model>_b<batch>[_<mode>].json.
 set -uo pipefail
@@ -36,7 +38,7 @@ libs=$(find /opt /usr/local /usr/lib \( -name 'libcudnn.so.9' -o -name 'libcubla
         -o -name 'libcurand.so.10' -o -name 'libcufft.so.12' -o -name 'libnvinfer.so.10' \) 2>/dev/null \
        | xargs -r -n1 dirname | sort -u | paste -sd: -)
 export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-RUNS=${RUNS:-host device graph}
+RUNS=${RUNS:-host device graph aware}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee /tmp/rene-gpu.txt
 
 python3 - "$pack" "$out" <<'EOF'
@@ -74,11 +76,18 @@ EOF
 run() {  # mode model batch repeats [extra measure-pack args]; TMO=seconds
     local mode=$1 model=$2 batch=$3 repeats=$4; shift 4
     local flag="" suffix="_$mode"
-    case $mode in host) suffix="" ;; device) flag=--device-io ;; graph) flag=--cuda-graph ;; esac
+    case $mode in host) suffix="" ;; device) flag=--device-io ;; graph) flag=--cuda-graph ;;
+                  aware) flag="--device-io --latency-aware" ;; esac
     timeout "$TMO" python3 benchmarks/latency.py --models "$model" measure-pack "$pack" --provider cuda --threads 0 \
         --batch "$batch" --repeats "$repeats" --warmup 10 $flag --out "$out/cuda_${model}_b${batch}${suffix}.json" "$@"
 }
+m16=resnet18_tt_0.25_m16,resnet18_cp_0.25_m16,resnet18_svd_0.25_m16
 for mode in $RUNS; do
+    if [ "$mode" = aware ]; then
+        TMO=150 run aware resnet18 1 50 --no-study --only $m16,${m16//0.25/0.5}
+        TMO=90 run aware resnet18 32 30 --no-study --only $m16
+        continue
+    fi
     study=--no-study; [ "$mode" = host ] && study=""
     TMO=200 run "$mode" resnet18 1 100 $study
     TMO=140 run "$mode" resnet18 32 50 --no-study

@@ -295,6 +295,7 @@ def run_model(name: str, args, work: Path, pack: Path | None) -> tuple[list[dict
                 if per_layer:
                     case["profile"] = explain(per_layer, plan, shapes, orig_us)
                 if pack is not None:
+                    case["layer_nodes"] = {k: [o, list(new)] for k, (o, new) in nodes.items()}
                     for p in models[1:]:
                         m = onnx.load(p)
                         onnx.save(strip_weights(m), pack / Path(p).name)
@@ -399,6 +400,61 @@ def goal_summary(cases: list[dict]) -> dict:
 # ----------------------------------------------------------------------------- pack measuring (no torch)
 
 
+def revert_layers(original: onnx.ModelProto, compressed: onnx.ModelProto, layer_nodes: dict,
+                  layers: list[str]) -> onnx.ModelProto:
+    """``compressed`` with the chains of ``layers`` replaced by their original dense nodes (and weights).
+
+    Timing-equivalent to rewriting again with those layers planned dense (what
+    ``latency_aware_rewrite`` does, with the weights the factors represent);
+    done on the graphs alone since a pack has no factors. A chain ends in its
+    dense node's output tensor, so the dense node slots in where the chain was.
+    """
+    m = onnx.ModelProto()
+    m.CopyFrom(compressed)
+    g = m.graph
+    dense = {n.name: n for n in original.graph.node}
+    orig_inits = {t.name: t for t in original.graph.initializer}
+    for layer in layers:
+        node_name, chain = layer_nodes[layer]
+        chain = set(chain)
+        at = next(i for i, n in enumerate(g.node) if n.name in chain)
+        kept = [n for n in g.node if n.name not in chain]
+        del g.node[:]
+        g.node.extend(kept[:at] + [dense[node_name]] + kept[at:])
+        have = {t.name for t in g.initializer}
+        g.initializer.extend(orig_inits[i] for i in dense[node_name].input if i in orig_inits and i not in have)
+    used = {i for n in g.node for i in n.input}
+    keep = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    return m
+
+
+def latency_aware_variant(case: dict, paths: list[str], feeds: str, tmp: Path, args) -> dict | None:
+    """Per-layer times of the packed pair on ``args.provider`` (isolated sub-models, the GPU method), and the
+    pair's compressed model with the slower chains reverted to dense; ``None`` when every chain is faster."""
+    from rene_onnx.validate.isolate import isolated_layer_latency
+    from rene_onnx.validate.latency_aware import slower_layers
+
+    nodes = {k: (o, new) for k, (o, new) in case["layer_nodes"].items()}
+    orig, comp = onnx.load(paths[0]), onnx.load(paths[1])
+    times = isolated_layer_latency(orig, comp, nodes, feeds, args.provider, args.repeats, warmup=args.warmup,
+                                   threads=_threads(args.threads)[0])
+    slow = slower_layers(times)
+    per_layer = {k: [_r(a), _r(b)] for k, (a, b) in times.items()}
+    log(f"{case['tag']}: {len(slow)} of {len(times)} chains not faster on {args.provider}: {slow}")
+    if not slow:
+        return None
+    aware = revert_layers(orig, comp, case["layer_nodes"], slow)
+    path = tmp / f"{case['tag']}_la_{args.provider}.onnx"
+    onnx.save(aware, path)
+    with np.load(feeds) as f:
+        shapes = {k: (1, *f[k].shape[1:]) for k in f.files}  # counts are per sample (batch 1)
+    (mb, pb), (ma, pa) = counts(orig, shapes), counts(aware, shapes)
+    counted = {"macs": {"before": mb, "after": ma}, "params": {"before": pb, "after": pa}}
+    return {"path": str(path), "kept_dense": slow, "per_layer_us": per_layer, "counts": counted}
+
+
 def measure_pack(args) -> dict:
     """Time the packed pairs (weights refilled at random) on this machine; writes ``args.out``."""
     from rene_onnx.report.report import environment_meta
@@ -431,12 +487,19 @@ def measure_pack(args) -> dict:
                 continue
             paths = [load(n) for n in c["pack_models"]]
             feeds = feeds_for(c["model"])
+            aware = latency_aware_variant(c, paths[:2], feeds, Path(tmp), args) if args.latency_aware else None
+            if aware is not None:
+                paths = paths[:2] + [aware["path"]]
             lat = time_models(paths, feeds, threads, args.repeats, args.warmup, args.provider, **mode)
             labels = ["full", "latency_aware"][: len(paths) - 1]
             variants = {}
             for i, label in enumerate(labels, start=1):
-                variants[label] = ratios(*_pack_counts(c["variants"][label]), lat, i)
+                counted = aware["counts"] if aware is not None and label == "latency_aware" else c["variants"][label]
+                variants[label] = ratios(*_pack_counts(counted), lat, i)
             row = {k: c[k] for k in ("model", "method", "fraction", "rank_multiple", "tag")}
+            if aware is not None:
+                variants["latency_aware"]["kept_dense"] = aware["kept_dense"]
+                row["per_layer_us"] = aware["per_layer_us"]
             row["variants"] = variants
             out_cases.append(row)
             log(_line(row))
@@ -526,6 +589,9 @@ def parse(argv=None):
                    help="inputs / outputs stay on the provider's device (I/O binding): no host copies in the timing")
     m.add_argument("--cuda-graph", action="store_true",
                    help="CUDA provider: capture each model as a CUDA graph and replay it (implies --device-io)")
+    m.add_argument("--latency-aware", action="store_true",
+                   help="also time each case with the chains that are not faster on --provider kept dense "
+                        "(per-layer times from isolated sub-models)")
     m.add_argument("--only", type=_csv(str), default=None, help="case tags to time (default: all)")
     m.add_argument("--no-study", dest="study", action="store_false")
     m.add_argument("--out", type=Path, required=True)

@@ -222,3 +222,61 @@ def test_fastest_keeps_each_nodes_best_round():
     got = fastest([{"a": 10.0, "b": 5.0}, {"a": 7.0, "c": 1.0}, {"a": 9.0, "b": 6.0}])
     assert got == {"a": 7.0, "b": 5.0, "c": 1.0}
     assert fastest([]) == {}
+
+
+# ------------------------------------------------------------------ isolated sub-models (the GPU method)
+
+
+def test_submodels_compute_what_the_layers_compute(case):
+    from rene_onnx.validate.isolate import layer_inputs, submodel
+
+    model, factors, feeds, res = case
+    acts = layer_inputs(model, ["big", "tiny"], feeds)
+    assert set(acts) == {"x", "r"} and acts["r"].shape == (1, C, HW, HW)  # r: an inner tensor, from a CPU run
+    ref_b = run_onnx(_part(model, ["big"]), {"x": feeds["x"]})[0]
+    for names in (["big"], ["big/tt_first", "big/tt_core", "big/tt_last"]):
+        src = model if names == ["big"] else res.first_model
+        sub = submodel(src, names, acts)
+        onnx.checker.check_model(sub, full_check=True)
+        assert [i.name for i in sub.graph.input] == ["x"] and [o.name for o in sub.graph.output] == ["b"]
+        assert len(sub.graph.initializer) == (2 if names == ["big"] else 4)  # only what the nodes read
+        np.testing.assert_allclose(run_onnx(sub, {"x": feeds["x"]})[0], ref_b, rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="not in graph"):
+        submodel(model, ["nope"], acts)
+    with pytest.raises(ValueError, match="no activation"):
+        submodel(model, ["tiny"], {"x": feeds["x"]})
+
+
+def _part(model, names):
+    """The original graph cut after ``names``' outputs (reference for the sub-models)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    keep = [n for n in m.graph.node if n.name in names]
+    del m.graph.node[:]
+    m.graph.node.extend(keep)
+    del m.graph.output[:]
+    m.graph.output.extend(h.make_empty_tensor_value_info(o) for n in keep for o in n.output)
+    return m
+
+
+def test_isolated_layer_latency_finds_the_slow_chain(case, tmp_path):
+    from rene_onnx.validate.isolate import isolated_layer_latency
+
+    model, factors, feeds, res = case
+    nodes = {"big": ("big", ["big/tt_first", "big/tt_core", "big/tt_last"]),
+             "tiny": ("tiny", ["tiny/svd_first", "tiny/svd_last"])}
+    assert {n.name for n in res.first_model.graph.node} >= {v for _, new in nodes.values() for v in new}
+    t = isolated_layer_latency(model, res.first_model, nodes, feeds, repeats=9, warmup=2, threads=1)
+    assert list(t) == ["big", "tiny"]
+    assert t["big"][1] < t["big"][0] / 1.5 and t["tiny"][1] > t["tiny"][0] * 1.5
+    assert slower_layers(t) == ["tiny"]
+    # layer_latency(isolated=True) takes the same route; GPU providers take it by default
+    po, pc = tmp_path / "o.onnx", tmp_path / "c.onnx"
+    onnx.save(model, po)
+    onnx.save(res.first_model, pc)
+    t2 = layer_latency(po, pc, nodes, feeds, repeats=5, warmup=1, threads=1, isolated=True)
+    assert slower_layers(t2) == ["tiny"]
+    from rene_onnx.validate import ProviderUnavailable
+
+    with pytest.raises(ProviderUnavailable):  # no GPU here: the isolated route still refuses a fake provider
+        layer_latency(po, pc, nodes, feeds, provider="cuda", repeats=1, warmup=0)

@@ -87,3 +87,64 @@ def test_measure_pack_batched_device_io(bench, tmp_path):
     # --models filters the manifest's cases
     assert bench.main(["--models", "resnet18", *argv[2:]]) == 0
     assert json.loads(out.read_text())["cases"] == []
+
+
+def _factored(widths: list[int], ranks: list[int]) -> onnx.ModelProto:
+    """``_mlp(widths)`` with MatMul i replaced by x @ A_i @ B_i (rank ranks[i]); the chain ends in h_i."""
+    rng = np.random.default_rng(1)
+    nodes, inits, cur = [], [], "x"
+    for i, ((a, b), r) in enumerate(zip(zip(widths, widths[1:]), ranks)):
+        inits += [numpy_helper.from_array(rng.standard_normal((a, r)).astype(np.float32), f"mm{i}/A"),
+                  numpy_helper.from_array(rng.standard_normal((r, b)).astype(np.float32), f"mm{i}/B")]
+        nodes += [h.make_node("MatMul", [cur, f"mm{i}/A"], [f"mm{i}/t"], name=f"mm{i}/svd_first"),
+                  h.make_node("MatMul", [f"mm{i}/t", f"mm{i}/B"], [f"h{i}"], name=f"mm{i}/svd_last")]
+        cur = f"h{i}"
+    g = h.make_graph(nodes, "mlp", [h.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", widths[0]])],
+                     [h.make_tensor_value_info(cur, TensorProto.FLOAT, ["batch", widths[-1]])], inits)
+    return h.make_model(g, opset_imports=[h.make_opsetid("", 17)], ir_version=9)
+
+
+LAYER_NODES = {f"layer{i}": [f"mm{i}", [f"mm{i}/svd_first", f"mm{i}/svd_last"]] for i in range(2)}
+
+
+def test_revert_layers_puts_the_dense_node_back(bench):
+    dense, comp = _mlp([256, 256, 256]), _factored([256, 256, 256], [8, 2048])
+    m = bench.revert_layers(dense, comp, LAYER_NODES, ["layer1"])
+    onnx.checker.check_model(m, full_check=True)
+    assert [n.name for n in m.graph.node] == ["mm0/svd_first", "mm0/svd_last", "mm1"]
+    assert sorted(t.name for t in m.graph.initializer) == ["W1", "mm0/A", "mm0/B"]  # the chain's weights are gone
+    from rene_onnx.validate import run_onnx
+
+    x = {"x": np.ones((2, 256), np.float32)}
+    mid = run_onnx(_cut(comp, "h0"), x)[0]  # layer0's chain is untouched, layer1 is the dense W1 again
+    w1 = numpy_helper.to_array(next(t for t in dense.graph.initializer if t.name == "W1"))
+    np.testing.assert_allclose(run_onnx(m, x)[0], mid @ w1, rtol=1e-4, atol=1e-3)
+
+
+def _cut(model: onnx.ModelProto, output: str) -> onnx.ModelProto:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    del m.graph.output[:]
+    m.graph.output.extend([h.make_tensor_value_info(output, TensorProto.FLOAT, None)])
+    return m
+
+
+def test_measure_pack_latency_aware_keeps_the_slow_chain_dense(bench, tmp_path):
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    # layer0: rank 8 of 256x256 (16x fewer MACs, faster); layer1: rank 2048 (16x more MACs, slower)
+    onnx.save(bench.strip_weights(_mlp([256, 256, 256])), pack / "mlp.onnx")
+    onnx.save(bench.strip_weights(_factored([256, 256, 256], [8, 2048])), pack / "mlp_mixed.onnx")
+    np.savez(pack / "mlp_feeds.npz", x=np.ones((1, 256), np.float32))
+    variant = {"macs": {"before": 1, "after": 1}, "params": {"before": 1, "after": 1}}
+    case = {"model": "mlp", "method": "svd", "fraction": 0.5, "rank_multiple": 1, "tag": "mlp_mixed",
+            "variants": {"full": variant}, "pack_models": ["mlp.onnx", "mlp_mixed.onnx"], "layer_nodes": LAYER_NODES}
+    (pack / "manifest.json").write_text(json.dumps({"cases": [case]}))
+    out = tmp_path / "out.json"
+    assert bench.main(["--models", "mlp", "measure-pack", str(pack), "--threads", "1", "--batch", "32",
+                       "--repeats", "9", "--warmup", "1", "--latency-aware", "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["cases"]
+    aware = row["variants"]["latency_aware"]
+    assert aware["kept_dense"] == ["layer1"]
+    assert set(row["per_layer_us"]) == {"layer0", "layer1"}
+    assert aware["macs"]["before"] == 2 * 256 * 256 and aware["macs"]["after"] == 256 * 8 * 2 + 256 * 256

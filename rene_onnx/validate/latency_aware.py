@@ -93,9 +93,16 @@ def layer_latency(
     threads: int | None = None,
     rounds: int = 2,
     attribute_reorders: bool = True,
+    isolated: bool | None = None,
     timeout_s: float | None = None,
 ) -> LayerTimes:
     """``{layer: (us_dense, us_factorized)}``: median kernel time of the dense node and of its chain.
+
+    ``isolated`` (default: on for every provider but the CPU) times each
+    dense node and each chain as a model of its own instead
+    (:func:`rene_onnx.validate.isolate.isolated_layer_latency`): onnxruntime's
+    profiler times a GPU node's launch, not its kernel. What follows is the
+    profile method.
 
     ``layer_nodes``: ``{layer: (original node name, [new node names])}`` (see
     :func:`layer_nodes_from_records`). Both models are profiled with
@@ -112,6 +119,11 @@ def layer_latency(
     if repeats < 1 or rounds < 1:
         raise ValueError(f"repeats and rounds must be >= 1, got repeats={repeats} rounds={rounds}")
     original_path, compressed_path = model_path(original_path), model_path(compressed_path)
+    if provider != "cpu" if isolated is None else isolated:
+        from .isolate import isolated_layer_latency
+
+        return isolated_layer_latency(original_path, compressed_path, nodes, feeds_npz, provider, repeats,
+                                      input_shapes=input_shapes, warmup=warmup, threads=threads, timeout_s=timeout_s)
     kw = dict(provider=provider, repeats=repeats, input_shapes=input_shapes, warmup=warmup, threads=threads,
               timeout_s=timeout_s)
     runs: tuple[list, list] = ([], [])
