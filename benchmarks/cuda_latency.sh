@@ -15,7 +15,8 @@
 #   copying its part to /tmp/ort-parts there while the machine stayed warm):
 #     pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #         --platform manylinux_2_28_x86_64 onnxruntime-gpu==1.31.1 -d whl && (cd whl && unzip -q *.whl)
-#     xz -9e -T2 -c whl/onnxruntime/capi/libonnxruntime_providers_cuda.so | split -n 4 -d - ORT_DIR/cuda.part.
+#     xz -9e -T2 -c whl/onnxruntime/capi/libonnxruntime_providers_cuda.so > cuda.so.xz
+#     split -n 4 -d cuda.so.xz ORT_DIR/cuda.part.
 #     tar cf - -C whl --exclude=libonnxruntime_providers_cuda.so --exclude='libonnxruntime.so.*' \
 #         onnxruntime onnxruntime_gpu-1.31.1.dist-info | xz -9 -T2 > ORT_DIR/rest.tar.xz
 #   Pass ORT_DIR=- where `import onnxruntime` already has a working CUDA provider.
