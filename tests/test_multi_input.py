@@ -340,12 +340,14 @@ def test_cli_distills_on_calibration_inputs(tiny, tmp_path):
     r0 = _run(*common, "-o", "a.onnx", "--report", "a.json", "--calib", "calib.npz", "--epochs", "0", cwd=tmp_path)
     assert r0.returncode == 0, r0.stderr
     r = _run(*common, "-o", "b.onnx", "--report", "b.json", "--calib", "calib.npz", "--epochs", "3", "--lr", "0.01",
-             cwd=tmp_path)
+             "--batch-size", "4", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     before, after = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
     assert after["meta"]["calib"] == {"path": "calib.npz", "samples": 24}
     ft = after["meta"]["finetune"]
     assert ft["epochs_run"] >= 1 and (ft["output_loss"], ft["select_metric"]) == ("cosine", "cosine")
+    # --batch-size: 24 samples, the first 2 validate, 22 train -> 6 steps of <= 4 per epoch
+    assert ft["batch_size"] == 4 and ft["steps"] == 6 * ft["epochs_run"]
     assert after["numerics"]["max_abs_diff"] < 1e-4
     # distillation brings the compressed model closer to the original on the calibration sentences
     assert after["numerics"]["calib"]["cosine"] > before["numerics"]["calib"]["cosine"]

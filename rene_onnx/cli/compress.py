@@ -23,6 +23,8 @@ from rene_onnx.cli.options import (calib_option, latency_aware_option, model_opt
               help="Fine-tuning learning rate (SGD, Nesterov momentum 0.9, cosine schedule, grad-norm clip 5).")
 @click.option("--lambda-diss", type=float, default=0.5, show_default=True,
               help="Weight of the distillation loss (weights and per-layer outputs, Eq. 10-11).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Fine-tuning batch size (a small --calib set wants a smaller one: more steps per epoch).")
 @calib_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Output ONNX path [default: <model>.rene.onnx].")
@@ -31,7 +33,7 @@ from rene_onnx.cli.options import (calib_option, latency_aware_option, model_opt
 @validate_options
 @latency_aware_option
 def compress(model, weights, input_shape, method, target_params, target_macs, gamma, beta, preset, search_steps,
-             rank_multiple, data, data_free, checkpoint_dir, seed, ranks, epochs, lr, lambda_diss, calib, output,
+             rank_multiple, data, data_free, checkpoint_dir, seed, ranks, epochs, lr, lambda_diss, batch_size, calib, output,
              report_path, provider, latency, repeats, latency_aware):
     """Compress MODEL (a zoo name or package.module:callable) into a factorized ONNX model.
 
@@ -62,7 +64,8 @@ def compress(model, weights, input_shape, method, target_params, target_macs, ga
         rewrite=RewriteConfig(method=method, ranks=ranks, rank_multiple=rank_multiple),
         search=search_config(method, target_params, target_macs, gamma, beta, preset, search_steps, rank_multiple,
                              seed, checkpoint_dir),
-        finetune=FinetuneConfig(epochs=epochs, lr=lr, lambda_diss=lambda_diss, seed=seed, grad_clip=5.0)
+        finetune=FinetuneConfig(epochs=epochs, lr=lr, lambda_diss=lambda_diss, batch_size=batch_size, seed=seed,
+                                grad_clip=5.0)
         if epochs > 0 else None,
         validate=ValidateConfig(provider=provider or "cpu", latency=latency, repeats=repeats,
                                 latency_aware=(provider is not None and latency) if latency_aware is None
