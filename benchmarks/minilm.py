@@ -445,6 +445,14 @@ class BenchConfig:
     extra_text: int = 6000
     moment_sentences: int = 1024  # sentences (train + extra text) whose Linear inputs give the whitening moments
     whiten: bool = True  # calib search: activation-aware SVD
+    # calibration inputs of the whitening moments (and the sequential init): None = the first moment_sentences
+    # distillation inputs (train + offline text); N = the train sentences plus N span-mixes of them (closer to the
+    # held-out sentences' distribution than the offline text, which is mostly technical documentation)
+    calib_mix: int | None = None
+    # student init for the distilled plan: "whitened" (the search's factors: each Linear truncated on the ORIGINAL
+    # model's inputs) or "sequential" (engine.sequential: layer by layer on the compressed model's own inputs,
+    # error-corrected toward the original's outputs, padding tokens excluded)
+    init: str = "whitened"
     importance: str = "measured"  # calib search: budget weighted by each layer's measured sensitivity
     linear_keep: float | None = 0.695  # fraction of the Linear parameters the search budget keeps (None: no budget)
     modes: tuple[str, ...] = ("data-free", "calib")  # searches to run
@@ -460,8 +468,27 @@ class BenchConfig:
     save_onnx: str | None = None  # also write the compressed model here
 
     def __post_init__(self) -> None:
+        if self.init not in ("whitened", "sequential"):
+            raise ValueError(f"init must be 'whitened' or 'sequential', got {self.init!r}")
         if self.distill_mode not in self.modes:
             raise ValueError(f"distill_mode {self.distill_mode!r} is not among the searched modes {self.modes}")
+
+
+def sequential_student(teacher: SentenceEmbedder, plan, calib: torch.Tensor, progress: Progress = _noop,
+                       batch_size: int = 32) -> SentenceEmbedder:
+    """A copy of ``teacher`` factorized at ``plan`` by :func:`rene_onnx.engine.sequential.sequential_factorize_`
+    on the packed ``calib`` sentences (padding tokens excluded); plan layers it does not handle: plain SVD."""
+    from rene_onnx.engine.layers import factorize_
+    from rene_onnx.engine.sequential import sequential_factorize_
+    from rene_onnx.plan import RankPlan
+
+    student = copy.deepcopy(teacher)
+    factors = sequential_factorize_(
+        teacher, student, plan, Batches(calib, batch_size, shuffle=False), row_mask=lambda x: x[:, 1],
+        progress=lambda i, n, stage: progress("sequential", {"stage": f"{i}/{n}", "layers": len(stage)}))
+    rest = RankPlan({n: lp for n, lp in plan.layers.items() if n not in factors.layers}, dict(plan.meta))
+    factorize_(student, rest)
+    return student.eval()
 
 
 def _plan_summary(res, shapes: dict) -> dict[str, Any]:
@@ -512,9 +539,11 @@ def run(cfg: BenchConfig, progress: Progress = _noop) -> dict[str, Any]:
     export_check = compare([ref_test.numpy()], [ort_orig])
 
     moments = None
+    calib_inputs = X["train"][:cfg.moment_sentences] if cfg.calib_mix is None else \
+        tokenize(tok, splits.train + span_mixes(splits.train, cfg.calib_mix, cfg.seed + 1), cfg.max_len)
     if "calib" in cfg.modes and cfg.whiten:
-        progress("moments", {"sentences": min(cfg.moment_sentences, len(X["train"]))})
-        moments = input_moments(teacher, Batches(X["train"][:cfg.moment_sentences], 32, shuffle=False), list(shapes))
+        progress("moments", {"sentences": len(calib_inputs)})
+        moments = input_moments(teacher, Batches(calib_inputs, 32, shuffle=False), list(shapes))
     searches, students = {}, {}
     for mode in cfg.modes:
         calib = X["calib"][:cfg.calib_sentences] if mode == "calib" else None
@@ -524,11 +553,21 @@ def run(cfg: BenchConfig, progress: Progress = _noop) -> dict[str, Any]:
         student = copy.deepcopy(teacher)
         factorize_(student, res.plan, res.factors)
         cos = cosines(ref_test, embed(student, X["test"]))
-        searches[mode] = {**_plan_summary(res, shapes), "test_cosine_before_distill": float(cos.mean()),
+        searches[mode] = {**_plan_summary(res, shapes), "calib_inputs": len(calib_inputs) if moments else None,
+                          "test_cosine_before_distill": float(cos.mean()),
                           "select_cosine_before_distill": float(cosines(embed(teacher, X["select"]),
                                                                         embed(student, X["select"])).mean())}
-        students[mode] = student
         progress("searched", {"mode": mode, "test_cosine": round(float(cos.mean()), 4)})
+        if mode == cfg.distill_mode and cfg.init == "sequential":
+            student = sequential_student(teacher, res.plan, calib_inputs, progress)
+            seq_cos = cosines(ref_test, embed(student, X["test"]))
+            searches[mode]["init"] = "sequential"
+            searches[mode]["whitened_test_cosine"] = searches[mode]["test_cosine_before_distill"]
+            searches[mode]["test_cosine_before_distill"] = float(seq_cos.mean())
+            searches[mode]["select_cosine_before_distill"] = float(cosines(embed(teacher, X["select"]),
+                                                                           embed(student, X["select"])).mean())
+            progress("sequential", {"test_cosine": round(float(seq_cos.mean()), 4)})
+        students[mode] = student
 
     student = students[cfg.distill_mode]
     distilled = distill(student, teacher, X["train"], X["select"], cfg.distill, progress)
@@ -620,6 +659,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="offline English sentences added to calibration / distillation (0: none)")
     ap.add_argument("--moment-sentences", type=int, default=BenchConfig.moment_sentences)
     ap.add_argument("--no-whiten", action="store_true", help="calib search: plain SVD instead of activation-aware")
+    ap.add_argument("--calib-mix", type=int, default=None,
+                    help="whitening / sequential-init inputs: the train sentences + this many span-mixes of them "
+                         "(default: the first --moment-sentences distillation inputs)")
+    ap.add_argument("--init", default=BenchConfig.init, choices=("whitened", "sequential"),
+                    help="student init: the search's whitened factors, or sequential error-corrected SVD")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     ap.add_argument("--importance", default=BenchConfig.importance, choices=("implied", "measured"))
     ap.add_argument("--embedding-kd", type=float, default=DistillConfig.embedding_kd)
     ap.add_argument("--batch-size", type=int, default=DistillConfig.batch_size)
@@ -634,10 +679,14 @@ def main(argv: list[str] | None = None) -> int:
     cfg = BenchConfig(linear_keep=a.linear_keep or None, modes=tuple(m for m in a.modes.split(",") if m),
                       distill_mode=a.distill_mode, distill=dcfg, n_mix=a.n_mix, search_steps=a.search_steps,
                       latency_repeats=a.latency_repeats, save_onnx=a.save_onnx, extra_text=a.extra_text,
-                      moment_sentences=a.moment_sentences, whiten=not a.no_whiten, importance=a.importance)
+                      moment_sentences=a.moment_sentences, whiten=not a.no_whiten, importance=a.importance,
+                      calib_mix=a.calib_mix, init=a.init)
+    if a.threads is not None:
+        torch.set_num_threads(a.threads)
     if a.quick:
         cfg.n_mix, cfg.search_steps, cfg.latency_repeats, cfg.extra_text, cfg.moment_sentences = 0, 10, 20, 200, 128
         cfg.distill = DistillConfig(epochs=1, lr=a.lr, lambda_diss=a.lambda_diss, max_steps=4)
+        cfg.calib_mix = None if cfg.calib_mix is None else min(cfg.calib_mix, 64)
 
     from rene_onnx.report.report import environment_meta
     from threadpoolctl import threadpool_limits
