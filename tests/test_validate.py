@@ -255,6 +255,31 @@ def test_cuda_unavailable_raises():
         make_session(_mlp(), "cuda")
 
 
+def test_gpu_libraries_preloaded_once_and_failures_reported(monkeypatch):
+    import onnxruntime as ort
+
+    from rene_onnx.validate import numerics
+
+    calls = []
+
+    def fake_preload(**kw):
+        calls.append(kw)
+        print("Failed to load libcublasLt.so.13: cannot open shared object file")
+
+    monkeypatch.setattr(numerics, "_PRELOAD_LOG", [])
+    monkeypatch.setattr(ort, "preload_dlls", fake_preload, raising=False)
+    make_session(_mlp(), "cpu")
+    assert calls == []  # the CPU path never touches GPU libraries
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime build has no CUDA provider")
+    for _ in range(2):
+        try:
+            make_session(_mlp(), "cuda")
+        except ProviderUnavailable as e:
+            assert "libcublasLt.so.13" in str(e)  # what failed to load is in the one error line
+    assert calls == [{"cuda": True, "cudnn": True, "msvc": False}]  # once per process, stdout captured
+
+
 # ------------------------------------------------------------------ latency and profiling
 
 

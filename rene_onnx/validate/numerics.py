@@ -4,6 +4,8 @@ No torch here. Sessions use graph optimization level ``ORT_ENABLE_ALL``.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -23,6 +25,32 @@ PROVIDERS: dict[str, list[str]] = {
 
 class ProviderUnavailable(RuntimeError):
     """The requested onnxruntime execution provider is not active in the session."""
+
+
+_PRELOAD_LOG: list[str] = []  # what onnxruntime.preload_dlls printed (run once per process)
+
+
+def preload_gpu_libraries() -> str:
+    """Load CUDA / cuDNN the way onnxruntime-gpu finds them in pip's ``nvidia-*`` packages; once per process.
+
+    ``import torch`` loads them as a side effect, so the CUDA provider may work
+    in a process with torch and fail in one without (like the latency worker)
+    unless they are on the loader's path. ``onnxruntime.preload_dlls`` (1.21+)
+    loads them from the nvidia site packages, else the default paths. Returns
+    what it printed (failures), kept for error messages.
+    """
+    if not _PRELOAD_LOG:
+        import onnxruntime as ort
+
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            try:
+                if hasattr(ort, "preload_dlls"):
+                    ort.preload_dlls(cuda=True, cudnn=True, msvc=False)
+            except Exception as e:  # a missing library must not break the CPU path
+                print(f"preload_dlls failed: {e}")
+        _PRELOAD_LOG.append(buf.getvalue().strip())
+    return _PRELOAD_LOG[0]
 
 
 def providers_for(provider: str) -> list[str]:
@@ -60,6 +88,7 @@ def make_session(
             f"provider {provider!r} ({wanted[0]}) is not in this onnxruntime build "
             f"(available: {ort.get_available_providers()})"
         )
+    preloaded = preload_gpu_libraries() if provider != "cpu" else ""
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads is not None:
@@ -85,9 +114,10 @@ def make_session(
         raise
     active = sess.get_providers()
     if not active or active[0] != wanted[0]:
+        hint = f"; loading the GPU libraries said: {' | '.join(preloaded.splitlines()[:3])}" if preloaded else ""
         raise ProviderUnavailable(
             f"provider {provider!r} requested but onnxruntime fell back to {active} "
-            f"(no usable GPU, or the CUDA / cuDNN / TensorRT libraries are missing; see onnxruntime's log)"
+            f"(no usable GPU, or the CUDA / cuDNN / TensorRT libraries are missing; see onnxruntime's log{hint})"
         )
     return sess
 
