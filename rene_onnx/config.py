@@ -46,10 +46,12 @@ class ValidateConfig:
     warmup: int = 10
     repeats: int = 50
     seed: int = 0
-    #: keep a layer dense when its factorized chain is not faster (per-node onnxruntime profile);
-    #: None: on when latency is measured
+    #: keep a layer dense when its factorized chain is not faster (per-node onnxruntime profile on the CPU,
+    #: isolated sub-models on a GPU); None: on when latency is measured
     latency_aware: bool | None = None
     profile_repeats: int = 20
+    #: time with inputs / outputs on the provider's device (I/O binding): no host <-> GPU copies
+    device_io: bool = False
 
     def __post_init__(self) -> None:
         _check_choices(self, {"provider": PROVIDERS})

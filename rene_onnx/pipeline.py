@@ -296,7 +296,8 @@ def validate(handle: ModelHandle, student: nn.Module, compressed: onnx.ModelProt
     latency = None
     if cfg.latency:
         progress("latency", {})
-        latency = measure_pair(handle.onnx_model, compressed, feeds, cfg.provider, cfg.warmup, cfg.repeats)
+        latency = measure_pair(handle.onnx_model, compressed, feeds, cfg.provider, cfg.warmup, cfg.repeats,
+                               cfg.device_io)
 
     accuracy = None
     if test_data is not None:

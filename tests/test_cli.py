@@ -154,6 +154,13 @@ def test_validate_pair_side_by_side(tmp_path, resnet20_weights):
     v = json.loads(rep.read_text())
     assert v["params"]["after"] < v["params"]["before"] and v["macs"]["after"] < v["macs"]["before"]
     assert 0 < v["numerics"]["max_abs_diff"] and v["latency_ms"]["before"] > 0
+    assert v["latency_ms"]["device_io"] is False
+    # --device-io: I/O binding (on the CPU the same work; on a GPU no host <-> device copies in the timing)
+    r = run_inproc("validate", str(original), str(out), "--repeats", "3", "--device-io", "--report", str(rep),
+                   cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lat = json.loads(rep.read_text())["latency_ms"]
+    assert lat["device_io"] is True and lat["before"] > 0 and lat["after"] > 0
     r = run_inproc("validate", str(original), "missing.onnx", cwd=tmp_path)
     assert r.returncode == 2 and "not found" in r.stderr
 

@@ -34,7 +34,7 @@ from rene_onnx.cli.options import (calib_option, latency_aware_option, model_opt
 @latency_aware_option
 def compress(model, weights, input_shape, method, target_params, target_macs, gamma, beta, preset, search_steps,
              rank_multiple, data, data_free, checkpoint_dir, seed, ranks, epochs, lr, lambda_diss, batch_size, calib, output,
-             report_path, provider, latency, repeats, latency_aware):
+             report_path, provider, latency, repeats, device_io, latency_aware):
     """Compress MODEL (a zoo name or package.module:callable) into a factorized ONNX model.
 
     Ranks come from the RENE search unless --ranks is given. With no MODEL,
@@ -67,7 +67,7 @@ def compress(model, weights, input_shape, method, target_params, target_macs, ga
         finetune=FinetuneConfig(epochs=epochs, lr=lr, lambda_diss=lambda_diss, batch_size=batch_size, seed=seed,
                                 grad_clip=5.0)
         if epochs > 0 else None,
-        validate=ValidateConfig(provider=provider or "cpu", latency=latency, repeats=repeats,
+        validate=ValidateConfig(provider=provider or "cpu", latency=latency, repeats=repeats, device_io=device_io,
                                 latency_aware=(provider is not None and latency) if latency_aware is None
                                 else latency_aware),
         command=shlex.join(["rene-onnx", *sys.argv[1:]]),

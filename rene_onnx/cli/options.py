@@ -32,6 +32,9 @@ validate_options = _compose(
     click.option("--latency/--no-latency", default=True, show_default=True, help="Measure onnxruntime latency."),
     click.option("--repeats", type=click.IntRange(min=1), default=50, show_default=True,
                  help="Timed runs per model (median reported)."),
+    click.option("--device-io", is_flag=True, default=False,
+                 help="Time with inputs and outputs kept on the provider's device (onnxruntime I/O binding): the "
+                      "model alone, without run()'s host <-> GPU copies. Same as the default on the CPU."),
 )
 
 calib_option = click.option(
@@ -43,7 +46,8 @@ calib_option = click.option(
 
 latency_aware_option = click.option(
     "--latency-aware/--no-latency-aware", default=None,
-    help="Keep a layer dense when its factorized chain is not faster on the provider (per-node profile) "
+    help="Keep a layer dense when its factorized chain is not faster on the provider (onnxruntime's per-node "
+         "profile on the CPU; on a GPU each dense node and chain timed as a model of its own) "
          "[default: on when --provider is given, i.e. a deployment target is named].")
 
 search_options = _compose(

@@ -18,7 +18,7 @@ from rene_onnx.cli.options import input_shape_option, validate_options
                    "both models' outputs are also compared on up to 64 of its samples.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None, help="Write JSON here.")
 @validate_options
-def validate(original, compressed, input_shape, data, calib, report_path, provider, latency, repeats):
+def validate(original, compressed, input_shape, data, calib, report_path, provider, latency, repeats, device_io):
     """Compare ORIGINAL and COMPRESSED (any two ONNX models with the same inputs).
 
     Inputs follow the graph's dtypes: floats are random normal, an integer input that indexes an
@@ -52,7 +52,8 @@ def validate(original, compressed, input_shape, data, calib, report_path, provid
             progress("calib", {"calib": calib})
             calib_numerics = _calib_numerics(a, b, Path(original).name, shapes, calib, provider or "cpu")
         progress("validate", {})
-        res = compare_pair(a, b, feeds, shapes, provider or "cpu", latency, repeats=repeats, test_data=test_data)
+        res = compare_pair(a, b, feeds, shapes, provider or "cpu", latency, repeats=repeats, test_data=test_data,
+                           device_io=device_io)
     ca, cb = res.counts
     report = Report(
         params={"before": ca.params, "after": cb.params}, macs={"before": ca.macs, "after": cb.macs},

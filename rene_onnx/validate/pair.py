@@ -27,17 +27,21 @@ class PairResult:
 
 
 def measure_pair(original: onnx.ModelProto, compressed: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
-                 provider: str = "cpu", warmup: int = 10, repeats: int = 50) -> dict[str, Any]:
-    """Latency of both models, interleaved in one torch-free worker process (the ratio is what matters)."""
+                 provider: str = "cpu", warmup: int = 10, repeats: int = 50, device_io: bool = False
+                 ) -> dict[str, Any]:
+    """Latency of both models, interleaved in one torch-free worker process (the ratio is what matters).
+
+    ``device_io``: inputs / outputs stay on the provider's device (see ``measure_latency``).
+    """
     with tempfile.TemporaryDirectory(prefix="rene-lat-") as tmp:
         paths = [os.path.join(tmp, "original.onnx"), os.path.join(tmp, "compressed.onnx")]
         onnx.save(original, paths[0])
         onnx.save(compressed, paths[1])
         np.savez(os.path.join(tmp, "feeds.npz"), **feeds)
         lat = measure_latency(paths, os.path.join(tmp, "feeds.npz"), None, provider=provider,
-                              warmup=warmup, repeats=repeats)
+                              warmup=warmup, repeats=repeats, device_io=device_io)
     return {"before": lat[0].median_ms, "after": lat[1].median_ms, "provider": lat[1].provider,
-            "repeats": repeats, "detail": [vars(t) for t in lat]}
+            "repeats": repeats, "device_io": bool(device_io), "detail": [vars(t) for t in lat]}
 
 
 def onnx_top1(model: onnx.ModelProto, X: np.ndarray, y: np.ndarray, provider: str = "cpu",
@@ -58,11 +62,11 @@ def onnx_top1(model: onnx.ModelProto, X: np.ndarray, y: np.ndarray, provider: st
 def compare_pair(original: onnx.ModelProto, compressed: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
                  input_shapes: Mapping[str, tuple[int, ...]] | None = None, provider: str = "cpu",
                  latency: bool = True, warmup: int = 10, repeats: int = 50,
-                 test_data: tuple[np.ndarray, np.ndarray] | None = None) -> PairResult:
+                 test_data: tuple[np.ndarray, np.ndarray] | None = None, device_io: bool = False) -> PairResult:
     """Counts, output differences on ``feeds``, latency and (with ``test_data``) top-1 of both models."""
     counts = (count_onnx(original, input_shapes), count_onnx(compressed, input_shapes))
     numerics = compare(run_onnx(original, feeds, provider), run_onnx(compressed, feeds, provider))
-    lat = measure_pair(original, compressed, feeds, provider, warmup, repeats) if latency else None
+    lat = measure_pair(original, compressed, feeds, provider, warmup, repeats, device_io) if latency else None
     acc = None
     if test_data is not None:
         X, y = test_data
