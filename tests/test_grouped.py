@@ -127,9 +127,9 @@ def test_planner_factorizes_grouped_layers_and_keeps_the_rest_dense_with_reasons
     assert mapped.layers["dw"].method == "dense"
     tt = plan_from_mapping(shapes, "tt", {"grouped": [11, 30]}, rank_multiple=8)
     assert tt.layers["grouped"].ranks == (8, 16)  # r2 capped at Cin/g = 16 (not 64), then rounded
-    # the rank search asks without per_group: grouped layers stay dense, with the reason
+    # asked without per_group, grouped layers stay dense, with the reason
     m, why = resolve_method("auto", shapes["grouped"])
-    assert m == "dense" and "rank search" in why and "groups=4" in why
+    assert m == "dense" and "per group" in why and "groups=4" in why
 
 
 # -------------------------------------------------------------------------------------- torch layers
@@ -454,3 +454,107 @@ def test_cli_compresses_a_resnext_block_module_and_its_onnx_export(tmp_path, mon
     grouped = next(n for n in names if attrs[n].get("group") == 4)
     dw = next(n for n in names if attrs[n].get("group") == 32)
     _check_grouped_report(tmp_path / "b.json", tmp_path / "b.onnx", grouped, dw)
+
+
+# -------------------------------------------------------------------------------------------- rank search
+
+
+def _planted_grouped(cout, cin, groups, r, kernel=3, seed=0):
+    """A grouped conv weight whose every group's block is exactly TT (kernel 3) / SVD (kernel 1) rank r."""
+    g = np.random.default_rng(seed)
+    og, ig, k = cout // groups, cin // groups, kernel * kernel
+    blocks = [np.einsum("oa,abx,bi->oix", g.standard_normal((og, r)), g.standard_normal((r, r, k)),
+                        g.standard_normal((r, ig))) for _ in range(groups)]
+    return np.concatenate(blocks, 0).reshape(cout, ig, kernel, kernel).astype(np.float32)
+
+
+def test_grouped_frame_errors_and_weights_are_the_groups_together():
+    from rene_onnx.engine.search_banks import GroupedFrame, LayerFrame, make_frame
+
+    shape = LayerShape(32, 16, (3, 3), groups=4)
+    w = _planted_grouped(32, 16, 4, 3) + 0.01 * np.random.default_rng(1).standard_normal((32, 4, 3, 3)).astype(np.float32)
+    frame = make_frame("g", "tt", shape, w, 4, dense_mix=True)
+    assert isinstance(frame, GroupedFrame) and len(frame.frames) == 4 and not frame.whitened
+    sub = LayerShape(8, 4, (3, 3))
+    for r in (1, 2, 3, 4):  # each group's block truncated by an ungrouped frame of its own, stacked
+        want = np.concatenate([LayerFrame("b", "tt", sub, b, 4, dense_mix=True).truncated_weight(r).numpy()
+                               for b in split_groups(w, 4)], 0)
+        got = frame.truncated_weight(r).numpy()
+        assert got.shape == w.shape and rel_err(got, want) < 1e-4
+        assert frame.error(r) == pytest.approx(float(((w - want) ** 2).sum() / (w ** 2).sum()), rel=1e-3, abs=1e-6)
+    assert frame.error(3) < 1e-3 < frame.error(2)  # rank 3 was planted in every group
+    curve = frame.error_curve(np.array([1, 2, 3]))
+    assert list(curve) == pytest.approx([frame.error(r) for r in (1, 2, 3)])
+    # the bank's mixture at p = one-hot is that candidate; dist is the relative error of the stacked weight
+    bank = frame.bank([2, 3])
+    ms = bank.mix(torch.tensor([0.0, 1.0]), train=False)
+    assert rel_err(bank.weight(ms).detach().numpy(), frame.truncated_weight(3).numpy()) < 1e-5
+    assert float(bank.dist(bank.mix(torch.tensor([1.0, 0.0]), train=False))) == pytest.approx(frame.error(2), rel=1e-4)
+    assert len(bank.params) == 4 * 2
+    with pytest.raises(ValueError, match="groups >= 2"):
+        GroupedFrame("x", "tt", LayerShape(8, 8, (3, 3)), np.ones((8, 8, 3, 3), np.float32), 2)
+
+
+class _GroupedNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.grouped = nn.Conv2d(32, 32, 3, padding=1, groups=4)  # per group 8x8x3x3, TT break-even 7
+        self.pw = nn.Conv2d(32, 64, 1, groups=2)  # per group a 32x16 matrix
+        self.dw = nn.Conv2d(64, 64, 3, padding=1, groups=64)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.pw(torch.relu(self.grouped(x))))
+        return self.fc(torch.relu(self.dw(x)).mean((2, 3)))
+
+
+def _planted_net():
+    m = _GroupedNet()
+    with torch.no_grad():
+        m.grouped.weight.copy_(torch.from_numpy(_planted_grouped(32, 32, 4, 3)))
+        pw = np.concatenate([np.random.default_rng(j).standard_normal((32, 2)) @
+                             np.random.default_rng(10 + j).standard_normal((2, 16)) for j in range(2)], 0)
+        m.pw.weight.copy_(torch.from_numpy(pw.reshape(64, 16, 1, 1).astype(np.float32)))
+    return m
+
+
+def test_rank_search_finds_planted_per_group_ranks():
+    from rene_onnx.engine.search import SearchConfig, search
+
+    torch.set_num_threads(1)
+    res = search(_planted_net(), torch.zeros(1, 32, 6, 6), SearchConfig(steps=40, warmup_steps=5, exclude=["fc"]))
+    plan = res.plan.layers
+    assert plan["grouped"].method == "tt" and abs(res.layers["grouped"].rbar - 3) <= 1
+    assert plan["pw"].method == "svd" and abs(res.layers["pw"].rbar - 2) <= 1
+    assert res.layers["grouped"].error < 1e-4 and res.layers["pw"].error < 1e-4
+    assert plan["dw"].method == "dense" and "depthwise" in plan["dw"].reason
+    # the counts of the plan are per group: a grouped TT at rank r costs r*Cin + g*r*r*k + Cout*r
+    r = plan["grouped"].ranks
+    assert R.factorized_params("tt", shape_of(_GroupedNet().grouped), r) < R.dense_params(shape_of(_GroupedNet().grouped))
+
+
+def test_rank_search_with_data_and_a_budget_on_a_grouped_net():
+    from rene_onnx.engine.search import SearchConfig, search
+
+    torch.set_num_threads(1)
+    m = _planted_net()
+    x = torch.randn(64, 32, 6, 6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = m(x).argmax(1)
+    loader = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
+    cfg = SearchConfig(steps=20, warmup_steps=2, calib_batch_size=16, target_params=0.6, exclude=["fc"])
+    res = search(m, x[:1], cfg, calib_loader=loader)
+    assert res.mode == "validation-ce" and res.plan.layers["grouped"].method in ("tt", "dense")
+    assert abs(res.params_fraction / 0.6 - 1) <= 0.05, res.params_fraction
+
+
+def test_cli_searches_ranks_for_a_grouped_conv(tmp_path, monkeypatch):
+    (tmp_path / "gnet.py").write_text(BLOCK_SRC)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    sys.modules.pop("gnet", None)
+    _cli(tmp_path, "compress", "gnet:build_model", "--input-shape", "1,3,8,8", "--data-free", "--target-params", "0.5",
+         "--epochs", "0", "-o", "s.onnx", "--report", "s.json", "--no-latency")
+    report = _check_grouped_report(tmp_path / "s.json", tmp_path / "s.onnx", "grouped", "dw")
+    assert report["search"]["layers"]["grouped"]["method"] == "tt"  # searched, not planned from a fraction
+    assert abs(report["params"]["after"] / report["params"]["before"] - 0.5) < 0.03

@@ -10,8 +10,8 @@ Pure functions on :class:`LayerShape` (no torch, no onnx). The rules:
   grouped too) by :func:`plan_from_fraction` / :func:`plan_from_mapping`; a
   depthwise conv with one output channel per group has nothing to factor.
   :func:`resolve_method` keeps grouped convs dense unless asked with
-  ``per_group=True``: the RENE search (``engine/search.py``) calls it with the
-  default, as its per-layer frames know ungrouped weights only.
+  ``per_group=True``, as the planners and the RENE search (``engine/search.py``,
+  one frame per group) do.
 - A layer whose factorized form would not have fewer parameters than the
   dense one stays ``dense`` with a one-line reason.
 - Ranks are checked (and capped) by :func:`ranks.check_ranks`; counting is
@@ -60,8 +60,7 @@ def resolve_method(method: str, shape: LayerShape, *, per_group: bool = False) -
         if not R.supported_methods(shape):
             return "dense", R.unsupported_reason(shape)
         if not per_group:
-            return "dense", f"{kind} conv (groups={shape.groups}) is not factorized by the rank search (per-group " \
-                            "factors need explicit ranks, e.g. --ranks 0.5)"
+            return "dense", f"{kind} conv (groups={shape.groups}) is only factorized per group (per_group=True)"
     m, note = _resolve(method, shape)
     if shape.groups != 1:
         note = "; ".join(x for x in (f"per group ({shape.groups} groups, ranks per group)", note) if x)

@@ -6,7 +6,9 @@ Per searched layer i (Conv / Linear; method from ``decompose.choose.resolve_meth
   rank initialized from the weights (TT: nested HOSVD, r1 = r2; SVD: truncated
   SVD; CP: CP-ALS) -- :mod:`.search_banks`; logits ``alpha_i`` (zeros at each
   stage), ``p_i = softmax(alpha_i)``; the layer computes with the mixture
-  ``W_mix = sum_r p_r W_r``.
+  ``W_mix = sum_r p_r W_r``. A grouped conv is searched per group (one
+  decomposition per group's weight block, one rank ``r`` shared by the groups:
+  :class:`.search_banks.GroupedFrame`); a depthwise conv stays dense.
 - rank loss (Eq. 5) ``L_r = gamma * sum_i (sum_r p_r r / max R_i)^beta``.
 - decomposition loss (Eq. 6) ``L_d = sum_i ||W_i - W_mix_i||^2 / ||W_i||^2``:
   each layer's term is normalized by its own ``||W_i||^2`` so that layers with
@@ -119,7 +121,7 @@ from ..plan import Factors, LayerPlan, RankPlan
 from .batches import functional_forward, model_device, n_samples, split_batch, take, to_device
 from .calibrate import input_moments, moment_supported, whitened_factors
 from .profile import layer_shapes
-from .search_banks import LayerFrame
+from .search_banks import GroupedFrame, LayerFrame, make_frame
 from .search_budget import LayerOptions, allocate
 from .search_ladder import Window, initial_window
 
@@ -239,7 +241,7 @@ class _Layer:
     shape: LayerShape
     window: Window
     first: Window
-    frame: LayerFrame | None = None
+    frame: LayerFrame | GroupedFrame | None = None
     rbar: int = 0
     candidates: tuple[int, ...] = ()
     p: tuple[float, ...] = (1.0,)
@@ -422,7 +424,7 @@ def search(
         if (cfg.layers is not None and name not in cfg.layers) or name in cfg.exclude:
             plan.add(LayerPlan(name, "dense", (), "not searched (excluded)"))
             continue
-        method, note = resolve_method(cfg.method, shape)
+        method, note = resolve_method(cfg.method, shape, per_group=True)
         if method == "dense":
             plan.add(LayerPlan(name, "dense", (), note))
             continue
@@ -467,7 +469,7 @@ def search(
         for i, l in enumerate(layers):
             w = named[l.name].weight.detach().cpu().numpy()
             mom = moments.get(l.name) if cfg.whiten and l.method == "svd" else None
-            l.frame = LayerFrame(l.name, l.method, l.shape, w, l.window.ub, dense_mix=not data_free,
+            l.frame = make_frame(l.name, l.method, l.shape, w, l.window.ub, dense_mix=not data_free,
                                  cp_iters=cfg.cp_iters, seed=cfg.seed, device=device, moment=mom,
                                  whiten_eps=cfg.whiten_eps)
             report(0, i + 1, len(layers), {"phase": "decompose", "layer": l.name})

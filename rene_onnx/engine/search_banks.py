@@ -43,6 +43,9 @@ all candidates' components (dense reconstruction: meant for small models).
 All values are normalized by ``||W||`` (every layer's decomposition loss is
 relative); ``weight()`` scales back.
 
+Grouped convs (:class:`GroupedFrame`): one frame per group, one shared rank;
+the errors add up weighted by each group's share of ``||W||^2``.
+
 Whitened SVD (``moment`` given): the frame is that of ``W L`` with ``L L^T`` the
 damped input second moment (:class:`~rene_onnx.decompose.svd.WhitenedSVDTruncations`);
 every statement above holds in the whitened metric, so the error curve, the
@@ -51,6 +54,7 @@ and the mixed weight is mapped back through ``L^{-1}``.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -221,3 +225,69 @@ class CPBank:
 
     def weight(self, m: torch.Tensor) -> torch.Tensor:
         return (m * self.frame.scale).reshape(self.frame.weight_shape)
+
+
+class GroupedFrame:
+    """A grouped conv searched per group: one :class:`LayerFrame` per group's weight slice, one rank for all.
+
+    Group ``j``'s block of the weight (output channels ``j*Cout/g ..``) is an
+    ungrouped conv weight ``(Cout/g, Cin/g, k...)``; its frame decomposes it
+    once. Relative errors combine as the groups' share of ``||W||^2``
+    (``||W - W'||^2 = sum_j ||W_j - W'_j||^2``), and a mixed or truncated
+    weight is the groups' blocks stacked along the output channels, which is
+    the grouped conv's own weight layout. Whitening does not apply (no input
+    moment is collected for grouped convs).
+    """
+
+    whitened = False
+
+    def __init__(self, name: str, method: str, shape: LayerShape, weight: np.ndarray, max_rank: int, **kw):
+        if shape.groups < 2:
+            raise ValueError(f"layer {name!r}: GroupedFrame needs groups >= 2, got {shape.groups}")
+        self.name, self.method, self.shape = name, method, shape
+        self.weight_shape = tuple(weight.shape)
+        g, og = shape.groups, shape.group_out
+        sub = dataclasses.replace(shape, out_features=og, in_features=shape.group_in, groups=1)
+        self.frames = [LayerFrame(f"{name}[group {j}]", method, sub, np.asarray(weight)[j * og:(j + 1) * og],
+                                  max_rank, **kw) for j in range(g)]
+        self.norm2 = sum(f.norm2 for f in self.frames)
+        self.share = [f.norm2 / self.norm2 for f in self.frames]
+
+    def error(self, r: int) -> float:
+        return float(sum(s * f.error(r) for s, f in zip(self.share, self.frames)))
+
+    def error_curve(self, ranks: np.ndarray) -> np.ndarray:
+        return sum(s * f.error_curve(ranks) for s, f in zip(self.share, self.frames))
+
+    def truncated_weight(self, r: int) -> torch.Tensor:
+        return torch.cat([f.truncated_weight(r) for f in self.frames], dim=0)
+
+    def bank(self, ranks: list[int]) -> "GroupedBank":
+        return GroupedBank(self, ranks)
+
+
+class GroupedBank:
+    """The groups' banks side by side; one mixture ``p`` over the shared candidate ranks drives them all."""
+
+    def __init__(self, frame: GroupedFrame, ranks: list[int]):
+        self.frame, self.ranks = frame, list(ranks)
+        self.banks = [f.bank(self.ranks) for f in frame.frames]
+        self.params = [t for b in self.banks for t in b.params]
+
+    def mix(self, p: torch.Tensor, *, train: bool = True) -> list[torch.Tensor]:
+        return [b.mix(p, train=train) for b in self.banks]
+
+    def dist(self, ms: list[torch.Tensor]) -> torch.Tensor:
+        return sum(s * b.dist(m) for s, b, m in zip(self.frame.share, self.banks, ms))
+
+    def weight(self, ms: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([b.weight(m) for b, m in zip(self.banks, ms)], dim=0)
+
+
+def make_frame(name: str, method: str, shape: LayerShape, weight: np.ndarray, max_rank: int,
+               **kw) -> "LayerFrame | GroupedFrame":
+    """The search's frame for a layer: per group for a grouped conv (see :class:`GroupedFrame`)."""
+    if shape.groups > 1:
+        kw.pop("moment", None)
+        return GroupedFrame(name, method, shape, weight, max_rank, **kw)
+    return LayerFrame(name, method, shape, weight, max_rank, **kw)
