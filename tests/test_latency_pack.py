@@ -148,3 +148,28 @@ def test_measure_pack_latency_aware_keeps_the_slow_chain_dense(bench, tmp_path):
     assert aware["kept_dense"] == ["layer1"]
     assert set(row["per_layer_us"]) == {"layer0", "layer1"}
     assert aware["macs"]["before"] == 2 * 256 * 256 and aware["macs"]["after"] == 256 * 8 * 2 + 256 * 256
+
+
+def test_merge_puts_runs_side_by_side(bench, tmp_path):
+    def run_file(name, mode, batch):
+        r = {"host": 0.7, "device": 0.8, "graph": 1.2}[mode]
+        case = {"model": "m", "method": "svd", "fraction": 0.5, "rank_multiple": 1, "tag": "m_svd",
+                "variants": {"full": {"macs": {"ratio": 4.0}, "latency": {"default": {"ratio": r}}}}}
+        data = {"batch": batch, "device_io": mode != "host", "cuda_graph": mode == "graph", "cases": [case]}
+        (tmp_path / name).write_text(json.dumps(data))
+        return tmp_path / name
+
+    files = [run_file("a.json", "host", 1), run_file("b.json", "device", 1), run_file("c.json", "graph", 32)]
+    (tmp_path / "meta.json").write_text(json.dumps({"device": "test"}))
+    out = tmp_path / "merged.json"
+    assert bench.main(["merge", *map(str, files), "--meta", str(tmp_path / "meta.json"), "--out", str(out)]) == 0
+    merged = json.loads(out.read_text())
+    assert merged["device"] == "test" and list(merged["runs"]) == ["m_b1_host", "m_b1_device", "m_b32_graph"]
+    assert merged["summary"]["m_svd"] == {"macs_ratio": 4.0, "b1_host": 0.7, "b1_device": 0.8, "b32_graph": 1.2}
+
+
+def test_cuda_script_parses():
+    import subprocess
+
+    r = subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "cuda_latency.sh")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
