@@ -215,6 +215,7 @@ def test_demo_model_exports_to_onnx(tmp_path):
 def test_zoo_model_exports_to_onnx(tmp_path, name):
     names = _export_and_compare(name, tmp_path / f"{name}.onnx")
     conv = {"resnet18": "layer4.1.conv2.weight", "resnet34": "layer3.5.conv2.weight", "resnet20": "layer3.2.conv2.weight",
+            "resnet20_fmnist": "layer3.2.conv2.weight",
             "resnet32": "layer3.4.conv2.weight", "resnet56": "layer3.8.conv2.weight", "vgg16_bn": "features.40.weight",
             "mobilenet_v2": "features.17.conv.2.weight"}[name]
     assert conv in names  # BN folded into the conv, torch weight names kept
