@@ -278,42 +278,6 @@ def all_params(model: nn.Module) -> int:
 # ----------------------------------------------------------------------------- search
 
 
-class DistillProbe(SentenceEmbedder):
-    """The embedder seen through a validation cross-entropy: ``CE = mean log(1 + d)``.
-
-    Kept for reference: the search now takes unlabeled calibration data itself
-    (``SearchConfig(objective="distill")``), which :func:`search_plan` uses.
-
-    ``engine.search`` computes ``L_val`` as the cross-entropy of the model's
-    output against labels. Sentences have no labels, so this probe (sharing the
-    embedder's modules, hence its parameter names) returns two logits per
-    sample, ``[0, log d]`` with ``d = ||s - t||^2 / ||t||^2 = 2 (1 - cos)`` the
-    distillation error of the embedding ``s`` against the frozen original's
-    ``t``; with label 0 the cross-entropy is ``log(1 + d) ~ d``. The teacher is
-    held outside the module tree, so the search neither counts nor substitutes it.
-    """
-
-    def __init__(self, embedder: SentenceEmbedder):
-        super().__init__(embedder.bert)
-        object.__setattr__(self, "_teacher", copy.deepcopy(embedder).eval())
-
-    def forward(self, packed: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        s = super().forward(packed, attention_mask)
-        with torch.no_grad():
-            t = self._teacher(packed, attention_mask)
-        d = ((s - t) ** 2).sum(-1) / (t ** 2).sum(-1).clamp_min(1e-12)
-        return torch.stack([torch.zeros_like(d), torch.log(d.clamp_min(1e-12))], -1)
-
-
-def calib_batches(packed: torch.Tensor, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``(inputs, labels)`` batches for :class:`DistillProbe`: labels are all 0 (see its docstring)."""
-    out = []
-    for i in range(0, len(packed), batch_size):
-        x = trim(packed[i:i + batch_size])
-        out.append((x, torch.zeros(len(x), dtype=torch.long)))
-    return out
-
-
 def trim(packed: torch.Tensor) -> torch.Tensor:
     """Drop the padding columns that no sample of the batch uses (at least 2 tokens)."""
     n = max(2, int(packed[:, 1].sum(1).max()))
