@@ -414,6 +414,8 @@ def test_cli_calibration_inputs_drive_search_and_whitened_init(tiny, tmp_path):
     assert white["params"]["after"] == plain["params"]["after"]
     assert white["numerics"]["max_abs_diff"] < 1e-4  # the whitened factors are what the ONNX graph computes
     assert white["numerics"]["calib"]["mean_sample_cosine"] > plain["numerics"]["calib"]["mean_sample_cosine"]
+    # the Linear (MatMul) layers were fitted in order on the compressed model's own inputs; data-free runs never are
+    assert white["meta"]["init"]["sequential"] and "init" not in plain["meta"]
     assert searched["search"]["mode"] == "validation-distill"
     # the budget is a fraction of the ONNX model (embedding tables included, which the import keeps as buffers)
     assert searched["params"]["after"] / searched["params"]["before"] == pytest.approx(0.85, rel=0.02)
