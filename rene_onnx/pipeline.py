@@ -207,7 +207,6 @@ def sequential_init(handle: ModelHandle, plan: RankPlan, calib: tuple[torch.Tens
     (``benchmarks/results/minilm.json``). A model with an integer input named like ``*mask*`` (a transformer's
     attention mask) counts only its unmasked tokens. ``None`` when the plan has no such layer.
     """
-    from rene_onnx.data import unlabeled_dataset
     from rene_onnx.engine.sequential import sequential_factorize_
 
     named = dict(handle.torch_model.named_modules())
@@ -217,10 +216,10 @@ def sequential_init(handle: ModelHandle, plan: RankPlan, calib: tuple[torch.Tens
     row_mask = None
     if handle.multi_input and masks:
         row_mask = lambda x, i=masks[0]: x[i]  # noqa: E731  (B, T) of 0 / 1 for the (B, T, C) Linear inputs
-    loader = torch.utils.data.DataLoader(unlabeled_dataset([t[:max_samples] for t in calib]), batch_size=batch_size)
     student = copy.deepcopy(handle.torch_model).eval()
     with _numpy_blas_one_thread():
-        factors = sequential_factorize_(handle.torch_model, student, plan, list(loader), row_mask=row_mask)
+        factors = sequential_factorize_(handle.torch_model, student, plan, list(_calib_loader(calib, max_samples,
+                                        batch_size)), row_mask=row_mask)
     return factors if factors.layers else None
 
 
@@ -229,15 +228,31 @@ def calib_moments(handle: ModelHandle, calib: tuple[torch.Tensor, ...], layers: 
     """Input second moments ``E[x x^T]`` of ``layers`` (those whose moment can be collected) on at most
     ``max_samples`` calibration samples -- many more than the search's few calibration batches, which
     would leave a wide layer's moment rank-deficient and the whitening fitted to them."""
-    from rene_onnx.data import unlabeled_dataset
     from rene_onnx.engine.calibrate import input_moments, moment_supported
 
     named = dict(handle.torch_model.named_modules())
     layers = [n for n in layers if n in named and moment_supported(named[n]) is None]
     if not layers:
         return {}
-    loader = torch.utils.data.DataLoader(unlabeled_dataset([t[:max_samples] for t in calib]), batch_size=batch_size)
-    return input_moments(handle.torch_model, loader, layers)
+    return input_moments(handle.torch_model, _calib_loader(calib, max_samples, batch_size), layers)
+
+
+def _calib_loader(calib: tuple[torch.Tensor, ...], max_samples: int, batch_size: int) -> torch.utils.data.DataLoader:
+    """The first ``max_samples`` ``--calib`` samples in order, as unlabeled batches."""
+    from rene_onnx.data import unlabeled_dataset
+
+    return torch.utils.data.DataLoader(unlabeled_dataset([t[:max_samples] for t in calib]), batch_size=batch_size)
+
+
+def with_sequential(handle: ModelHandle, plan: RankPlan, calib: tuple[torch.Tensor, ...],
+                    init: Factors | None) -> Factors | None:
+    """``init`` with its Linear layers replaced by :func:`sequential_init`'s (``meta["sequential"]`` lists them)."""
+    seq = sequential_init(handle, plan, calib)
+    if seq is None:
+        return init
+    base = init or Factors()
+    return Factors(layers={**base.layers, **seq.layers}, dense=dict(base.dense),
+                   meta={**base.meta, "sequential": sorted(seq.layers)})
 
 
 def rewrite(handle: ModelHandle, student: nn.Module, latency_aware: ValidateConfig | None = None) -> Rewritten:
@@ -560,16 +575,10 @@ def compress(cfg: CompressConfig, progress: Progress = _noop) -> CompressResult:
         searched = search_ranks(handle, cfg, splits, progress, calib)
         plan = searched.plan
     progress("factorize", {"layers": len(plan.factorized())})
-    if searched is not None:
-        init = searched.factors
-    else:
-        init = whitened_init(handle, plan, calib) if calib is not None and not cfg.data_free else None
-    if calib is not None and not cfg.data_free:  # Linear layers: fitted in order, on the compressed model's inputs
-        seq = sequential_init(handle, plan, calib)
-        if seq is not None:
-            base = init or Factors()
-            init = Factors(layers={**base.layers, **seq.layers}, dense=dict(base.dense),
-                           meta={**base.meta, "sequential": sorted(seq.layers)})
+    init = searched.factors if searched is not None else None
+    if calib is not None and not cfg.data_free:  # activation-aware SVD, then the Linear layers fitted in order
+        base = init if searched is not None else whitened_init(handle, plan, calib)
+        init = with_sequential(handle, plan, calib, base)
     student = factorize(handle, plan, init)
     test_data = _test_arrays(splits)
     acc_decomposed = _torch_top1(student, test_data, static_batch(handle))

@@ -26,7 +26,7 @@ from onnx import helper
 
 from ._graph import load_model
 from .latency import measure_latency
-from .numerics import input_feeds, make_session
+from .numerics import feeds_from, make_session
 
 
 def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
@@ -147,11 +147,7 @@ def isolated_layer_latency(
     inputs and outputs on the device.
     """
     original, compressed = load_model(original), load_model(compressed)
-    if isinstance(feeds, (str, os.PathLike)):
-        with np.load(feeds) as z:
-            feeds = {k: z[k] for k in z.files}
-    elif feeds is None:
-        feeds = input_feeds(original, input_shapes, seed=0)
+    feeds = feeds_from(feeds, original, input_shapes)
     layers = {str(k): (str(o), [str(n) for n in new]) for k, (o, new) in layer_nodes.items()}
     if not layers:
         return {}

@@ -31,16 +31,9 @@ def main() -> int:
 
 
 def _feeds(spec: dict, path: str, sess) -> dict:
-    import numpy as np
+    from .numerics import check_feeds, feeds_from
 
-    from .numerics import check_feeds, input_feeds
-
-    if spec.get("feeds_npz"):
-        with np.load(spec["feeds_npz"]) as z:
-            feeds = {k: z[k] for k in z.files}
-    else:
-        feeds = input_feeds(path, spec.get("input_shapes") or None, seed=0)
-    return check_feeds(sess, feeds)
+    return check_feeds(sess, feeds_from(spec.get("feeds_npz") or None, path, spec.get("input_shapes") or None))
 
 
 def _latency(spec: dict) -> list[dict]:

@@ -277,3 +277,17 @@ def input_feeds(
         except ValueError as e:
             raise ValueError(f"input {vi.name!r}: {e}") from None
     return feeds
+
+
+def feeds_from(
+    source: Mapping[str, np.ndarray] | str | os.PathLike | None,
+    model: onnx.ModelProto | str | os.PathLike,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+) -> dict[str, np.ndarray]:
+    """Inputs by name from ``source``: a dict, an ``.npz`` path, or ``None`` for :func:`input_feeds` (seed 0)."""
+    if source is None:
+        return input_feeds(model, input_shapes, seed=0)
+    if isinstance(source, Mapping):
+        return dict(source)
+    with np.load(source) as z:
+        return {k: z[k] for k in z.files}
