@@ -602,8 +602,8 @@ def compress(cfg: CompressConfig, progress: Progress = _noop) -> CompressResult:
         report.meta["finetune"] = {"epochs_run": tuned.epochs_run, "best_epoch": tuned.best_epoch,
                                    "seconds": round(tuned.seconds, 2), "selected_on": tuned.selected_on,
                                    "best_val_top1": tuned.best_val_top1, "stopped": tuned.stopped,
-                                   "batch_size": cfg.finetune.batch_size,
-                                   "steps": int(tuned.history[-1]["steps"]) if tuned.history else 0,
+                                   "batch_size": cfg.finetune.batch_size, "optimizer": cfg.finetune.optimizer,
+                                   "lr": cfg.finetune.lr, "steps": int(tuned.history[-1]["steps"]) if tuned.history else 0,
                                    "output_loss": getattr(cfg.finetune, "output_loss", None),
                                    "select_metric": getattr(cfg.finetune, "select_metric", None)}
     if init is not None and init.meta.get("sequential"):

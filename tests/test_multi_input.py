@@ -353,6 +353,14 @@ def test_cli_distills_on_calibration_inputs(tiny, tmp_path):
     assert after["numerics"]["calib"]["cosine"] > before["numerics"]["calib"]["cosine"]
     per_sample = after["numerics"]["calib"]["mean_sample_cosine"]
     assert before["numerics"]["calib"]["mean_sample_cosine"] < per_sample < 1.0
+    assert (ft["optimizer"], ft["lr"]) == ("sgd", 0.01)
+    # --optimizer adamw (what transformers want): recorded, and it distills too
+    r = _run(*common, "-o", "c.onnx", "--report", "c.json", "--calib", "calib.npz", "--epochs", "3", "--lr", "1e-3",
+             "--optimizer", "adamw", "--batch-size", "4", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    adam = json.loads((tmp_path / "c.json").read_text())
+    assert (adam["meta"]["finetune"]["optimizer"], adam["meta"]["finetune"]["lr"]) == ("adamw", 1e-3)
+    assert adam["numerics"]["calib"]["cosine"] > before["numerics"]["calib"]["cosine"]
 
     # rene-onnx validate on the pair, on the same real inputs: the same comparison as the compress report
     r = _run("validate", str(path), "b.onnx", *SHAPES, "--calib", "calib.npz", "--no-latency", "--report", "v.json",

@@ -20,7 +20,10 @@ from rene_onnx.cli.options import (calib_option, latency_aware_option, model_opt
 @click.option("--epochs", type=click.IntRange(min=0), default=10, show_default=True,
               help="Fine-tuning epochs (CE + distillation from the original); 0 to skip.")
 @click.option("--lr", type=float, default=0.03, show_default=True,
-              help="Fine-tuning learning rate (SGD, Nesterov momentum 0.9, cosine schedule, grad-norm clip 5).")
+              help="Fine-tuning learning rate (cosine schedule, grad-norm clip 5).")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]), default="sgd", show_default=True,
+              help="Fine-tuning optimizer: sgd = Nesterov momentum 0.9 (the paper's, for CNNs); adamw (no weight "
+                   "decay) for transformers, with an lr near 1e-4.")
 @click.option("--lambda-diss", type=float, default=0.5, show_default=True,
               help="Weight of the distillation loss (weights and per-layer outputs, Eq. 10-11).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True,
@@ -33,7 +36,8 @@ from rene_onnx.cli.options import (calib_option, latency_aware_option, model_opt
 @validate_options
 @latency_aware_option
 def compress(model, weights, input_shape, method, target_params, target_macs, gamma, beta, preset, search_steps,
-             rank_multiple, data, data_free, checkpoint_dir, seed, ranks, epochs, lr, lambda_diss, batch_size, calib, output,
+             rank_multiple, data, data_free, checkpoint_dir, seed, ranks, epochs, lr, optimizer, lambda_diss, batch_size, calib,
+             output,
              report_path, provider, latency, repeats, device_io, latency_aware):
     """Compress MODEL (a zoo name or package.module:callable) into a factorized ONNX model.
 
@@ -64,8 +68,9 @@ def compress(model, weights, input_shape, method, target_params, target_macs, ga
         rewrite=RewriteConfig(method=method, ranks=ranks, rank_multiple=rank_multiple),
         search=search_config(method, target_params, target_macs, gamma, beta, preset, search_steps, rank_multiple,
                              seed, checkpoint_dir),
-        finetune=FinetuneConfig(epochs=epochs, lr=lr, lambda_diss=lambda_diss, batch_size=batch_size, seed=seed,
-                                grad_clip=5.0)
+        finetune=FinetuneConfig(epochs=epochs, lr=lr, optimizer=optimizer, lambda_diss=lambda_diss,
+                                batch_size=batch_size, seed=seed, grad_clip=5.0,
+                                **({"weight_decay": 0.0} if optimizer == "adamw" else {}))
         if epochs > 0 else None,
         validate=ValidateConfig(provider=provider or "cpu", latency=latency, repeats=repeats, device_io=device_io,
                                 latency_aware=(provider is not None and latency) if latency_aware is None
