@@ -13,8 +13,9 @@ from .report import LayerRow, Report
 
 
 def render(report: Report) -> list:
-    """Rich renderables: the per-layer table, then a summary panel."""
-    return [layer_table(report.layers), summary_panel(report)]
+    """Rich renderables: the per-layer table (when the report has layers; ``validate`` of two arbitrary models
+    has none), then a summary panel."""
+    return ([layer_table(report.layers)] if report.layers else []) + [summary_panel(report)]
 
 
 def render_text(report: Report, width: int = 140) -> str:
@@ -81,8 +82,9 @@ def summary_panel(report: Report) -> Panel:
         vals = {k: v for k, v in acc.items() if isinstance(v, (int, float)) and k not in ("samples",)}
         if vals:
             lines.append(f"{acc.get('metric', 'accuracy')}     " + ", ".join(f"{k} {_num(v)}" for k, v in vals.items()))
-    n_fact = sum(r.status == "factorized" for r in report.layers)
-    lines.append(f"layers   {n_fact} factorized, {len(report.layers) - n_fact} dense")
+    if report.layers:
+        n_fact = sum(r.status == "factorized" for r in report.layers)
+        lines.append(f"layers   {n_fact} factorized, {len(report.layers) - n_fact} dense")
     title = "Summary" + (f": {report.meta['model']}" if report.meta.get("model") else "")
     return Panel(Group(*[Text(s) for s in lines]), title=title, expand=False)
 
