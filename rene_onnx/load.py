@@ -44,8 +44,7 @@ from rene_onnx.engine.fold import fold_batchnorm_
 OPSET = 18
 
 
-class LoadError(ValueError):
-    """Bad model input (missing file, unknown name, weights that do not fit)."""
+from rene_onnx.errors import LoadError  # noqa: E402  (re-exported: loaders raise it)
 
 
 @dataclass

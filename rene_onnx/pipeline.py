@@ -34,8 +34,7 @@ from rene_onnx.plan import Factors, RankPlan, default_file_mode
 Progress = Callable[[str, dict], None]
 
 
-class PipelineError(RuntimeError):
-    """A stage failed on valid input (reported as one line, exit code 1)."""
+from rene_onnx.errors import RewriteError as PipelineError  # noqa: E402  (a stage failed on valid input)
 
 
 @dataclass

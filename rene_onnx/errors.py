@@ -1,0 +1,80 @@
+"""The error types of rene-onnx, and whose fault each one is.
+
+Every error the library raises on purpose is a :class:`ReneError`:
+
+- :class:`UserError` -- the input is wrong (a missing or unsafe file, a model or option that does not
+  fit, a write that would destroy a read). The CLI prints one ``error:`` line and exits 2.
+- :class:`StageError` -- a stage failed on valid input (the rewrite could not place a factor, no model
+  met the fidelity floor, an execution provider could not start). One line, exit 1.
+
+Anything else that escapes is a bug (ours, or inside numpy / torch / onnxruntime): the CLI says
+``internal error: ... (rerun with --debug)`` and exits 1, and never blames the user's input.
+
+Library messages do not name CLI flags. An error about one option carries its snake_case name in
+``option`` (``"calib"``, ``"target_params"``); the CLI turns that into ``--calib`` when it prints the
+line, and Python callers see ``calib: ...``.
+"""
+from __future__ import annotations
+
+
+class ReneError(Exception):
+    """Base of every error rene-onnx raises on purpose."""
+
+    #: the process exit code the CLI uses for this kind of error
+    exit_code = 1
+
+    def __init__(self, message: str, *, option: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.option = option
+
+    def __str__(self) -> str:
+        return f"{self.option}: {self.message}" if self.option else self.message
+
+
+class UserError(ReneError, ValueError):
+    """Bad input: a file, a model, data or an option value that cannot work (exit code 2).
+
+    Subclasses ``ValueError`` too, so Python callers that catch ``ValueError`` for bad
+    arguments keep working.
+    """
+
+    exit_code = 2
+
+
+class LoadError(UserError):
+    """A model, weights or data file that cannot be loaded or does not fit."""
+
+
+class PathConflictError(UserError):
+    """A write that would land on a file the command reads, or on another of its writes."""
+
+
+class UnsafeFileError(UserError):
+    """A file that would run code or exhaust memory if it were read (a pickle with code, a zip bomb)."""
+
+
+class MissingDependencyError(UserError):
+    """An optional runtime or converter is not installed (the message names the extra that installs it)."""
+
+
+class StageError(ReneError, RuntimeError):
+    """A stage failed on valid input (exit code 1)."""
+
+
+class RewriteError(StageError):
+    """The ONNX rewrite could not place a layer's factors."""
+
+
+class FidelityError(StageError):
+    """No candidate model met the requested fidelity floor."""
+
+    def __init__(self, message: str, *, best: float | None = None, required: float | None = None):
+        super().__init__(message)
+        self.best = best
+        self.required = required
+
+
+def exit_code(exc: BaseException) -> int:
+    """2 for bad input, 1 for anything else (a failed stage or a bug)."""
+    return exc.exit_code if isinstance(exc, ReneError) else 1
