@@ -182,7 +182,7 @@ def ensure_checkpoint(cfg: BenchConfig, splits, path: Path, retrain: bool, comma
 
     from rene_onnx import models
     from rene_onnx.engine.finetune import FinetuneConfig, finetune
-    from rene_onnx.plan import atomic_write_text
+    from rene_onnx.files import atomic_write_text
 
     torch.manual_seed(cfg.seed)
     model = models.build(MODEL, num_classes=splits.num_classes)
@@ -441,7 +441,7 @@ def summarize(doc: dict) -> dict:
 
 
 def _write(path: Path, doc: dict) -> None:
-    from rene_onnx.plan import atomic_write_text
+    from rene_onnx.files import atomic_write_text
 
     atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
 

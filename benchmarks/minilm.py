@@ -584,7 +584,7 @@ def run(cfg: BenchConfig, progress: Progress = _noop) -> dict[str, Any]:
     compressed = rewritten.model
     onnx.checker.check_model(compressed, full_check=True)
     if cfg.save_onnx:
-        from rene_onnx.pipeline import save_onnx_atomic
+        from rene_onnx.files import save_onnx as save_onnx_atomic
 
         save_onnx_atomic(compressed, cfg.save_onnx)
 
@@ -717,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
         out = run(cfg, log)
     out["command"] = " ".join(shlex.quote(x) for x in [".venv/bin/python", "benchmarks/minilm.py", *(argv or sys.argv[1:])])
     out["meta"] = environment_meta()
-    from rene_onnx.plan import atomic_write_text
+    from rene_onnx.files import atomic_write_text
 
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(a.out, json.dumps(out, indent=2, default=str) + "\n")

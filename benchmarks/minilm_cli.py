@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         "reports": reports,
         "command": shlex.join([".venv/bin/python", "benchmarks/minilm_cli.py", *(argv or sys.argv[1:])]),
     }
-    from rene_onnx.plan import atomic_write_text
+    from rene_onnx.files import atomic_write_text
     from rene_onnx.report.report import environment_meta
 
     out["meta"] = environment_meta()

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rene_onnx.errors import UserError
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -57,7 +59,7 @@ def spec(name: str) -> ModelSpec:
     try:
         return _SPECS[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
+        raise UserError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
 
 
 def build(name: str, num_classes: int | None = None, *, pretrained: bool = False) -> "nn.Module":
@@ -65,14 +67,14 @@ def build(name: str, num_classes: int | None = None, *, pretrained: bool = False
     s = spec(name)
     n = s.num_classes if num_classes is None else int(num_classes)
     if n <= 0:
-        raise ValueError(f"num_classes must be positive, got {num_classes}")
+        raise UserError(f"num_classes must be positive, got {num_classes}")
     model = getattr(importlib.import_module(f"{__name__}.{s.module}"), name)(num_classes=n)
     if pretrained:
         ckpt = default_checkpoint(name)
         if ckpt is None:
-            raise ValueError(f"model {name!r} has no shipped checkpoint (only: {', '.join(_with_checkpoint())})")
+            raise UserError(f"model {name!r} has no shipped checkpoint (only: {', '.join(_with_checkpoint())})")
         if n != s.num_classes:
-            raise ValueError(f"the {name!r} checkpoint has {s.num_classes} classes, not {n}")
+            raise UserError(f"the {name!r} checkpoint has {s.num_classes} classes, not {n}")
         import torch
 
         model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))

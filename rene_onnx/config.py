@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rene_onnx.errors import ConfigError
+
 PROVIDERS = ("cpu", "cuda", "tensorrt")
 OBJECTIVES = ("ce", "distill")  # the search's L_val with data: cross-entropy, or output error to the original
 IMPORTANCE = ("implied", "measured")  # how the budgeted final choice weighs each layer's error curve
@@ -22,7 +24,7 @@ def _check_choices(cfg: Any, choices: dict[str, Any], show=str) -> None:
     for name, allowed in choices.items():
         value = getattr(cfg, name)
         if value not in allowed:
-            raise ValueError(f"{name} must be one of {show(allowed)}, got {value!r}")
+            raise ConfigError(f"{name} must be one of {show(allowed)}, got {value!r}")
 
 
 @dataclass
@@ -118,36 +120,36 @@ class SearchConfig:
         for name in ("target_params", "target_macs"):
             v = getattr(self, name)
             if v is not None and not 0.0 < v <= 1.0:
-                raise ValueError(f"{name} is a fraction of the original model to keep, in (0, 1], got {v}")
+                raise ConfigError(f"{name} is a fraction of the original model to keep, in (0, 1], got {v}")
         positive = ("gamma", "beta", "lr", "alpha_lr", "grad_clip", "tolerance")
         for name in positive:
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
+            raise ConfigError(f"momentum must lie in [0, 1), got {self.momentum}")
         if not 0.0 < self.backoff < 1.0:
-            raise ValueError(f"backoff must lie in (0, 1), got {self.backoff}")
+            raise ConfigError(f"backoff must lie in (0, 1), got {self.backoff}")
         for name in ("steps", "calib_batch_size", "max_calib_batches", "rank_multiple", "snapshot_every",
                      "progress_every", "cp_iters"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_steps", "max_backoffs"):
             if int(getattr(self, name)) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("decompose_threads", "threads"):
             if getattr(self, name) is not None and int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
         _check_choices(self, {"objective": OBJECTIVES, "importance": IMPORTANCE}, ", ".join)
         if not self.whiten_eps > 0:
-            raise ValueError(f"whiten_eps must be positive, got {self.whiten_eps}")
+            raise ConfigError(f"whiten_eps must be positive, got {self.whiten_eps}")
         if self.n_candidates < 2:
-            raise ValueError(f"n_candidates must be >= 2, got {self.n_candidates}")
+            raise ConfigError(f"n_candidates must be >= 2, got {self.n_candidates}")
         if self.factor < 2:
-            raise ValueError(f"factor must be >= 2, got {self.factor}")
+            raise ConfigError(f"factor must be >= 2, got {self.factor}")
         if self.bounds is not None:
             self.bounds = tuple(int(b) for b in self.bounds)
             if len(self.bounds) != 3:
-                raise ValueError(f"bounds must be (lower, upper, step), got {self.bounds}")
+                raise ConfigError(f"bounds must be (lower, upper, step), got {self.bounds}")
         self.exclude = list(self.exclude)
 
     def fingerprint(self) -> str:
@@ -217,23 +219,23 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
         if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+            raise ConfigError(f"lr must be positive, got {self.lr}")
         _check_choices(self, {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "diss_norm": DISS_NORMS,
                               "select_on": SELECT_ON, "output_loss": OUTPUT_LOSSES, "select_metric": SELECT_METRICS})
         if self.lambda_diss < 0 or self.logit_kd < 0 or self.weight_decay < 0:
-            raise ValueError("lambda_diss, logit_kd and weight_decay must be >= 0")
+            raise ConfigError("lambda_diss, logit_kd and weight_decay must be >= 0")
         if not self.temperature > 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
+            raise ConfigError(f"temperature must be positive, got {self.temperature}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
+            raise ConfigError(f"max_steps must be >= 1 or None, got {self.max_steps}")
         if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
+            raise ConfigError(f"grad_clip must be positive or None, got {self.grad_clip}")
         if self.log_every < 1:
-            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+            raise ConfigError(f"log_every must be >= 1, got {self.log_every}")
         if self.distill_layers is not None:
             self.distill_layers = tuple(self.distill_layers)
 
@@ -248,7 +250,7 @@ class FinetuneConfig:
         known = {f for f in cls.__dataclass_fields__}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown FinetuneConfig field(s): {unknown}")
+            raise ConfigError(f"unknown FinetuneConfig field(s): {unknown}")
         return cls(**d)
 
 
@@ -277,8 +279,8 @@ class CompressConfig:
         for key in ("target_params", "target_macs"):
             value = getattr(self.search, key, None)
             if value is not None and not 0 < value < 1:
-                raise ValueError(f"--{key.replace('_', '-')} must be in (0, 1), got {value}")
+                raise ConfigError(f"must be in (0, 1), got {value}", option=key)
         if self.rewrite.ranks is not None and self.search is not None and (
                 getattr(self.search, "target_params", None) is not None
                 or getattr(self.search, "target_macs", None) is not None):
-            raise ValueError("--ranks and --target-params/--target-macs conflict: give one of them")
+            raise ConfigError("conflicts with target_params / target_macs: give one of them", option="ranks")

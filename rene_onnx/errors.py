@@ -12,9 +12,14 @@ Anything else that escapes is a bug (ours, or inside numpy / torch / onnxruntime
 
 Library messages do not name CLI flags. An error about one option carries its snake_case name in
 ``option`` (``"calib"``, ``"target_params"``); the CLI turns that into ``--calib`` when it prints the
-line, and Python callers see ``calib: ...``.
+line, and Python callers see ``calib: ...``. A message that suggests another option writes it as
+``{name}`` and gives its value in ``refs``: ``UserError("start over with {fresh}", refs={"fresh": True})``
+reads ``start over with fresh=True`` in Python and ``start over with --fresh`` on the command line
+(:meth:`ReneError.render`).
 """
 from __future__ import annotations
+
+from typing import Any, Callable, Mapping
 
 
 class ReneError(Exception):
@@ -23,13 +28,32 @@ class ReneError(Exception):
     #: the process exit code the CLI uses for this kind of error
     exit_code = 1
 
-    def __init__(self, message: str, *, option: str | None = None):
-        super().__init__(message)
+    def __init__(self, message: str, *, option: str | None = None, refs: Mapping[str, Any] | None = None):
         self.message = message
         self.option = option
+        self.refs = dict(refs or {})
+        super().__init__(self.render())
+
+    def render(self, flag: Callable[[str, Any], str] | None = None) -> str:
+        """The message with ``option`` and ``{refs}`` written by ``flag(name, value)`` (default ``name=value``)."""
+        flag = flag or python_ref
+        text = self.message.format(**{k: flag(k, v) for k, v in self.refs.items()}) if self.refs else self.message
+        return f"{flag(self.option, None)}: {text}" if self.option else text
 
     def __str__(self) -> str:
-        return f"{self.option}: {self.message}" if self.option else self.message
+        return self.render()
+
+
+def python_ref(name: str, value: Any) -> str:
+    """How a Python caller names an option: ``name`` alone, or ``name=value``."""
+    return name if value is None else f"{name}={value!r}"
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message (its type name when the message is empty)."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= limit else line[:limit] + " ..."
 
 
 class UserError(ReneError, ValueError):
@@ -44,6 +68,10 @@ class UserError(ReneError, ValueError):
 
 class LoadError(UserError):
     """A model, weights or data file that cannot be loaded or does not fit."""
+
+
+class ConfigError(UserError):
+    """An option value that is out of range or conflicts with another option."""
 
 
 class PathConflictError(UserError):
@@ -69,8 +97,8 @@ class RewriteError(StageError):
 class FidelityError(StageError):
     """No candidate model met the requested fidelity floor."""
 
-    def __init__(self, message: str, *, best: float | None = None, required: float | None = None):
-        super().__init__(message)
+    def __init__(self, message: str, *, best: float | None = None, required: float | None = None, **kw: Any):
+        super().__init__(message, **kw)
         self.best = best
         self.required = required
 

@@ -44,7 +44,7 @@ from rene_onnx.engine.fold import fold_batchnorm_
 OPSET = 18
 
 
-from rene_onnx.errors import LoadError  # noqa: E402  (re-exported: loaders raise it)
+from rene_onnx.errors import LoadError, first_line  # noqa: E402  (LoadError re-exported: loaders raise it)
 
 
 @dataclass
@@ -177,16 +177,33 @@ class ModelHandle:
         return {s.name: t.detach().cpu().numpy().astype(s.dtype, copy=False) for s, t in zip(self.specs, xs)}
 
 
+#: the largest single input (in elements) a shape may ask for; far above any real model input, and
+#: small enough that building an example tensor of it cannot exhaust memory
+MAX_INPUT_ELEMENTS = 1 << 28  # 1 GiB of float32
+
+
 def parse_shape(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
     try:
         shape = tuple(int(t) for t in re.split(r"[,x\s]+", text.strip()) if t)
     except ValueError:
-        raise LoadError(f"--input-shape must be integers like 1,3,32,32, got {text!r}") from None
+        raise LoadError("must be integers like 1,3,32,32", option="input_shape") from None
     if not shape or any(d <= 0 for d in shape):
-        raise LoadError(f"--input-shape must be positive integers like 1,3,32,32, got {text!r}")
+        raise LoadError(f"must be positive integers like 1,3,32,32, got {text!r}", option="input_shape")
+    check_input_size(shape)
     return shape
+
+
+def check_input_size(shape: Sequence[int], name: str | None = None) -> None:
+    """Refuse a shape whose example tensor would not fit in memory (more than :data:`MAX_INPUT_ELEMENTS`)."""
+    n = 1
+    for d in shape:
+        n *= int(d)
+    if n > MAX_INPUT_ELEMENTS:
+        what = f"input {name!r}" if name else "the input"
+        raise LoadError(f"{what} of shape {list(shape)} has {n:.3g} elements ({4 * n / 2**30:.3g} GiB as float32); "
+                        f"the most one input may have is {MAX_INPUT_ELEMENTS:,}", option="input_shape")
 
 
 def parse_input_shapes(texts: str | Sequence[str] | None) -> tuple[int, ...] | dict[str, tuple[int, ...]] | None:
@@ -210,15 +227,15 @@ def parse_input_shapes(texts: str | Sequence[str] | None) -> tuple[int, ...] | d
             continue
         name = name.strip()
         if not name:
-            raise LoadError(f"--input-shape {text!r}: the input name before ':' is empty (use NAME:1,32)")
+            raise LoadError(f"{text!r}: the input name before ':' is empty (use NAME:1,32)", option="input_shape")
         if name in named:
-            raise LoadError(f"--input-shape names {name!r} twice")
+            raise LoadError(f"names {name!r} twice", option="input_shape")
         named[name] = parse_shape(dims)
     if plain and named:
-        raise LoadError("--input-shape: give either one plain shape (single-input models) or NAME:DIMS for each "
-                        "input, not both")
+        raise LoadError("give either one plain shape (single-input models) or NAME:DIMS for each "
+                        "input, not both", option="input_shape")
     if len(plain) > 1:
-        raise LoadError("--input-shape: several plain shapes; a multi-input model takes NAME:DIMS for each input")
+        raise LoadError("several plain shapes; a multi-input model takes NAME:DIMS for each input", option="input_shape")
     return plain[0] if plain else named
 
 
@@ -231,8 +248,8 @@ def build_torch_model(spec: str, weights: str | Path | None = None, input_shape:
     from rene_onnx import models as zoo
 
     if isinstance(input_shape, Mapping):
-        raise LoadError(f"--input-shape NAME:DIMS is for multi-input ONNX files; {spec!r} takes one input: "
-                        f"give a plain shape such as 1,3,32,32")
+        raise LoadError(f"NAME:DIMS is for multi-input ONNX files; {spec!r} takes one input: "
+                        f"give a plain shape such as 1,3,32,32", option="input_shape")
     notes: list[str] = []
     if ":" in spec and not Path(spec).exists():
         mod_name, _, attr = spec.partition(":")
@@ -240,11 +257,23 @@ def build_torch_model(spec: str, weights: str | Path | None = None, input_shape:
             factory = getattr(importlib.import_module(mod_name), attr)
         except (ImportError, AttributeError) as e:
             raise LoadError(f"cannot import {spec!r}: {e}") from None
-        model = factory()
+        except BaseException as e:  # importing ran the user's code: anything can escape, SystemExit included
+            raise LoadError(f"importing {mod_name!r} failed: {type(e).__name__}: {first_line(e)}") from None
+        if not callable(factory):
+            raise LoadError(f"{spec!r} is a {type(factory).__name__}, not a callable that builds a torch model")
+        try:
+            model = factory()
+        except Exception as e:
+            raise LoadError(f"{spec!r} failed to build the model: {type(e).__name__}: {first_line(e)}") from None
+        except BaseException as e:  # SystemExit / KeyboardInterrupt raised by the user's factory
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            raise LoadError(f"{spec!r} raised {type(e).__name__}({first_line(e) if str(e) else ''}) instead of "
+                            f"returning a model") from None
         if not isinstance(model, nn.Module):
             raise LoadError(f"{spec!r} returned {type(model).__name__}, not a torch.nn.Module")
         if input_shape is None:
-            raise LoadError(f"--input-shape is required for {spec!r} (e.g. --input-shape 1,3,32,32)")
+            raise LoadError(f"{{input_shape}} is required for {spec!r}", refs={"input_shape": "1,3,32,32"})
         shape = input_shape
     else:
         if spec not in zoo.list_models():
@@ -265,12 +294,16 @@ def build_torch_model(spec: str, weights: str | Path | None = None, input_shape:
 
 def load_state_dict_file(model: nn.Module, path: str | Path) -> None:
     path = Path(path)
+    if not path.exists():
+        raise LoadError(f"file not found: {path}", option="weights")
     if not path.is_file():
-        raise LoadError(f"weights file not found: {path}")
+        raise LoadError(f"{path} is not a regular file", option="weights")
+    if path.stat().st_size == 0:
+        raise LoadError(f"{path} is empty (0 bytes)", option="weights")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise LoadError(f"cannot read weights {path}: {str(e).splitlines()[0]}") from None
+        raise LoadError(f"cannot read {path}: {first_line(e)}", option="weights") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -292,6 +325,10 @@ def load_state_dict_file(model: nn.Module, path: str | Path) -> None:
             parts.append(f"shape mismatch for {len(wrong)} key(s), e.g. {k}: "
                          f"file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
         raise LoadError(f"state dict {path.name} does not match the model: " + "; ".join(parts))
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise LoadError(f"{path.name} holds NaN or infinite values in {_few(bad)}: the weights are broken",
+                        option="weights")
     model.load_state_dict(state)
 
 
@@ -424,12 +461,23 @@ def load_torch(spec: str, weights: str | Path | None = None, input_shape: tuple[
                num_classes: int | None = None) -> ModelHandle:
     """Zoo name or ``module:callable`` (+ weights) -> ModelHandle (BN folded, exported, layer map built)."""
     model, shape, notes = build_torch_model(spec, weights, input_shape, num_classes)
+    x = torch.randn(shape)
+    try:
+        with torch.no_grad():
+            ref = model(x)
+    except Exception as e:  # e.g. a channel count that does not fit the first conv
+        raise LoadError(f"{spec} does not run on an input of shape {list(shape)}: {first_line(e)}",
+                        option="input_shape") from None
+    if not isinstance(ref, torch.Tensor):
+        raise LoadError(f"{spec} returns {type(ref).__name__}; only models with one tensor output are supported")
+    if not bool(torch.isfinite(ref).all()):
+        raise LoadError(f"{spec} outputs NaN or infinite values on a random input of shape {list(shape)}: check "
+                        f"its weights")
     folded = copy.deepcopy(model)
     pairs = fold_batchnorm_(folded)
     if pairs:
-        x = torch.randn(shape)
         with torch.no_grad():
-            ref, got = model(x), folded(x)
+            got = folded(x)
         if not torch.allclose(ref, got, rtol=1e-3, atol=1e-4):
             raise LoadError(f"folding BatchNorm changed the outputs of {spec} (max diff "
                             f"{(ref - got).abs().max().item():.2e}); this model is not supported yet")

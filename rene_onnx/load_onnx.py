@@ -261,14 +261,15 @@ def input_specs(model: onnx.ModelProto, input_shape, name: str) -> tuple[list[In
     elif isinstance(input_shape, Mapping):
         unknown = [k for k in input_shape if k not in names]
         if unknown:
-            raise LoadError(f"{name}: --input-shape names {', '.join(map(repr, unknown))}, not a graph input "
-                            f"(inputs: {', '.join(names)})")
+            raise LoadError(f"{name}: names {', '.join(map(repr, unknown))}, not a graph input "
+                            f"(inputs: {', '.join(names)})", option="input_shape")
         given = {k: _positive(v, name) for k, v in input_shape.items()}
     elif len(inputs) == 1:
         given = {names[0]: _positive(input_shape, name)}
     else:
-        raise LoadError(f"{name}: the model has {len(inputs)} inputs ({', '.join(names)}): give --input-shape as "
-                        f"NAME:DIMS for each input with dynamic dims, e.g. --input-shape {names[0]}:1,16")
+        raise LoadError(f"{name}: the model has {len(inputs)} inputs ({', '.join(names)}): give a shape per input "
+                        f"with dynamic dims, by name (NAME:DIMS), e.g. {{input_shape}}", option="input_shape",
+                        refs={"input_shape": f"{names[0]}:1,16"})
     dtypes = {}
     for vi in inputs:
         tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
@@ -286,7 +287,7 @@ def input_specs(model: onnx.ModelProto, input_shape, name: str) -> tuple[list[In
     no_shape = [vi.name for vi in inputs if not vi.type.tensor_type.HasField("shape") and vi.name not in given]
     if no_shape:
         raise LoadError(f"{name}: input(s) {', '.join(map(repr, no_shape))} have no shape in the graph: give "
-                        + ("it with --input-shape" if len(inputs) == 1 else "each with --input-shape NAME:DIMS"))
+                        + ("it" if len(inputs) == 1 else "each one's, by name (NAME:DIMS)"), option="input_shape")
     shaped = onnx.ModelProto()
     shaped.CopyFrom(model)
     for vi in graph_inputs(shaped):  # a shapeless input gets the rank of its given shape, all dims symbolic
@@ -296,7 +297,7 @@ def input_specs(model: onnx.ModelProto, input_shape, name: str) -> tuple[list[In
     try:
         dims = resolve_input_shapes(shaped, given, strict=False)
     except ValueError as e:
-        raise LoadError(f"{name}: --input-shape does not fit: {e}") from None
+        raise LoadError(f"{name}: does not fit: {e}", option="input_shape") from None
     dynamic = {k: [i for i, d in enumerate(v) if not isinstance(d, int)] for k, v in dims.items()}
     dynamic = {k: v for k, v in dynamic.items() if v}
     if dynamic:
@@ -306,12 +307,13 @@ def input_specs(model: onnx.ModelProto, input_shape, name: str) -> tuple[list[In
         if len(inputs) == 1:
             k = names[0]
             what = ", ".join(f"dim {i} ({dims[k][i] or '?'})" for i in dynamic[k])
-            raise LoadError(f"{name}: input {k!r} has dynamic {what}: give the full shape with --input-shape, "
-                            f"e.g. --input-shape {example(k)}")
+            raise LoadError(f"{name}: input {k!r} has dynamic {what}: give the full shape, e.g. {{input_shape}}",
+                            option="input_shape", refs={"input_shape": example(k)})
         what = "; ".join(f"{k!r} dims {', '.join(f'{i} ({dims[k][i] or chr(63)})' for i in v)}"
                          for k, v in dynamic.items())
-        flags = " ".join(f"--input-shape {k}:{example(k)}" for k in dynamic)
-        raise LoadError(f"{name}: dynamic input dims need --input-shape NAME:DIMS: {what}; e.g. {flags}")
+        shown = ", ".join(f"{k}:{example(k)}" for k in dynamic)
+        raise LoadError(f"{name}: dynamic input dims need a shape per input, by name (NAME:DIMS): {what}; e.g. "
+                        f"{shown}", option="input_shape")
     ranges = index_ranges(model)
     notes, specs = [], []
     for vi in inputs:
@@ -328,7 +330,7 @@ def input_specs(model: onnx.ModelProto, input_shape, name: str) -> tuple[list[In
 def _positive(shape, name: str) -> tuple[int, ...]:
     shape = tuple(int(d) for d in shape)
     if not shape or any(d <= 0 for d in shape):
-        raise LoadError(f"{name}: --input-shape must be positive integers, got {list(shape)}")
+        raise LoadError(f"{name}: must be positive integers, got {list(shape)}", option="input_shape")
     return shape
 
 

@@ -29,7 +29,9 @@ from torch import nn
 from rene_onnx.config import CompressConfig, RewriteConfig, ValidateConfig
 from rene_onnx.decompose.ranks import LayerShape
 from rene_onnx.load import LoadError, ModelHandle, load_torch
-from rene_onnx.plan import Factors, RankPlan, default_file_mode
+from rene_onnx.errors import UserError, first_line
+from rene_onnx.files import check_io, existing, save_onnx
+from rene_onnx.plan import Factors, RankPlan
 
 Progress = Callable[[str, dict], None]
 
@@ -86,7 +88,7 @@ def load_model(cfg: CompressConfig) -> ModelHandle:
         from rene_onnx.load_onnx import load_onnx
 
         if cfg.weights is not None:
-            raise LoadError("--weights does not apply to an ONNX model (its weights are in the file)")
+            raise LoadError("does not apply to an ONNX model (its weights are in the file)", option="weights")
         return load_onnx(cfg.model, cfg.input_shape)
     return load_torch(cfg.model, cfg.weights, cfg.input_shape)
 
@@ -110,25 +112,28 @@ def layer_shapes(handle: ModelHandle) -> dict[str, LayerShape]:
 def parse_ranks(ranks: float | str | Path | dict | RankPlan | None) -> float | dict | RankPlan:
     """Check ``--ranks`` before any heavy work: a fraction in (0, 1], a JSON plan file, or a mapping."""
     if ranks is None:
-        raise ValueError("no ranks given: pass --ranks FRACTION or --ranks plan.json")
+        raise UserError("no ranks given: a fraction of each layer to keep, or a JSON rank plan", option="ranks")
     if isinstance(ranks, (dict, RankPlan)):
         return ranks
     if isinstance(ranks, (int, float)) or (isinstance(ranks, str) and _is_number(ranks)):
         frac = float(ranks)
         if not 0 < frac <= 1:
-            raise ValueError(f"--ranks fraction must be in (0, 1], got {frac}")
+            raise UserError(f"a fraction must be in (0, 1], got {frac}", option="ranks")
         return frac
     path = Path(ranks)
     if not path.is_file():
-        raise LoadError(f"rank plan not found: {path}")
+        raise LoadError(f"rank plan not found: {path}", option="ranks")
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise LoadError(f"rank plan {path} is not valid JSON: {e}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LoadError(f"rank plan {path} is not valid JSON: {first_line(e)}", option="ranks") from None
     if isinstance(data, dict) and str(data.get("format", "")).startswith("rene-onnx/rank-plan"):
-        return RankPlan.from_dict(data)
+        try:
+            return RankPlan.from_dict(data)
+        except UserError as e:
+            raise LoadError(f"rank plan {path}: {e.message}", option="ranks") from None
     if not isinstance(data, dict):
-        raise LoadError(f"rank plan {path} must be a JSON object {{layer: rank or [r1, r2]}}")
+        raise LoadError(f"rank plan {path} must be a JSON object {{layer: rank or [r1, r2]}}", option="ranks")
     return data
 
 
@@ -139,9 +144,14 @@ def plan_ranks(shapes: dict[str, LayerShape], cfg: RewriteConfig) -> RankPlan:
     ranks = parse_ranks(cfg.ranks)
     if isinstance(ranks, float):
         return plan_from_fraction(shapes, cfg.method, ranks, rank_multiple=cfg.rank_multiple)
-    if isinstance(ranks, RankPlan):
-        return _checked_plan(ranks, shapes, cfg)
-    return plan_from_mapping(shapes, cfg.method, ranks, rank_multiple=cfg.rank_multiple)
+    try:  # the plan rules validate the user's mapping / plan: their ValueErrors are about it
+        if isinstance(ranks, RankPlan):
+            return _checked_plan(ranks, shapes, cfg)
+        return plan_from_mapping(shapes, cfg.method, ranks, rank_multiple=cfg.rank_multiple)
+    except ValueError as e:
+        if isinstance(e, UserError):
+            raise
+        raise UserError(f"the rank plan does not fit the model: {first_line(e)}", option="ranks") from None
 
 
 def _checked_plan(plan: RankPlan, shapes: dict[str, LayerShape], cfg: RewriteConfig) -> RankPlan:
@@ -150,7 +160,7 @@ def _checked_plan(plan: RankPlan, shapes: dict[str, LayerShape], cfg: RewriteCon
 
     unknown = [n for n in plan.layers if n not in shapes]
     if unknown:
-        raise ValueError(f"rank plan names layer(s) not in the model: {', '.join(unknown[:3])}")
+        raise UserError(f"the rank plan names layer(s) not in the model: {', '.join(unknown[:3])}", option="ranks")
     out = RankPlan(meta=dict(plan.meta))
     for name, lp in plan.layers.items():
         if lp.method == "dense":
@@ -386,19 +396,20 @@ def load_data(cfg: CompressConfig, handle: ModelHandle):
     if name is None:
         return None
     if handle.multi_input or handle.specs[0].dtype != "float32":
-        raise ValueError(f"--data {name}: labeled datasets are float images; this model takes "
-                         f"{', '.join(f'{k} ({v})' for k, v in handle.input_dtypes.items())}: give unlabeled inputs "
-                         f"with --calib FILE.npz (one array per input name)")
+        raise UserError(f"{name}: labeled datasets are float images; this model takes "
+                        f"{', '.join(f'{k} ({v})' for k, v in handle.input_dtypes.items())}: give unlabeled inputs "
+                        f"with {{calib}} (an .npz with one array per input name)", option="data",
+                        refs={"calib": "FILE.npz"})
     splits = load_dataset(name)
     if min(len(splits.train), len(splits.test)) == 0:
-        raise ValueError(f"dataset {name} is empty: {splits.sizes()}")
+        raise UserError(f"dataset {name} is empty: {splits.sizes()}", option="data")
     want = tuple(handle.input_shape[1:])
     if tuple(splits.input_shape) != want:
-        raise ValueError(f"dataset {name} has inputs {tuple(splits.input_shape)} but the model expects {want}")
+        raise UserError(f"dataset {name} has inputs {tuple(splits.input_shape)} but the model expects {want}", option="data")
     with torch.no_grad():
         classes = handle.torch_model(handle.example_input()).shape[-1]
     if classes != splits.num_classes:
-        raise ValueError(f"dataset {name} has {splits.num_classes} classes but the model outputs {classes}")
+        raise UserError(f"dataset {name} has {splits.num_classes} classes but the model outputs {classes}", option="data")
     return splits
 
 
@@ -468,7 +479,7 @@ def finetune_student(handle: ModelHandle, student: nn.Module, cfg: CompressConfi
     elif cfg.calib is not None:
         xs = calib if calib is not None else calib_inputs(cfg, handle)
         if len(xs[0]) < 2:
-            raise ValueError(f"--calib {cfg.calib}: needs at least 2 samples (training and validation parts)")
+            raise UserError(f"{cfg.calib}: needs at least 2 samples (training and validation parts)", option="calib")
         n_val = max(1, len(xs[0]) // 10)
         train = unlabeled_dataset([t[n_val:] for t in xs])
         val = unlabeled_dataset([t[:n_val] for t in xs])
@@ -500,52 +511,6 @@ def finetune_student(handle: ModelHandle, student: nn.Module, cfg: CompressConfi
 
 # ----------------------------------------------------------------------------- the whole job
 
-def save_onnx_atomic(model: onnx.ModelProto, path: str | Path, external_data: bool = False) -> Path:
-    """Write ``model`` to a temporary file next to ``path``, check it, then rename (no half-written output).
-
-    With ``external_data`` the tensors go to ``<name>.data`` beside it (models over protobuf's 2 GB limit).
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise LoadError(f"output folder does not exist: {path.parent}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, default_file_mode())
-    data_name = f"{path.name}.data"
-    tmp_data = path.parent / f".{data_name}.tmp"
-    try:
-        if external_data:
-            # the location is written into the model: name the final file, write the data to a temp first
-            onnx.save(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True, location=tmp_data.name)
-            onnx.checker.check_model(tmp, full_check=True)
-            saved = onnx.load(tmp, load_external_data=False)
-            for t in _external_tensors(saved.graph):
-                for e in t.external_data:
-                    if e.key == "location":
-                        e.value = data_name
-            onnx.save(saved, tmp)
-            os.replace(tmp_data, path.parent / data_name)
-        else:
-            onnx.save(model, tmp)
-            onnx.checker.check_model(tmp, full_check=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        tmp_data.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _external_tensors(graph: onnx.GraphProto):
-    for t in graph.initializer:
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            yield t
-    for node in graph.node:
-        for a in node.attribute:
-            if a.t is not None and a.t.data_location == onnx.TensorProto.EXTERNAL:
-                yield a.t
-
-
 def compress(cfg: CompressConfig, progress: Progress = _noop) -> CompressResult:
     """Load -> ranks (given or searched) -> factorize -> fine-tune -> rewrite -> validate -> report.
 
@@ -553,10 +518,7 @@ def compress(cfg: CompressConfig, progress: Progress = _noop) -> CompressResult:
     """
     t0 = time.perf_counter()
     out_path = Path(cfg.output)
-    if not out_path.parent.is_dir():
-        raise LoadError(f"output folder does not exist: {out_path.parent}")
-    if cfg.report is not None and not Path(cfg.report).parent.is_dir():
-        raise LoadError(f"report folder does not exist: {Path(cfg.report).parent}")
+    check_io(*compress_io(cfg))
     if cfg.rewrite.ranks is not None:
         parse_ranks(cfg.rewrite.ranks)  # fail fast on bad ranks, before loading anything
 
@@ -593,7 +555,7 @@ def compress(cfg: CompressConfig, progress: Progress = _noop) -> CompressResult:
             val.accuracy["after_finetune"] = val.accuracy.pop("after")
         else:
             val.accuracy.pop("after")
-    save_onnx_atomic(rewritten.model, out_path, handle.external_data)
+    save_onnx(rewritten.model, out_path, handle.external_data)
 
     report = build_report(cfg, handle, shapes, plan, rewritten, val, seconds=time.perf_counter() - t0)
     report.search = _search_section(searched)
@@ -614,6 +576,18 @@ def compress(cfg: CompressConfig, progress: Progress = _noop) -> CompressResult:
     if cfg.report is not None:
         report.save_json(cfg.report)
     return CompressResult(report, out_path, plan, handle.notes + (searched.notes if searched else []))
+
+
+def compress_io(cfg: CompressConfig) -> tuple[dict, dict]:
+    """(reads, writes) of a compress run, by option name, for :func:`rene_onnx.files.check_io`."""
+    from rene_onnx.files import model_reads, onnx_outputs
+
+    ranks = cfg.rewrite.ranks
+    ckpt = cfg.search.checkpoint_dir if cfg.search is not None and ranks is None else None
+    reads = {"model": model_reads(cfg.model), "weights": cfg.weights, "calib": cfg.calib, "data": existing(cfg.data),
+             "ranks": existing(ranks) if isinstance(ranks, (str, Path)) else None, "checkpoint_dir": existing(ckpt)}
+    writes = {**onnx_outputs(cfg.output, external_data=len(reads["model"]) > 1), "report": cfg.report}
+    return reads, writes
 
 
 def _test_arrays(splits) -> tuple[np.ndarray, np.ndarray] | None:

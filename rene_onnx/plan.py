@@ -38,13 +38,16 @@ Grouped convs (``groups = g > 1``, see :mod:`rene_onnx.decompose.grouped`): rank
 from __future__ import annotations
 
 import json
+import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+
+from rene_onnx.errors import UserError, first_line
+from rene_onnx.files import atomic_write_text
 
 METHODS = ("tt", "cp", "svd", "dense")
 
@@ -62,13 +65,35 @@ class LayerPlan:
     reason: str = ""  # why a layer stays dense (or any note on the choice)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise PlanError(f"a layer name must be a non-empty string, got {self.name!r}")
         if self.method not in METHODS:
-            raise ValueError(f"layer {self.name!r}: unknown method {self.method!r} (expected one of {METHODS})")
-        self.ranks = tuple(int(r) for r in self.ranks)
+            raise PlanError(f"layer {self.name!r}: unknown method {self.method!r} (expected one of {METHODS})")
+        if isinstance(self.ranks, (str, bytes)) or not isinstance(self.ranks, (list, tuple)):
+            raise PlanError(f"layer {self.name!r}: ranks must be a list of integers, got {self.ranks!r}")
+        self.ranks = tuple(parse_rank(r, self.name) for r in self.ranks)
         if self.method != "dense" and not self.ranks:
             raise ValueError(f"layer {self.name!r}: method {self.method!r} needs ranks")
         if any(r <= 0 for r in self.ranks):
-            raise ValueError(f"layer {self.name!r}: ranks must be positive, got {list(self.ranks)}")
+            raise PlanError(f"layer {self.name!r}: ranks must be positive, got {list(self.ranks)}")
+        if not isinstance(self.reason, str):
+            raise PlanError(f"layer {self.name!r}: reason must be a string, got {self.reason!r}")
+
+
+class PlanError(UserError):
+    """A rank plan that is not well formed (wrong structure, a rank that is not a positive integer)."""
+
+
+def parse_rank(value: Any, layer: str) -> int:
+    """A rank as an int: a positive integer, or a float with an integral value (``16.0``); else ``PlanError``.
+
+    ``2.5``, ``Infinity``, ``NaN``, ``true`` and strings are refused rather than truncated.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise PlanError(f"layer {layer!r}: a rank must be an integer, got {value!r}")
+    if isinstance(value, (float, np.floating)) and not (math.isfinite(value) and float(value).is_integer()):
+        raise PlanError(f"layer {layer!r}: a rank must be an integer, got {value!r}")
+    return int(value)
 
 
 @dataclass
@@ -93,9 +118,22 @@ class RankPlan:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RankPlan":
-        plan = cls(meta=dict(d.get("meta", {})))
-        for item in d.get("layers", []):
-            plan.add(LayerPlan(item["name"], item["method"], tuple(item.get("ranks", ())), item.get("reason", "")))
+        """A plan from its JSON form; ``PlanError`` naming what is wrong when it is not well formed."""
+        if not isinstance(d, dict):
+            raise PlanError(f"a rank plan is a JSON object, got {type(d).__name__}")
+        meta, layers = d.get("meta", {}), d.get("layers", [])
+        if not isinstance(meta, dict):
+            raise PlanError(f"the plan's 'meta' must be an object, got {type(meta).__name__}")
+        if not isinstance(layers, list):
+            raise PlanError(f"the plan's 'layers' must be a list of {{name, method, ranks}}, got {type(layers).__name__}")
+        plan = cls(meta=dict(meta))
+        for i, item in enumerate(layers):
+            if not isinstance(item, dict) or "name" not in item or "method" not in item:
+                raise PlanError(f"layer entry {i} of the plan must be an object with 'name', 'method' and 'ranks', "
+                                f"got {str(item)[:80]}")
+            if item["name"] in plan.layers:
+                raise PlanError(f"the plan names layer {item['name']!r} twice")
+            plan.add(LayerPlan(item["name"], item["method"], item.get("ranks", ()), item.get("reason", "")))
         return plan
 
     def save(self, path: str | os.PathLike) -> None:
@@ -103,8 +141,15 @@ class RankPlan:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "RankPlan":
-        with open(path) as f:
-            return cls.from_dict(json.load(f))
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise PlanError(f"{path}: not a readable rank plan ({first_line(e)})") from None
+        try:
+            return cls.from_dict(data)
+        except PlanError as e:
+            raise PlanError(f"{path}: {e.message}") from None
 
 
 @dataclass
@@ -175,39 +220,3 @@ class Factors:
             for j, name in enumerate(index.get("dense", [])):
                 out.dense[name] = z[f"d{j}"]
         return out
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write text to ``path`` through a temporary file in the same folder, then rename."""
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    atomic_write(path, write)
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it into place.
-
-    A failure leaves no half-written ``path`` (and no temporary file); the result gets the
-    usual file mode (mkstemp alone makes 0600 files).
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        os.chmod(tmp, default_file_mode())
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def default_file_mode() -> int:
-    """The mode a plain ``open(path, "w")`` would give a new file (0666 less the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask

@@ -243,8 +243,9 @@ def test_data_that_does_not_fit_the_model(tmp_path):
 
 
 def test_outputs_get_normal_permissions(tmp_path):
-    from rene_onnx.pipeline import save_onnx_atomic
-    from rene_onnx.plan import RankPlan, default_file_mode
+    from rene_onnx.files import default_file_mode
+    from rene_onnx.files import save_onnx as save_onnx_atomic
+    from rene_onnx.plan import RankPlan
 
     RankPlan().save(tmp_path / "p.json")
     m = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []), ir_version=10)

@@ -515,7 +515,7 @@ def test_dynamic_dims_need_input_shape(tmp_path):
     m = make_model(nodes, [helper.make_tensor_value_info("x", F32, [2, "T", 6])],
                    [helper.make_tensor_value_info("y", F32, [2, "T", 5])], {"W": rnd(6, 5)})
     path = save(m, tmp_path / "dyn.onnx")
-    with pytest.raises(LoadError, match=r"input 'x' has dynamic dim 1 \(T\).*--input-shape 2,N,6"):
+    with pytest.raises(LoadError, match=r"input_shape: .*input 'x' has dynamic dim 1 \(T\).*input_shape='2,N,6'"):
         load_onnx(path)
     handle = load_onnx(path, (2, 7, 6))
     assert handle.input_shape == (2, 7, 6)
@@ -579,7 +579,7 @@ BAD = {
     "checker": "fails the ONNX checker: .*undefined_tensor", "opset10": "opset 10 is not supported",
     "opset21": "opset 21 is not supported", "ir5": "IR version 5 is too old", "ir11": "IR version 11 is not supported",
     "no_layer": "no Conv / Gemm / MatMul node", "runtime_only": "can be compressed .*computed at run time",
-    "dynamic": r"dynamic dim 2 \(H\).*--input-shape", "int8_input": "input 'extra' is INT8; supported input types",
+    "dynamic": r"input_shape: .*dynamic dim 2 \(H\)", "int8_input": "input 'extra' is INT8; supported input types",
     "traversal": r"'\.\./evil\.bin', outside the model's folder",
 }
 

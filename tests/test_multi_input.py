@@ -180,7 +180,7 @@ def test_count_onnx_on_a_dynamic_transformer_graph(b, t):
 def test_load_tiny_bert(tiny, tmp_path):
     path, model = tiny
     with pytest.raises(LoadError, match=r"'input_ids' dims 1 \(seq\); 'attention_mask' dims 1 \(seq\).*"
-                                         r"--input-shape input_ids:1,N --input-shape attention_mask:1,N"):
+                                         r"e.g. input_ids:1,N, attention_mask:1,N"):
         load_onnx(path)
     with pytest.raises(LoadError, match=r"2 inputs \(input_ids, attention_mask\).*NAME:DIMS"):
         load_onnx(path, (1, 16))

@@ -1,19 +1,37 @@
 """``rene-onnx``: the click group. One module per command; this file only wires them."""
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
 from rene_onnx import __version__
-from rene_onnx.cli.errors import fail
+from rene_onnx.cli.errors import fail, usage_error
 
 
 class Group(click.Group):
     """Runs commands with the project's error formatting (one line, exit 2 or 1; traceback with --debug)."""
 
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as e:  # click's usage errors: one line, like ours
+            usage_error(e)
+        except click.exceptions.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        except BrokenPipeError:  # the reader of our output went away (`... | head`): nothing to say
+            sys.stdout = open(os.devnull, "w")
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit, BrokenPipeError):
             raise
         except Exception as e:  # noqa: BLE001 - the one place errors are formatted
             fail(e, bool(ctx.obj and ctx.obj.get("debug")))

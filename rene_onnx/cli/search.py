@@ -24,12 +24,14 @@ def search(model, weights, input_shape, method, target_params, target_macs, gamm
 
     from rene_onnx.cli.render import out, stage_status
     from rene_onnx.config import CompressConfig, RewriteConfig
-    from rene_onnx.load import LoadError, parse_input_shapes
+    from rene_onnx.load import parse_input_shapes
     from rene_onnx.pipeline import calib_inputs, load_data, load_model, search_ranks
 
-    if not Path(output).parent.is_dir():
-        raise LoadError(f"output folder does not exist: {Path(output).parent}")
+    from rene_onnx.files import check_io, existing, model_reads
+
     checkpoint_dir = checkpoint_dir or f"{output}.search"
+    check_io({"model": model_reads(model), "weights": weights, "calib": calib, "data": existing(data),
+              "checkpoint_dir": existing(checkpoint_dir)}, {"output": output})
     cfg = CompressConfig(
         model=model, weights=weights, input_shape=parse_input_shapes(input_shape), data=data, data_free=data_free,
         calib=calib,
@@ -41,7 +43,8 @@ def search(model, weights, input_shape, method, target_params, target_macs, gamm
         handle = load_model(cfg)
         splits = load_data(cfg, handle)
         result = search_ranks(handle, cfg, splits, progress, calib_inputs(cfg, handle) if splits is None else None)
-    result.plan.meta["search"] = {**result.plan.meta.get("search", {}), "seconds": round(result.seconds, 2),
+    # no timings in the plan: the same search (model, options, seed) writes the same bytes
+    result.plan.meta["search"] = {**result.plan.meta.get("search", {}),
                                   "params_fraction": result.params_fraction, "macs_fraction": result.macs_fraction}
     result.plan.save(output)
     for note in result.notes:

@@ -33,6 +33,10 @@ def validate(original, compressed, input_shape, data, calib, report_path, provid
     from rene_onnx.validate.numerics import input_feeds
     from rene_onnx.validate.pair import compare_pair
 
+    from rene_onnx.files import check_io, existing, model_reads
+
+    check_io({"original": model_reads(original) or [original], "compressed": model_reads(compressed) or [compressed],
+              "data": existing(data), "calib": calib}, {"report": report_path})
     with stage_status() as progress:
         progress("load", {})
         a, b = read_onnx(original), read_onnx(compressed)

@@ -18,6 +18,8 @@ from pathlib import Path
 from .arrays import unlabeled_dataset, unlabeled_input_arrays, unlabeled_inputs
 from .core import ArrayDataset, DataSplits, SplitDataset, check_fraction, stratified_split
 
+from rene_onnx.errors import LoadError
+
 NAMES = ("digits", "fashion-mnist")
 _ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "fmnist": "fashion-mnist"}
 
@@ -59,15 +61,15 @@ def load_dataset(
         from .idx import FASHION_MNIST_DIR, find_idx_files, load_idx_splits
 
         if find_idx_files(FASHION_MNIST_DIR) is None:
-            raise ValueError(f"fashion-mnist: no idx files in {FASHION_MNIST_DIR} "
+            raise LoadError(f"fashion-mnist: no idx files in {FASHION_MNIST_DIR} "
                              "(apt-get install dataset-fashion-mnist, or pass the folder holding them)")
         return load_idx_splits(FASHION_MNIST_DIR, **common)
     path = Path(key).expanduser()
     if not path.exists():
-        raise ValueError(f"unknown dataset {key!r}: not one of {', '.join(NAMES)} and no such path "
+        raise LoadError(f"unknown dataset {key!r}: not one of {', '.join(NAMES)} and no such path "
                          "(CIFAR / ImageFolder / idx data: pass its folder)")
     if path.is_file():
-        raise ValueError(f"{path}: a dataset is a folder (for label-free .npy/.npz inputs use unlabeled_inputs)")
+        raise LoadError(f"{path}: a dataset is a folder (for label-free .npy/.npz inputs use unlabeled_inputs)")
     return _load_folder(path, test_fraction=test_fraction, image_size=image_size, **common)
 
 
@@ -83,7 +85,7 @@ def _load_folder(path: Path, *, test_fraction: float, image_size, **common) -> D
         return load_cifar_splits(path, **common)
     if detect_imagefolder(path):
         return load_imagefolder_splits(path, test_fraction=test_fraction, image_size=image_size, **common)
-    raise ValueError(f"{path}: no dataset found (expected idx files, CIFAR pickles, or <root>/<class>/*.png images)")
+    raise LoadError(f"{path}: no dataset found (expected idx files, CIFAR pickles, or <root>/<class>/*.png images)")
 
 
 __all__ = ["ArrayDataset", "DataSplits", "SplitDataset", "list_datasets", "load_dataset", "stratified_split",

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rene_onnx.errors import LoadError, UnsafeFileError, first_line
+
 INPUT_KEYS = ("inputs", "input", "x", "data", "images")
 
 
@@ -34,20 +36,20 @@ def unlabeled_inputs(path: str | os.PathLike, input_shape: tuple[int, ...] | Non
         keys = list(arrays)
         key = next((k for k in INPUT_KEYS if k in keys), keys[0] if len(keys) == 1 else None)
         if key is None:
-            raise ValueError(f"{p}: holds {keys}; name the inputs array one of {INPUT_KEYS}")
+            raise LoadError(f"{p}: holds {keys}; name the inputs array one of {INPUT_KEYS}")
         arr = arrays[key]
     if arr.dtype.kind not in "fiub":
-        raise ValueError(f"{p}: inputs must be numeric, got dtype {arr.dtype}")
+        raise LoadError(f"{p}: inputs must be numeric, got dtype {arr.dtype}")
     if arr.size == 0:
-        raise ValueError(f"{p}: the inputs array is empty")
+        raise LoadError(f"{p}: the inputs array is empty")
     if input_shape is not None:
         sample = tuple(int(d) for d in input_shape)[1:]
         if arr.shape == sample:
             arr = arr[None]
         if arr.shape[1:] != sample:
-            raise ValueError(f"{p}: inputs have shape {arr.shape}, expected (N, {', '.join(map(str, sample))})")
+            raise LoadError(f"{p}: inputs have shape {arr.shape}, expected (N, {', '.join(map(str, sample))})")
     elif arr.ndim < 2:
-        raise ValueError(f"{p}: inputs must be (N, ...), got shape {arr.shape}")
+        raise LoadError(f"{p}: inputs must be (N, ...), got shape {arr.shape}")
     return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
 
 
@@ -65,38 +67,45 @@ def unlabeled_input_arrays(path: str | os.PathLike, specs: Sequence) -> tuple[to
     """
     specs = list(specs)
     if not specs:
-        raise ValueError("no graph inputs to load data for")
+        raise LoadError("no graph inputs to load data for")
     p = Path(path)
     arrays = _read_arrays(p, f"a .npz file with one array per graph input ({_names(specs)})")
     if arrays is None:  # a .npy
         if len(specs) > 1:
-            raise ValueError(f"{p}: a .npy holds one array; the model has {len(specs)} inputs ({_names(specs)}): "
+            raise LoadError(f"{p}: a .npy holds one array; the model has {len(specs)} inputs ({_names(specs)}): "
                              "save a .npz with one array per input name")
         arrays = {specs[0].name: np.load(p, allow_pickle=False)}
     if len(specs) == 1 and specs[0].name not in arrays:
         key = next((k for k in INPUT_KEYS if k in arrays), next(iter(arrays)) if len(arrays) == 1 else None)
         if key is None:
-            raise ValueError(f"{p}: holds {sorted(arrays)}; name the array {specs[0].name!r}")
+            raise LoadError(f"{p}: holds {sorted(arrays)}; name the array {specs[0].name!r}")
         arrays = {specs[0].name: arrays[key]}
     missing = [s.name for s in specs if s.name not in arrays]
     extra = sorted(set(arrays) - {s.name for s in specs})
     if missing or extra:
-        raise ValueError(f"{p}: needs one array per graph input ({_names(specs)})"
+        raise LoadError(f"{p}: needs one array per graph input ({_names(specs)})"
                          + (f"; missing {', '.join(missing)}" if missing else "")
                          + (f"; not graph inputs: {', '.join(extra)}" if extra else ""))
     out = [_checked(p, s, arrays[s.name]) for s in specs]
     counts = {s.name: len(t) for s, t in zip(specs, out)}
     if len(set(counts.values())) > 1:
-        raise ValueError(f"{p}: the inputs hold different numbers of samples: {counts}")
+        raise LoadError(f"{p}: the inputs hold different numbers of samples: {counts}")
     return tuple(out)
 
 
 def _read_arrays(p: Path, expected: str) -> dict[str, np.ndarray] | None:
-    """The arrays of a ``.npz`` by key, or None for a readable ``.npy``; ValueError for anything else."""
+    """The arrays of a ``.npz`` by key, or None for a readable ``.npy``; LoadError for anything else.
+
+    The headers are checked first (:func:`check_array_file`): no pickled objects, and no array
+    larger than the memory there is to hold it.
+    """
+    if not p.exists():
+        raise LoadError(f"{p}: no such file")
     if not p.is_file():
-        raise ValueError(f"{p}: no such file")
+        raise LoadError(f"{p}: not a regular file")
     if p.suffix.lower() not in (".npy", ".npz"):
-        raise ValueError(f"{p}: expected {expected}")
+        raise LoadError(f"{p}: expected {expected}")
+    check_array_file(p)
     try:
         loaded = np.load(p, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
@@ -104,7 +113,70 @@ def _read_arrays(p: Path, expected: str) -> dict[str, np.ndarray] | None:
         with loaded:
             return {k: loaded[k] for k in loaded.files}
     except Exception as e:  # numpy raises several types for corrupt files
-        raise ValueError(f"{p}: cannot read ({e})") from None
+        raise LoadError(f"{p}: cannot read ({first_line(e)})") from None
+
+
+def memory_limit() -> int:
+    """Bytes an input file's arrays may take in all: half the memory available now (4 GiB if unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def check_array_file(p: Path, limit: int | None = None) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Read only the headers of a ``.npy`` / ``.npz``: name -> (shape, dtype); refuse what must not be loaded.
+
+    Refused (:class:`~rene_onnx.errors.UnsafeFileError`): a file that is neither (no numpy or zip magic),
+    an array of Python objects (loading it would unpickle), and arrays whose declared sizes add up to
+    more than ``limit`` bytes (default :func:`memory_limit`) -- a small compressed ``.npz`` can declare
+    gigabytes.
+    """
+    import zipfile
+
+    limit = memory_limit() if limit is None else limit
+    headers: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    with open(p, "rb") as f:
+        magic = f.read(6)
+        f.seek(0)
+        if magic == b"\x93NUMPY":
+            headers["arr_0"] = _npy_header(f, p)
+        elif magic[:4] == b"PK\x03\x04":
+            try:
+                with zipfile.ZipFile(f) as z:
+                    for info in z.infolist():
+                        if not info.filename.endswith(".npy"):
+                            continue
+                        with z.open(info) as member:
+                            headers[info.filename[:-4]] = _npy_header(member, p, info.filename)
+            except zipfile.BadZipFile as e:
+                raise UnsafeFileError(f"{p}: a damaged .npz ({first_line(e)})") from None
+        else:
+            raise UnsafeFileError(f"{p}: not a .npy or .npz file (no numpy or zip header)")
+    total = 0
+    for name, (shape, dtype) in headers.items():
+        if dtype.hasobject:
+            raise UnsafeFileError(f"{p}: array {name!r} holds Python objects (pickled); only numeric arrays are read")
+        total += int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if total > limit:
+        raise UnsafeFileError(f"{p}: its arrays declare {total / 2**30:.3g} GiB, more than the {limit / 2**30:.3g} GiB "
+                              f"that may be loaded here")
+    return headers
+
+
+def _npy_header(f, p: Path, member: str = "") -> tuple[tuple[int, ...], np.dtype]:
+    from numpy.lib import format as npf
+
+    where = f"{p}{':' + member if member else ''}"
+    try:
+        version = npf.read_magic(f)
+        read = {(1, 0): npf.read_array_header_1_0, (2, 0): npf.read_array_header_2_0}.get(version)
+        if read is None:
+            raise ValueError(f"unsupported .npy version {version}")
+        shape, _, dtype = read(f)
+    except Exception as e:  # a damaged header
+        raise UnsafeFileError(f"{where}: not a readable .npy header ({first_line(e)})") from None
+    return tuple(int(d) for d in shape), np.dtype(dtype)
 
 
 def _names(specs) -> str:
@@ -115,28 +187,28 @@ def _checked(p: Path, spec, arr: np.ndarray) -> torch.Tensor:
     want = np.dtype(spec.dtype)
     shape = tuple(int(d) for d in spec.shape)
     if arr.size == 0:
-        raise ValueError(f"{p}: the array for {spec.name!r} is empty")
+        raise LoadError(f"{p}: the array for {spec.name!r} is empty")
     if arr.ndim == len(shape) - 1:
         arr = arr[None]
     free = set(getattr(spec, "dynamic", ())) | {0}
     if arr.ndim != len(shape) or any(a != b for i, (a, b) in enumerate(zip(arr.shape, shape)) if i not in free):
         expect = ", ".join("N" if i == 0 else ("*" if i in free else str(d)) for i, d in enumerate(shape))
-        raise ValueError(f"{p}: {spec.name!r} has shape {arr.shape}, expected ({expect})")
+        raise LoadError(f"{p}: {spec.name!r} has shape {arr.shape}, expected ({expect})")
     kind = arr.dtype.kind
     if want.kind in "iu":
         if kind not in "iub":
-            raise ValueError(f"{p}: {spec.name!r} is an integer input ({want}) but the array holds {arr.dtype}; "
+            raise LoadError(f"{p}: {spec.name!r} is an integer input ({want}) but the array holds {arr.dtype}; "
                              "save token ids / masks as integers")
         high = getattr(spec, "high", None)
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or (high is not None and hi >= high):
             bound = f"[0, {high})" if high is not None else ">= 0"
-            raise ValueError(f"{p}: {spec.name!r} holds values in [{lo}, {hi}], outside {bound}")
+            raise LoadError(f"{p}: {spec.name!r} holds values in [{lo}, {hi}], outside {bound}")
     elif want.kind == "b":
         if kind not in "iub" or not np.isin(arr, (0, 1)).all():
-            raise ValueError(f"{p}: {spec.name!r} is a bool input; the array must hold bools or 0/1")
+            raise LoadError(f"{p}: {spec.name!r} is a bool input; the array must hold bools or 0/1")
     elif kind not in "fiub":
-        raise ValueError(f"{p}: {spec.name!r} must be numeric, got dtype {arr.dtype}")
+        raise LoadError(f"{p}: {spec.name!r} must be numeric, got dtype {arr.dtype}")
     return torch.from_numpy(np.ascontiguousarray(arr.astype(want, copy=False)))
 
 
@@ -158,7 +230,7 @@ def unlabeled_dataset(tensors: Sequence[torch.Tensor]) -> torch.utils.data.Datas
     """
     tensors = tuple(tensors)
     if not tensors:
-        raise ValueError("no input tensors")
+        raise LoadError("no input tensors")
     if len(tensors) == 1:
         return torch.utils.data.TensorDataset(tensors[0])
     return _InputsDataset(tensors)

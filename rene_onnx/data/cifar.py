@@ -3,17 +3,20 @@
 CIFAR-10: ``data_batch_1..5`` + ``test_batch`` (+ ``batches.meta``);
 CIFAR-100: ``train`` + ``test`` with ``fine_labels`` (+ ``meta``). The
 standard archive folders (``cifar-10-batches-py``, ``cifar-100-python``)
-may be passed or their parent. Note: pickle files can run code when loaded;
-only load folders you trust (as with torchvision's CIFAR loaders).
+may be passed or their parent. The pickles are read by a restricted unpickler
+(:mod:`rene_onnx.data.safe_pickle`) that admits dicts, lists, strings, bytes,
+numbers and numpy arrays only, so a batch file cannot run code when loaded.
 """
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
 
 from .core import ArrayDataset, DataSplits, make_splits
+from .safe_pickle import load_data_pickle
+
+from rene_onnx.errors import LoadError
 
 SUBFOLDERS = ("cifar-10-batches-py", "cifar-100-python")
 
@@ -30,26 +33,27 @@ def detect_cifar(folder: Path) -> tuple[Path, str] | None:
 
 def _unpickle(path: Path) -> dict:
     if not path.is_file():
-        raise ValueError(f"{path}: missing CIFAR file")
-    with open(path, "rb") as f:
-        d = pickle.load(f, encoding="bytes")
+        raise LoadError(f"{path}: missing CIFAR file")
+    d = load_data_pickle(path)
+    if not isinstance(d, dict):
+        raise LoadError(f"{path}: not a CIFAR batch (a dict), got {type(d).__name__}")
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
 
 
 def _batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     d = _unpickle(path)
     if "data" not in d or label_key not in d:
-        raise ValueError(f"{path}: not a CIFAR batch (needs 'data' and {label_key!r})")
+        raise LoadError(f"{path}: not a CIFAR batch (needs 'data' and {label_key!r})")
     data = np.asarray(d["data"], dtype=np.uint8)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise ValueError(f"{path}: CIFAR data must be (N, 3072), got {data.shape}")
+        raise LoadError(f"{path}: CIFAR data must be (N, 3072), got {data.shape}")
     return data.reshape(-1, 3, 32, 32), np.asarray(d[label_key], dtype=np.int64)
 
 
 def load_cifar_splits(folder: Path, *, seed: int, calib_fraction: float, mean=None, std=None) -> DataSplits:
     detected = detect_cifar(folder)
     if detected is None:
-        raise ValueError(f"{folder}: no CIFAR pickles (data_batch_1..5 + test_batch, or train + test)")
+        raise LoadError(f"{folder}: no CIFAR pickles (data_batch_1..5 + test_batch, or train + test)")
     root, kind = detected
     if kind == "cifar10":
         batches = sorted(p for p in root.glob("data_batch_*") if p.is_file())

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from rene_onnx.errors import LoadError
+
 # the test split of a dataset without its own test split is held out with this fixed seed
 HOLDOUT_SEED = 0
 
@@ -34,9 +36,9 @@ class SplitDataset(Dataset):
         self.std = tuple(float(s) for s in std)
         self.image_shape = tuple(int(d) for d in image_shape)
         if len(self.mean) != self.image_shape[0] or len(self.std) != self.image_shape[0]:
-            raise ValueError(f"mean/std need {self.image_shape[0]} values (one per channel), got {self.mean}/{self.std}")
+            raise LoadError(f"mean/std need {self.image_shape[0]} values (one per channel), got {self.mean}/{self.std}")
         if any(s <= 0 for s in self.std):
-            raise ValueError(f"std must be positive, got {self.std}")
+            raise LoadError(f"std must be positive, got {self.std}")
         self._m = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
         self._s = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
 
@@ -81,9 +83,9 @@ class ArrayDataset(SplitDataset):
     def __init__(self, images: np.ndarray, targets: np.ndarray, indices: np.ndarray | None = None, *,
                  scale: float = 1 / 255, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
         if images.ndim != 4:
-            raise ValueError(f"images must be (N, C, H, W), got shape {images.shape}")
+            raise LoadError(f"images must be (N, C, H, W), got shape {images.shape}")
         if len(images) != len(targets):
-            raise ValueError(f"{len(images)} images but {len(targets)} labels")
+            raise LoadError(f"{len(images)} images but {len(targets)} labels")
         self.images = images
         self.scale = float(scale)
         c = images.shape[1]
@@ -97,7 +99,7 @@ class ArrayDataset(SplitDataset):
     def channel_stats(self, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per-channel mean and std of this split in [0, 1] units (chunked: no float64 copy of the data)."""
         if len(self.indices) == 0:
-            raise ValueError("cannot compute normalization statistics of an empty split")
+            raise LoadError("cannot compute normalization statistics of an empty split")
         c = self.images.shape[1]
         s1 = np.zeros(c)
         s2 = np.zeros(c)
@@ -164,7 +166,7 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
 def check_fraction(name: str, value: float) -> float:
     value = float(value)
     if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value}")
+        raise LoadError(f"{name} must be in [0, 1), got {value}")
     return value
 
 
@@ -188,11 +190,11 @@ def make_splits(
     :class:`ArrayDataset`).
     """
     if len(train_idx) == 0:
-        raise ValueError(f"dataset {info.get('name', '?')!r} has no training images")
+        raise LoadError(f"dataset {info.get('name', '?')!r} has no training images")
     if len(test_idx) == 0:
-        raise ValueError(f"dataset {info.get('name', '?')!r} has no test images")
+        raise LoadError(f"dataset {info.get('name', '?')!r} has no test images")
     if (mean is None) != (std is None):
-        raise ValueError("give both mean and std, or neither")
+        raise LoadError("give both mean and std, or neither")
     if mean is None:
         if default_mean is not None:
             mean, std = default_mean, default_std

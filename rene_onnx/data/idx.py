@@ -8,6 +8,8 @@ import numpy as np
 
 from .core import ArrayDataset, DataSplits, make_splits
 
+from rene_onnx.errors import LoadError
+
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -32,12 +34,12 @@ def read_idx(path: Path) -> np.ndarray:
     """One idx file as a uint8 array (images ``(N, H, W)``, labels ``(N,)``)."""
     raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
     if len(raw) < 8 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte idx file")
+        raise LoadError(f"{path}: not an unsigned-byte idx file")
     ndim = raw[3]
     dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: header says {dims} but holds {data.size} bytes")
+        raise LoadError(f"{path}: header says {dims} but holds {data.size} bytes")
     return data.reshape(dims)
 
 
@@ -45,11 +47,11 @@ def load_idx_splits(folder: Path, *, seed: int, calib_fraction: float, name: str
                     mean=None, std=None) -> DataSplits:
     files = find_idx_files(folder)
     if files is None:
-        raise ValueError(f"{folder}: expected {', '.join(f'{s}.gz' for s in _FILES.values())}")
+        raise LoadError(f"{folder}: expected {', '.join(f'{s}.gz' for s in _FILES.values())}")
     arrays = {k: read_idx(p) for k, p in files.items()}
     for split in ("train", "test"):
         if len(arrays[f"{split}_images"]) != len(arrays[f"{split}_labels"]):
-            raise ValueError(f"{folder}: {split} images and labels differ in count")
+            raise LoadError(f"{folder}: {split} images and labels differ in count")
     images = np.concatenate([arrays["train_images"], arrays["test_images"]])[:, None]
     targets = np.concatenate([arrays["train_labels"], arrays["test_labels"]]).astype(np.int64)
     n_train = len(arrays["train_images"])

@@ -17,6 +17,8 @@ import torch
 
 from .core import HOLDOUT_SEED, DataSplits, SplitDataset, make_splits, stratified_split
 
+from rene_onnx.errors import LoadError, first_line
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F", "P;L")
@@ -52,11 +54,14 @@ class ImageFileDataset(SplitDataset):
 
         out = np.empty((len(raw_indices), *self.image_shape), dtype=np.float32)
         for k, j in enumerate(raw_indices):
-            with Image.open(self.paths[j]) as im:
-                im = im.convert(self.mode)
-                if im.size != (self.size[1], self.size[0]):
-                    im = im.resize((self.size[1], self.size[0]), Image.BILINEAR)
-                a = np.asarray(im, dtype=np.float32) / 255.0
+            try:
+                with Image.open(self.paths[j]) as im:
+                    im = im.convert(self.mode)
+                    if im.size != (self.size[1], self.size[0]):
+                        im = im.resize((self.size[1], self.size[0]), Image.BILINEAR)
+                    a = np.asarray(im, dtype=np.float32) / 255.0
+            except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
+                raise LoadError(f"{self.paths[j]}: not a readable image ({first_line(e)})") from None
             out[k] = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
         return torch.from_numpy(out)
 
@@ -67,7 +72,7 @@ def _collect(root: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
     index = {c: i for i, c in enumerate(classes)}
     for d in _class_dirs(root):
         if d.name not in index:
-            raise ValueError(f"{d}: class {d.name!r} is not in the training classes {classes}")
+            raise LoadError(f"{d}: class {d.name!r} is not in the training classes {classes}")
         files = _images_under(d)
         paths += files
         labels += [index[d.name]] * len(files)
@@ -83,7 +88,7 @@ def load_imagefolder_splits(folder: Path, *, seed: int, calib_fraction: float, t
     split_tree = train_root != folder and test_root is not None
     classes = [d.name for d in _class_dirs(train_root)]
     if not classes:
-        raise ValueError(f"{train_root}: no class sub-folders (expected <root>/<class>/*.png)")
+        raise LoadError(f"{train_root}: no class sub-folders (expected <root>/<class>/*.png)")
     paths, labels = _collect(train_root, classes)
     n_train = len(paths)
     if split_tree:
@@ -91,10 +96,13 @@ def load_imagefolder_splits(folder: Path, *, seed: int, calib_fraction: float, t
         paths += p
         labels += l
     if n_train == 0:
-        raise ValueError(f"{train_root}: no images ({', '.join(IMAGE_EXTENSIONS)}) under the class folders")
-    with Image.open(paths[0]) as im:
-        mode = "L" if im.mode in GREY_MODES else "RGB"
-        first_size = (im.height, im.width)
+        raise LoadError(f"{train_root}: no images ({', '.join(IMAGE_EXTENSIONS)}) under the class folders")
+    try:
+        with Image.open(paths[0]) as im:
+            mode = "L" if im.mode in GREY_MODES else "RGB"
+            first_size = (im.height, im.width)
+    except (OSError, ValueError) as e:
+        raise LoadError(f"{paths[0]}: not a readable image ({first_line(e)})") from None
     if image_size is None:
         size = first_size
     elif isinstance(image_size, int):
@@ -102,7 +110,7 @@ def load_imagefolder_splits(folder: Path, *, seed: int, calib_fraction: float, t
     else:
         size = tuple(image_size)
     if len(size) != 2 or min(size) <= 0:
-        raise ValueError(f"image_size must be a positive int or (H, W), got {image_size}")
+        raise LoadError(f"image_size must be a positive int or (H, W), got {image_size}")
     targets = np.asarray(labels, dtype=np.int64)
     default_mean, default_std = (IMAGENET_MEAN, IMAGENET_STD) if mode == "RGB" else ((0.5,), (0.5,))
     full = ImageFileDataset(paths, targets, size, mode, default_mean, default_std)

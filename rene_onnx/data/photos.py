@@ -22,6 +22,8 @@ import numpy as np
 
 from .imagefolder import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD
 
+from rene_onnx.errors import LoadError
+
 #: the sample photos: name -> (package, how to get it). Only natural photographs of scenes or objects
 #: (no synthetic images, microscopy slides or text pages), so that an ImageNet classifier sees what it
 #: was trained on. Photos whose package is missing are skipped.
@@ -44,7 +46,7 @@ def sample_photos(names: Sequence[str] = SAMPLE_PHOTOS) -> dict[str, np.ndarray]
         if img is not None:
             out[name.split(":")[-1]] = _rgb(img)
     if not out:
-        raise ValueError("no sample photos found: pip install scikit-image (its skimage.data photos work offline)")
+        raise LoadError("no sample photos found: pip install scikit-image (its skimage.data photos work offline)")
     return out
 
 
@@ -68,7 +70,7 @@ def _sample(name: str) -> np.ndarray | None:
                 return np.asarray(Image.open(f).convert("RGB"))
     except (ImportError, AttributeError, FileNotFoundError, OSError):
         return None
-    raise ValueError(f"unknown sample photo {name!r}")
+    raise LoadError(f"unknown sample photo {name!r}")
 
 
 def read_photos(folder: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -77,17 +79,17 @@ def read_photos(folder: str | os.PathLike) -> dict[str, np.ndarray]:
 
     root = Path(folder)
     if not root.is_dir():
-        raise ValueError(f"{root}: not a folder of images")
+        raise LoadError(f"{root}: not a folder of images")
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
-        raise ValueError(f"{root}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
+        raise LoadError(f"{root}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
     out = {}
     for p in files:
         try:
             with Image.open(p) as im:
                 out[str(p.relative_to(root))] = np.asarray(im.convert("RGB"))
         except (UnidentifiedImageError, OSError) as e:
-            raise ValueError(f"{p}: not a readable image ({e})") from None
+            raise LoadError(f"{p}: not a readable image ({e})") from None
     return out
 
 
@@ -118,7 +120,7 @@ def photo_crops(photos: Mapping[str, np.ndarray], size: int | tuple[int, int], p
 
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     if per_photo < 1:
-        raise ValueError(f"per_photo must be >= 1, got {per_photo}")
+        raise LoadError(f"per_photo must be >= 1, got {per_photo}")
     rng = np.random.default_rng(seed)
     crops, groups = [], []
     for g, photo in enumerate(photos.values()):
@@ -172,7 +174,7 @@ def split_groups(groups: np.ndarray, held_out: float, *, seed: int = 0) -> tuple
     groups = np.asarray(groups)
     ids = np.unique(groups)
     if len(ids) < 2:
-        raise ValueError(f"{len(ids)} group(s): at least 2 are needed to hold whole groups out")
+        raise LoadError(f"{len(ids)} group(s): at least 2 are needed to hold whole groups out")
     n_out = min(len(ids) - 1, max(1, int(round(held_out * len(ids)))))
     out_ids = np.random.default_rng(seed).choice(ids, size=n_out, replace=False)
     mask = np.isin(groups, out_ids)

@@ -31,6 +31,8 @@ import sysconfig
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from rene_onnx.errors import LoadError
+
 SOURCES = ("licenses", "doc", "python")  # the default sources (always on this machine)
 ALL_SOURCES = SOURCES + ("wordnet",)
 LICENSES_DIR = Path("/usr/share/common-licenses")
@@ -48,7 +50,7 @@ def _norm(s: str) -> str:
 def sentences_from_text(text: str, min_words: int = 5, max_words: int = 40) -> list[str]:
     """The clean sentences of a prose text (see the module docstring), in order, whitespace collapsed."""
     if min_words < 1 or max_words < min_words:
-        raise ValueError(f"need 1 <= min_words <= max_words, got {min_words}, {max_words}")
+        raise LoadError(f"need 1 <= min_words <= max_words, got {min_words}, {max_words}")
     out = []
     for para in re.split(r"\n\s*\n", text):
         flat = " ".join(para.split())
@@ -186,9 +188,9 @@ def offline_sentences(
     sources = list(sources)
     unknown = [s for s in sources if s not in _READERS]
     if unknown:
-        raise ValueError(f"unknown text source(s) {unknown}; choose from {list(ALL_SOURCES)}")
+        raise LoadError(f"unknown text source(s) {unknown}; choose from {list(ALL_SOURCES)}")
     if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0 or None, got {limit}")
+        raise LoadError(f"limit must be >= 0 or None, got {limit}")
     banned = {_norm(s) for s in exclude}
     seen: set[str] = set()
     out: list[str] = []

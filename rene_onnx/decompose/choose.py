@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from ..plan import LayerPlan, RankPlan
+from ..plan import LayerPlan, RankPlan, parse_rank
 from . import ranks as R
 from .ranks import LayerShape
 
@@ -128,12 +128,7 @@ def plan_from_fraction(
 
 
 def _mapping_ranks(name: str, value) -> tuple[int, ...]:
-    if isinstance(value, bool):
-        raise ValueError(f"layer {name!r}: rank must be an int or [r1, r2], got {value!r}")
-    try:
-        ranks = (int(value),) if not isinstance(value, (list, tuple)) else tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"layer {name!r}: rank must be an int or [r1, r2], got {value!r}") from None
+    ranks = tuple(parse_rank(v, name) for v in (value if isinstance(value, (list, tuple)) else [value]))
     if not 1 <= len(ranks) <= 2:
         raise ValueError(f"layer {name!r}: rank must be an int or [r1, r2], got {value!r}")
     if any(r <= 0 for r in ranks):

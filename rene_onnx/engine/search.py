@@ -113,6 +113,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import UserError, first_line
 from ..config import SearchConfig  # noqa: F401 (re-exported: its home is rene_onnx.config)
 from ..decompose import ranks as R
 from ..decompose.choose import resolve_method
@@ -747,15 +748,26 @@ def _resume(ckpt: Path, fp: dict, layers: list[_Layer]) -> _State:
     files = sorted(ckpt.glob("stage*.json"), key=stage_no)
     if not files:
         return _State()
-    state = RankPlan.load(files[-1]).meta.get("search_checkpoint")
-    if not state:
-        raise ValueError(f"{files[-1]} is not a search checkpoint")
-    if state["fingerprint"] != fp:
-        raise ValueError(
-            f"checkpoint_dir {str(ckpt)!r} holds a search of another model or config; use another folder or resume=False"
-        )
-    for l in layers:
-        s = state["layers"][l.name]
-        l.window = Window.from_dict(s["window"])
-        l.rbar, l.candidates, l.p, l.p_moved = int(s["rbar"]), tuple(s["candidates"]), tuple(s["p"]), s["p_moved"]
+    last = files[-1]
+    start_over = {"refs": {"fresh": True}, "option": "checkpoint_dir"}
+    try:
+        state = RankPlan.load(last).meta.get("search_checkpoint")
+        if not isinstance(state, dict) or "fingerprint" not in state:
+            raise UserError(f"{last} is not a search checkpoint (no fingerprint): remove it, or start over with "
+                            f"{{fresh}}", **start_over)
+        if state["fingerprint"] != fp:
+            raise UserError(f"{ckpt} holds a search of another model or config: use another folder, or start over "
+                            f"with {{fresh}}", **start_over)
+        for l in layers:
+            s = state["layers"][l.name]
+            l.window = Window.from_dict(s["window"])
+            l.rbar, l.candidates, l.p, l.p_moved = int(s["rbar"]), tuple(s["candidates"]), tuple(s["p"]), s["p_moved"]
+    except UserError as e:
+        if e.refs:
+            raise
+        raise UserError(f"{last} is not a readable search checkpoint ({e.message}): remove it, or start over with "
+                        f"{{fresh}}", **start_over) from None
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"{last} is a damaged search checkpoint ({type(e).__name__}: {first_line(e)}): remove it, or "
+                        f"start over with {{fresh}}", **start_over) from None
     return _State(list(state["stages"]), int(state["backoffs"]))

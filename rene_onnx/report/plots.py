@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..plan import atomic_write
+from ..files import atomic_write
 from .report import LayerRow, Report
 
 Series = dict[str, list[LayerRow]]

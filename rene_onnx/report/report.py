@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from rene_onnx.decompose.ranks import LayerShape, dense_macs, dense_params, factorized_macs, factorized_params
-from rene_onnx.plan import atomic_write_text
+from rene_onnx.files import atomic_write_text
 
 FORMAT = "rene-onnx/report/v1"
 STATUSES = ("factorized", "dense")

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 import numpy as np
 import onnx
 
+from rene_onnx.errors import LoadError
+
 #: ops an integer input may pass through on its way to a Gather's indices (values unchanged)
 _PASS_THROUGH = ("Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Expand", "Slice", "Transpose",
                  "Concat")
@@ -20,7 +22,7 @@ def load_model(model: onnx.ModelProto | str | os.PathLike) -> onnx.ModelProto:
     try:
         return onnx.load(path)
     except Exception as e:  # protobuf DecodeError and friends
-        raise ValueError(f"cannot read ONNX model {path!r}: {e}") from e
+        raise LoadError(f"cannot read ONNX model {path!r}: {e}") from e
 
 
 def model_path(path: str | os.PathLike) -> str:
@@ -28,7 +30,7 @@ def model_path(path: str | os.PathLike) -> str:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"expected an onnx.ModelProto or a path, got {type(path).__name__}")
     if not os.path.isfile(path):
-        raise ValueError(f"ONNX model file not found: {os.fspath(path)!r}")
+        raise LoadError(f"ONNX model file not found: {os.fspath(path)!r}")
     return os.fspath(path)
 
 
@@ -41,10 +43,10 @@ def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
 def input_dims(vi: onnx.ValueInfoProto) -> list[int | str | None]:
     """Dims of a value info: int when static, the dim_param (or None) when symbolic."""
     if not vi.type.HasField("tensor_type"):
-        raise ValueError(f"graph input {vi.name!r} is not a tensor; only tensor inputs are supported")
+        raise LoadError(f"graph input {vi.name!r} is not a tensor; only tensor inputs are supported")
     tt = vi.type.tensor_type
     if not tt.HasField("shape"):
-        raise ValueError(f"graph input {vi.name!r} has no shape (unknown rank); cannot fix its dims")
+        raise LoadError(f"graph input {vi.name!r} has no shape (unknown rank); cannot fix its dims")
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim]
 
 
@@ -65,28 +67,28 @@ def resolve_input_shapes(
     names = [vi.name for vi in inputs]
     unknown = sorted(set(input_shapes) - set(names))
     if unknown:
-        raise ValueError(f"input_shapes names {unknown} are not graph inputs (inputs: {names})")
+        raise LoadError(f"input_shapes names {unknown} are not graph inputs (inputs: {names})")
     out: dict[str, list[int | str | None]] = {}
     for vi in inputs:
         dims = input_dims(vi)
         if vi.name in input_shapes:
             given = [int(d) for d in input_shapes[vi.name]]
             if len(given) != len(dims):
-                raise ValueError(
+                raise LoadError(
                     f"input {vi.name!r} has rank {len(dims)} ({_fmt(dims)}), input_shapes gives {given}"
                 )
             for i, (g, d) in enumerate(zip(given, dims)):
                 if g <= 0:
-                    raise ValueError(f"input {vi.name!r}: dim {i} must be positive, got {given}")
+                    raise LoadError(f"input {vi.name!r}: dim {i} must be positive, got {given}")
                 if isinstance(d, int) and d > 0 and d != g:
-                    raise ValueError(f"input {vi.name!r}: dim {i} is fixed to {d} in the graph, input_shapes gives {g}")
+                    raise LoadError(f"input {vi.name!r}: dim {i} is fixed to {d} in the graph, input_shapes gives {g}")
             dims = list(given)
         elif dims and not (isinstance(dims[0], int) and dims[0] > 0):
             dims = [1, *dims[1:]]
         if strict:
             bad = [i for i, d in enumerate(dims) if not (isinstance(d, int) and d > 0)]
             if bad:
-                raise ValueError(
+                raise LoadError(
                     f"input {vi.name!r} has symbolic dims {bad} ({_fmt(dims)}); "
                     f"give its full shape, e.g. input_shapes={{{vi.name!r}: (1, ...)}}"
                 )
@@ -171,7 +173,7 @@ def example_array(dtype: np.dtype, shape: tuple[int, ...], rng: np.random.Genera
         return np.ones(shape, dtype)
     if dtype.kind == "b":
         return np.ones(shape, dtype=bool)
-    raise ValueError(f"cannot make example data of dtype {dtype}")
+    raise LoadError(f"cannot make example data of dtype {dtype}")
 
 
 def _fmt(dims: list) -> str:
