@@ -503,17 +503,33 @@ _SHIM_OPS = ("Gelu", "GreaterOrEqual", "LessOrEqual")
 
 def _route_to_shims(model: onnx.ModelProto) -> None:
     inits = {t.name for t in model.graph.initializer}
-    moved = False
-    for node in model.graph.node:
-        if node.domain not in _DEFAULT:
-            continue
-        if node.op_type in _SHIM_OPS or (node.op_type == "Conv" and len(node.input) > 1 and any(
-                t and t not in inits for t in node.input[1:])):
-            node.domain = SHIM_DOMAIN
-            moved = True
+    routed = [node for node in model.graph.node if node.domain in _DEFAULT and (
+        node.op_type in _SHIM_OPS or (node.op_type == "Conv" and len(node.input) > 1 and any(
+            t and t not in inits for t in node.input[1:])))]
+    if routed:
+        # shape inference cannot see through an op of our own domain, and some onnx2torch converters read
+        # their input's rank from value_info (GlobalAveragePool after a run-time-weight Conv): record every
+        # shape while the ops are still standard ones
+        _keep_inferred_shapes(model)
+    for node in routed:
+        node.domain = SHIM_DOMAIN
+    moved = bool(routed)
     if moved:
         _register_shims()
         model.opset_import.append(onnx.helper.make_opsetid(SHIM_DOMAIN, 1))
+
+
+def _keep_inferred_shapes(model: onnx.ModelProto) -> None:
+    """Add the value_info shape inference finds to ``model`` (nothing when inference fails)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # the import then works with what the graph already says
+        return
+    known = {vi.name for vi in model.graph.value_info} | {vi.name for vi in model.graph.input} \
+        | {vi.name for vi in model.graph.output}
+    for vi in inferred.graph.value_info:
+        if vi.name not in known:
+            model.graph.value_info.append(vi)
 
 
 class RuntimeWeightConv(nn.Module):

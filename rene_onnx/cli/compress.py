@@ -36,7 +36,7 @@ from rene_onnx.cli.options import (calib_option, latency_aware_option, model_opt
 @validate_options
 @latency_aware_option
 def compress(model, weights, input_shape, method, target_params, target_macs, gamma, beta, preset, search_steps,
-             rank_multiple, data, data_free, checkpoint_dir, seed, ranks, epochs, lr, optimizer, lambda_diss, batch_size,
+             rank_multiple, data, data_free, checkpoint_dir, fresh, seed, ranks, epochs, lr, optimizer, lambda_diss, batch_size,
              calib, output, report_path, provider, latency, repeats, device_io, latency_aware):
     """Compress MODEL (a zoo name or package.module:callable) into a factorized ONNX model.
 
@@ -66,7 +66,7 @@ def compress(model, weights, input_shape, method, target_params, target_macs, ga
         output=output, report=report_path, data=data, data_free=data_free, calib=calib,
         rewrite=RewriteConfig(method=method, ranks=ranks, rank_multiple=rank_multiple),
         search=search_config(method, target_params, target_macs, gamma, beta, preset, search_steps, rank_multiple,
-                             seed, checkpoint_dir),
+                             seed, checkpoint_dir, fresh),
         finetune=FinetuneConfig(epochs=epochs, lr=lr, optimizer=optimizer, lambda_diss=lambda_diss,
                                 batch_size=batch_size, seed=seed, grad_clip=5.0,
                                 **({"weight_decay": 0.0} if optimizer == "adamw" else {}))

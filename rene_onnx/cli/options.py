@@ -72,6 +72,8 @@ search_options = _compose(
     click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
                  help="Each finished search stage's rank plan is kept here, and a rerun of the same search "
                       "resumes from it [default: <output>.search/]."),
+    click.option("--fresh", is_flag=True, default=False,
+                 help="Start the search over, ignoring (and replacing) the plans in --checkpoint-dir."),
     click.option("--seed", type=int, default=0, show_default=True),
 )
 
@@ -88,4 +90,4 @@ def search_config(method, target_params, target_macs, gamma, beta, preset, searc
         raise click.UsageError("give --target-params or --target-macs, not both")
     return SearchConfig(method=method, preset=preset, gamma=gamma, beta=beta, target_params=target_params,
                         target_macs=target_macs, steps=search_steps, rank_multiple=rank_multiple, seed=seed,
-                        checkpoint_dir=checkpoint_dir)
+                        checkpoint_dir=checkpoint_dir, resume=not fresh)

@@ -14,7 +14,7 @@ from rene_onnx.cli.options import calib_option, model_options, search_config, se
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="plan.json", show_default=True,
               help="Where to write the rank plan.")
 def search(model, weights, input_shape, method, target_params, target_macs, gamma, beta, preset, search_steps,
-           rank_multiple, data, data_free, checkpoint_dir, seed, calib, output):
+           rank_multiple, data, data_free, checkpoint_dir, fresh, seed, calib, output):
     """Search per-layer ranks for MODEL and write them as a JSON rank plan.
 
     `rene-onnx compress MODEL --ranks plan.json` then skips the search (give it the same --calib to
@@ -37,7 +37,7 @@ def search(model, weights, input_shape, method, target_params, target_macs, gamm
         calib=calib,
         rewrite=RewriteConfig(method=method, rank_multiple=rank_multiple),
         search=search_config(method, target_params, target_macs, gamma, beta, preset, search_steps, rank_multiple,
-                             seed, checkpoint_dir),
+                             seed, checkpoint_dir, fresh),
     )
     with stage_status() as progress:
         handle = load_model(cfg)
