@@ -11,6 +11,9 @@ through the layer map before calling the passes.
 Factor array conventions (the contract with ``rene_onnx.passes``)
 -----------------------------------------------------------------
 All arrays are in the model's dtype (float32 unless the model says otherwise).
+The methods and their arrays are those registered in
+:mod:`rene_onnx.decompose.registry` (each method's ``Decomposition.layout``
+states its arrays); the built-in ones:
 
 ``svd`` (Linear / Gemm / MatMul weight, or a 1x1 conv), ranks ``(r,)``:
     ``U``: (out, r), ``V``: (r, in); W ~= U @ V where W is (out, in) in the
@@ -46,10 +49,30 @@ from typing import Any, Callable
 
 import numpy as np
 
-METHODS = ("tt", "cp", "svd", "dense")
 
-#: factor array names each method must provide (``bias`` is always optional)
-FACTOR_KEYS = {"svd": ("U", "V"), "tt": ("first", "core", "last"), "cp": ("first", "core", "last"), "dense": ()}
+def methods() -> tuple[str, ...]:
+    """The methods a layer may have: the registered decompositions (``rene_onnx.decompose.registry``), then dense."""
+    from rene_onnx.decompose import registry  # lazily (numpy only): the decompose package imports this module
+
+    return registry.names() + ("dense",)
+
+
+def factor_keys(method: str) -> tuple[str, ...]:
+    """The factor array names ``method`` must provide (``bias`` is always optional); ``()`` for dense."""
+    if method == "dense":
+        return ()
+    from rene_onnx.decompose import registry
+
+    return registry.get(method).factor_keys
+
+
+def __getattr__(name: str):
+    # METHODS / FACTOR_KEYS are read from the registry at each use, so a method registered later counts too
+    if name == "METHODS":
+        return methods()
+    if name == "FACTOR_KEYS":
+        return {m: factor_keys(m) for m in methods()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -62,8 +85,8 @@ class LayerPlan:
     reason: str = ""  # why a layer stays dense (or any note on the choice)
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"layer {self.name!r}: unknown method {self.method!r} (expected one of {METHODS})")
+        if self.method not in methods():
+            raise ValueError(f"layer {self.name!r}: unknown method {self.method!r} (expected one of {methods()})")
         self.ranks = tuple(int(r) for r in self.ranks)
         if self.method != "dense" and not self.ranks:
             raise ValueError(f"layer {self.name!r}: method {self.method!r} needs ranks")
@@ -117,7 +140,9 @@ class LayerFactors:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        missing = [k for k in FACTOR_KEYS[self.method] if k not in self.arrays]
+        if self.method not in methods():
+            raise ValueError(f"layer {self.name!r}: unknown method {self.method!r} (expected one of {methods()})")
+        missing = [k for k in factor_keys(self.method) if k not in self.arrays]
         if missing:
             raise ValueError(f"layer {self.name!r}: {self.method} factors miss {missing}")
         self.ranks = tuple(int(r) for r in self.ranks)

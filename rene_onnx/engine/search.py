@@ -55,6 +55,13 @@ greedy fill; the plan lands within ``tolerance`` (2%) of the target (a note
 says so otherwise). gamma is not calibrated: in the product form it cannot
 move the ranks.
 
+``method="auto"``: each layer is searched with auto's first candidate for it
+(:func:`~rene_onnx.decompose.choose.auto_methods`); where several registered
+methods are candidates, the final choice decomposes the layer with each at
+no more than the chosen ranks' cost and keeps the least weight error
+(:func:`~rene_onnx.decompose.choose.pick_by_error`, ties to the earlier
+method); the layer's reason lists the errors.
+
 Activation-aware SVD (``whiten``): with the input second moment ``C = E[x x^T]``
 of every searched svd layer (:func:`.calibrate.input_moments` on the
 calibration inputs, or ``moments`` passed in), the frames decompose ``W L``
@@ -95,11 +102,12 @@ from torch import nn
 
 from ..config import SearchConfig  # noqa: F401 (re-exported: its home is rene_onnx.config)
 from ..decompose import ranks as R
-from ..decompose.choose import resolve_method
+from ..decompose.choose import auto_methods, pick_by_error, resolve_method
 from ..decompose.ranks import LayerShape
 from ..plan import Factors, LayerPlan, RankPlan
 from .batches import model_device, n_samples
 from .calibrate import input_moments, moment_supported, whitened_factors
+from . import registry as engine_methods
 from .profile import layer_shapes
 from .search_banks import GroupedFrame, LayerFrame, make_frame
 from .search_budget import LayerOptions, allocate
@@ -305,7 +313,8 @@ def search(
     batches = [] if data_free else cached_batches(model, calib_batches(calib_loader, cfg, device), cfg)
     notes: list[str] = []
     if cfg.whiten:
-        whitened = [l.name for l in layers if l.method == "svd" and moment_supported(named[l.name]) is None]
+        whitened = [l.name for l in layers
+                    if engine_methods.get(l.method).whitens and moment_supported(named[l.name]) is None]
         if moments is None:
             moments = input_moments(model, [(x,) for x, _, _ in batches], whitened)
         skipped = [n for n in whitened if n not in moments]
@@ -315,7 +324,7 @@ def search(
     with _blas_threads(cfg.decompose_threads):
         for i, l in enumerate(layers):
             w = named[l.name].weight.detach().cpu().numpy()
-            mom = moments.get(l.name) if cfg.whiten and l.method == "svd" else None
+            mom = moments.get(l.name) if cfg.whiten and engine_methods.get(l.method).whitens else None
             l.frame = make_frame(l.name, l.method, l.shape, w, l.window.ub, dense_mix=not data_free,
                                  cp_iters=cfg.cp_iters, seed=cfg.seed, device=device, moment=mom,
                                  whiten_eps=cfg.whiten_eps)
@@ -355,7 +364,8 @@ def search(
             l.candidates, l.p = (l.rbar,), (1.0,)
 
     importance = measured_importance(model, params, layers, batches, cfg) if cfg.importance == "measured" else None
-    result_layers, weights, choice_notes = _final_choice(cfg, layers, plan, budget, importance)
+    result_layers, weights, choice_notes = _final_choice(cfg, layers, plan, budget, importance,
+                                                         lambda n: named[n].weight.detach().cpu().numpy())
     notes += choice_notes
     plan.layers = {n: plan.layers[n] for n in shapes}  # model order
     searched = [(lp, shapes[n]) for n, lp in plan.layers.items() if n in result_layers]
@@ -513,7 +523,7 @@ def _run_stage(stage, layers, cfg, model, params, batches, state, report) -> dic
 
 
 def _final_choice(cfg: SearchConfig, layers: list[_Layer], plan: RankPlan, budget: _Budget,
-                  importance: dict[str, float] | None = None):
+                  importance: dict[str, float] | None = None, weight_of: Callable[[str], np.ndarray] | None = None):
     notes: list[str] = []
     weights: dict[str, float] = {}
     choice: dict[str, int | None] = {l.name: l.rbar for l in layers}
@@ -563,10 +573,25 @@ def _final_choice(cfg: SearchConfig, layers: list[_Layer], plan: RankPlan, budge
         else:
             ranks = R.check_ranks(l.method, l.shape, int(r))
             err = l.frame.error(int(r))
-            dense, fact = R.dense_params(l.shape), R.factorized_params(l.method, l.shape, ranks)
-            plan.add(LayerPlan(l.name, l.method, ranks,
+            method, auto = _auto_pick(cfg, l, ranks, weight_of)
+            if method != l.method:
+                method, ranks, err = method, auto[0], auto[1][method]
+            dense, fact = R.dense_params(l.shape), R.factorized_params(method, l.shape, ranks)
+            note = "; auto by error at equal cost: " + ", ".join(f"{m} {e:.4g}" for m, e in auto[1].items()) \
+                if auto else ""
+            plan.add(LayerPlan(l.name, method, ranks,
                                f"searched: rbar={l.rbar} p={max(l.p):.2f} over {list(l.candidates)}; "
-                               f"params {dense} -> {fact} ({100.0 * fact / dense:.1f}%)"))
-        out[l.name] = LayerSearch(l.name, l.method, l.candidates, l.p, ranks, l.rbar, l.p_moved, err,
-                                  (l.first.lb, l.first.ub))
+                               f"params {dense} -> {fact} ({100.0 * fact / dense:.1f}%){note}"))
+        out[l.name] = LayerSearch(l.name, plan.layers[l.name].method if r is not None else l.method, l.candidates,
+                                  l.p, ranks, l.rbar, l.p_moved, err, (l.first.lb, l.first.ub))
     return out, weights, notes
+
+
+def _auto_pick(cfg: SearchConfig, l: _Layer, ranks: tuple[int, ...], weight_of) -> tuple[str, tuple]:
+    """``method="auto"`` with several candidates for the layer: the one with the least error at equal cost
+    (:func:`~rene_onnx.decompose.choose.pick_by_error`) -> ``(method, (its ranks, errors))``; else ``(l.method, ())``."""
+    candidates = auto_methods(l.shape) if cfg.method == "auto" and weight_of is not None else ()
+    if len(candidates) < 2 or l.method not in candidates:
+        return l.method, ()
+    method, picked, errors = pick_by_error(l.shape, weight_of(l.name), l.method, ranks, candidates)
+    return method, (picked, errors)
