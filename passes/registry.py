@@ -10,7 +10,7 @@ import importlib
 from .base import Pass
 
 #: the pass modules of this package, each with a ``PASS``
-PASS_MODULES = ("conv_tt", "conv_cp", "conv_svd", "gemm_svd", "matmul_svd")
+PASS_MODULES = ("conv_tt", "conv_cp", "conv_svd", "gemm_svd", "matmul_svd", "conv_tucker2")
 
 PASSES: dict[str, tuple[Pass, ...]] = {}
 for _name in PASS_MODULES:

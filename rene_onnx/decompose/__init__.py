@@ -25,7 +25,7 @@ from .tt import TTTruncations, tt_reconstruct, tt_svd
 #: the decomposition methods: modules of this package, each with a ``METHOD`` (a registry.Decomposition).
 #: The order is the preference among equals (auto's tie-break, see choose.py). A new method is a new
 #: module and its name here.
-METHOD_MODULES = ("tt", "cp", "svd")
+METHOD_MODULES = ("tt", "cp", "svd", "tucker2")
 for _name in METHOD_MODULES:
     registry.register(importlib.import_module(f"{__name__}.{_name}").METHOD)
 

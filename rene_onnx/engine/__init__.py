@@ -11,6 +11,6 @@ import importlib
 from . import registry
 
 #: modules of this package holding ``ENGINE_METHODS``. A new method is a new module and its name here.
-METHOD_MODULES = ("layers",)
+METHOD_MODULES = ("layers", "tucker2")
 for _name in METHOD_MODULES:
     registry.register(*importlib.import_module(f"{__name__}.{_name}").ENGINE_METHODS)

@@ -35,9 +35,9 @@ def toy():
 
 
 def test_the_registry_lists_the_builtin_methods_in_preference_order():
-    assert registry.names()[:3] == ("tt", "cp", "svd")
-    assert registry.get("tt").n_ranks == 2 and registry.get("svd").factor_keys == ("U", "V")
-    with pytest.raises(ValueError, match="unknown method 'nope'.*tt, cp, svd"):
+    assert registry.names()[:4] == ("tt", "cp", "svd", "tucker2")
+    assert registry.get("tucker2").n_ranks == 2 and registry.get("svd").factor_keys == ("U", "V")
+    with pytest.raises(ValueError, match="unknown method 'nope'.*tt, cp, svd, tucker2"):
         registry.get("nope")
     with pytest.raises(ValueError, match="registered already"):
         registry.register(TT())
@@ -61,7 +61,7 @@ def test_a_registered_method_appears_in_every_choice_and_goes_again(toy):
     assert SearchConfig(method="toy").method == "toy"
     plan.LayerPlan("x", "toy", (2,))  # a valid plan entry
     help_text = CliRunner().invoke(cli, ["compress", "--help"]).output
-    assert re.search(r"--method \[auto\|tt\|cp\|svd\|toy\]", help_text), help_text
+    assert re.search(r"--method \[auto\|tt\|cp\|svd\|tucker2\|toy\]", help_text), help_text
     # the numpy rules alone plan it (counting, caps, fallback to auto's choice where it does not apply)
     shapes = {"fc": LayerShape(10, 64), "conv": LayerShape(16, 8, (3, 3))}
     p = plan_from_fraction(shapes, "toy", 0.5)
@@ -78,8 +78,8 @@ def test_a_registered_method_appears_in_every_choice_and_goes_again(toy):
 
 def test_no_other_module_lists_the_methods():
     """Outside the registrations, no source file spells out two method names in a row (a hard-coded list)."""
-    pattern = re.compile(r"""["'](tt|cp|svd)["']\s*,\s*["'](tt|cp|svd)["']""")
-    allowed = {("rene_onnx/decompose/__init__.py", 'METHOD_MODULES = ("tt", "cp", "svd")'),
+    pattern = re.compile(r"""["'](tt|cp|svd|tucker2)["']\s*,\s*["'](tt|cp|svd|tucker2)["']""")
+    allowed = {("rene_onnx/decompose/__init__.py", 'METHOD_MODULES = ("tt", "cp", "svd", "tucker2")'),
                ("rene_onnx/engine/layers.py", 'methods = ("tt", "cp")')}  # the classes LowRankConv builds
     found = []
     for top in ("rene_onnx", "passes"):
@@ -88,6 +88,39 @@ def test_no_other_module_lists_the_methods():
                 if pattern.search(line) and (str(path.relative_to(ROOT)), line.strip()) not in allowed:
                     found.append(f"{path.relative_to(ROOT)}: {line.strip()}")
     assert not found, "\n".join(found)
+
+
+class BetterTT(TT):
+    """A toy auto candidate registered after Tucker-2: TT-SVD under another name (so better than HOSVD)."""
+
+    name = "better"
+
+
+def test_auto_picks_by_error_at_equal_cost_ties_go_to_the_earlier_method():
+    g = np.random.default_rng(0)
+    w = g.standard_normal((16, 12, 3, 3)).astype(np.float32) * np.linspace(2, 0.2, 16)[:, None, None, None]
+    shape = LayerShape(16, 12, (3, 3))
+    assert auto_methods(shape) == ("tt", "tucker2") and auto_methods(LayerShape(16, 12, (1, 1))) == ("svd",)
+    method, ranks, errors = pick_by_error(shape, w, "tt", (4, 4), auto_methods(shape))
+    assert method == "tt" and ranks == (4, 4) and errors["tt"] <= errors["tucker2"]
+    # at full rank both are exact: a tie, which the earlier method (tt) keeps
+    method, _, errors = pick_by_error(shape, w, "tt", (16, 12), auto_methods(shape))
+    assert method == "tt" and max(errors.values()) < 1e-10
+    # a later method wins a layer only by being more accurate at no higher cost
+    method, ranks, errors = pick_by_error(shape, w, "tucker2", (4, 4), ("tucker2", "tt"))
+    assert method == "tt" and ranks == (4, 4) and errors["tt"] < errors["tucker2"]
+    registry.register(BetterTT())
+    try:
+        assert auto_methods(shape) == ("tt", "tucker2", "better")
+        method, _, _ = pick_by_error(shape, w, "tucker2", (4, 4), ("tucker2", "better"))
+        assert method == "better"
+        # a candidate with another cost function is compared at ranks that cost no more
+        method, ranks, errors = pick_by_error(shape, w, "tt", (4, 4), ("tt", "svd"))
+        assert R.factorized_params("svd", shape, ranks if method == "svd" else (1,)) <= \
+            R.factorized_params("tt", shape, (4, 4))
+        assert set(errors) == {"tt", "svd"}
+    finally:
+        registry.unregister("better")
 
 
 class SVDForConvs(SVD):
