@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from rene_onnx.decompose import registry
 from rene_onnx.plan import LayerFactors
 
 DEFAULT_DOMAINS = ("", "ai.onnx", None)  # gs reads the default domain as None
@@ -207,8 +208,9 @@ def check_rank_match(node: gs.Node, lf: LayerFactors, ranks: tuple[int, ...]) ->
     declared = tuple(lf.ranks)
     if not declared:
         return
-    if lf.method == "tt" and len(declared) == 1:
-        declared = declared * 2
+    method = registry.get(lf.method)
+    if len(declared) == 1 and method.n_ranks > 1:
+        declared = method.expand(declared[0])
     if declared != tuple(ranks):
         raise ValueError(f"node {node.name!r}: {lf.method} ranks {list(lf.ranks)} do not match the factor "
                          f"arrays (which have ranks {list(ranks)})")

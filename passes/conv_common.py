@@ -1,4 +1,8 @@
-"""What the three conv passes share: the check, the geometry, the 1x1 / core Conv nodes, the bias.
+"""What the conv passes share: the check, the geometry, the 1x1 / core Conv nodes, the bias, and the rewrite.
+
+:func:`rewrite_chain` rewrites a conv into the chain of convs its method's numpy rules lay out
+(``Decomposition.layout`` in :mod:`rene_onnx.decompose.registry`): nodes ``<node>/<method>_<leaf>``,
+the kernel factor carrying the geometry, the last one the bias. A conv pass is that, named.
 
 A grouped conv (``group`` = g) is rewritten per group: its factors are
 stacked over the groups (:mod:`rene_onnx.decompose.grouped`) and every factor
@@ -15,10 +19,11 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from rene_onnx.decompose import registry
 from rene_onnx.decompose.ranks import supported_methods, unsupported_reason
 from rene_onnx.plan import LayerFactors
 
-from .base import bias_vector, dim, float_dtype, new_const, new_node, new_var
+from .base import Pass, bias_vector, check_rank_match, factor, float_dtype, new_const, new_node, new_var
 from .layers import OnnxLayer, analyze
 
 GEOMETRY = ("auto_pad", "pads", "strides", "dilations")
@@ -50,13 +55,25 @@ def unpack(node: gs.Node) -> tuple[OnnxLayer, int, int, tuple[int, ...], int]:
     return layer, int(w.shape[0]), int(w.shape[1]), tuple(int(k) for k in w.shape[2:]), layer.shape.groups
 
 
-def per_group_rank(node: gs.Node, lf: LayerFactors, key: str, axis: int, groups: int) -> int:
-    """A per-group rank read from a factor stacked over ``groups`` along ``axis`` (``ValueError`` if it does not split)."""
-    n = dim(node, lf, key, axis)
-    if n % groups:
-        raise ValueError(f"node {node.name!r}: {lf.method} factor {key!r} has {n} rows along axis {axis}, "
-                         f"not a multiple of the conv's group={groups}")
-    return n // groups
+def rewrite_chain(graph: gs.Graph, node: gs.Node, lf: LayerFactors) -> list[gs.Node]:
+    """Conv -> the chain of ``lf.method``'s layout, its ranks read from the arrays (and checked against ``lf.ranks``)."""
+    layer, cout, cin, kernel, g = unpack(node)
+    method = registry.get(lf.method)
+    try:
+        ranks = method.ranks_of(lf.arrays, g)
+    except ValueError as e:
+        raise ValueError(f"node {node.name!r}: {e}") from None
+    check_rank_match(node, lf, ranks)
+    dt = layer.weight_array.dtype
+    return chain(graph, node, lf, layer, [
+        (f"{lf.method}_{s.leaf}", factor(node, lf, s.key, s.weight_shape, dt, alt_shapes=(s.layout, *s.alt_shapes)),
+         s.geometry, s.group)
+        for s in method.layout((cout, cin, *kernel), ranks, g)])
+
+
+def chain_pass(name: str, method: str, doc: str = "") -> Pass:
+    """The Conv pass of a method whose rewrite is its layout's chain (:func:`check`, :func:`rewrite_chain`)."""
+    return Pass(name, "Conv", method, check, rewrite_chain, doc)
 
 
 def chain(graph: gs.Graph, node: gs.Node, lf: LayerFactors, layer: OnnxLayer,

@@ -7,24 +7,6 @@ SVD layout of :mod:`rene_onnx.plan`). Conv-shaped ``V`` / ``U`` are accepted too
 """
 from __future__ import annotations
 
-import onnx_graphsurgeon as gs
-
-from rene_onnx.plan import LayerFactors
-
 from . import conv_common as cc
-from .base import Pass, check_rank_match, factor, prod
 
-check = cc.check
-
-
-def rewrite(graph: gs.Graph, node: gs.Node, lf: LayerFactors) -> list[gs.Node]:
-    layer, cout, cin, kernel, g = cc.unpack(node)
-    dt = layer.weight_array.dtype
-    r = cc.per_group_rank(node, lf, "V", 0, g)
-    check_rank_match(node, lf, (r,))
-    v = factor(node, lf, "V", (g * r, cin, *kernel), dt, alt_shapes=((g * r, cin * prod(kernel)),))
-    u = factor(node, lf, "U", (cout, r, *((1,) * len(kernel))), dt)
-    return cc.chain(graph, node, lf, layer, [("svd_first", v, True, g), ("svd_last", u, False, g)])
-
-
-PASS = Pass("conv_svd", "Conv", "svd", check, rewrite, __doc__)
+PASS = cc.chain_pass("conv_svd", "svd", __doc__)

@@ -113,10 +113,10 @@ class SearchConfig:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        from rene_onnx.decompose.choose import METHOD_CHOICES  # lazily: this module stays light
+        from rene_onnx.decompose.choose import method_choices  # lazily: this module stays light
         from rene_onnx.engine.search_ladder import PRESETS
 
-        _check_choices(self, {"method": METHOD_CHOICES, "preset": PRESETS}, ", ".join)
+        _check_choices(self, {"method": method_choices(), "preset": PRESETS}, ", ".join)
         for name in ("target_params", "target_macs"):
             v = getattr(self, name)
             if v is not None and not 0.0 < v <= 1.0:

@@ -11,6 +11,9 @@ through the layer map before calling the passes.
 Factor array conventions (the contract with ``rene_onnx.passes``)
 -----------------------------------------------------------------
 All arrays are in the model's dtype (float32 unless the model says otherwise).
+The methods and their arrays are those registered in
+:mod:`rene_onnx.decompose.registry` (each method's ``Decomposition.layout``
+states its arrays); the built-in ones:
 
 ``svd`` (Linear / Gemm / MatMul weight, or a 1x1 conv), ranks ``(r,)``:
     ``U``: (out, r), ``V``: (r, in); W ~= U @ V where W is (out, in) in the
@@ -49,10 +52,29 @@ import numpy as np
 from rene_onnx.errors import UserError, first_line
 from rene_onnx.files import atomic_write_text
 
-METHODS = ("tt", "cp", "svd", "dense")
+def methods() -> tuple[str, ...]:
+    """The methods a layer may have: the registered decompositions (``rene_onnx.decompose.registry``), then dense."""
+    from rene_onnx.decompose import registry  # lazily (numpy only): the decompose package imports this module
 
-#: factor array names each method must provide (``bias`` is always optional)
-FACTOR_KEYS = {"svd": ("U", "V"), "tt": ("first", "core", "last"), "cp": ("first", "core", "last"), "dense": ()}
+    return registry.names() + ("dense",)
+
+
+def factor_keys(method: str) -> tuple[str, ...]:
+    """The factor array names ``method`` must provide (``bias`` is always optional); ``()`` for dense."""
+    if method == "dense":
+        return ()
+    from rene_onnx.decompose import registry
+
+    return registry.get(method).factor_keys
+
+
+def __getattr__(name: str):
+    # METHODS / FACTOR_KEYS are read from the registry at each use, so a method registered later counts too
+    if name == "METHODS":
+        return methods()
+    if name == "FACTOR_KEYS":
+        return {m: factor_keys(m) for m in methods()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -67,8 +89,8 @@ class LayerPlan:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise PlanError(f"a layer name must be a non-empty string, got {self.name!r}")
-        if self.method not in METHODS:
-            raise PlanError(f"layer {self.name!r}: unknown method {self.method!r} (expected one of {METHODS})")
+        if self.method not in methods():
+            raise PlanError(f"layer {self.name!r}: unknown method {self.method!r} (expected one of {methods()})")
         if isinstance(self.ranks, (str, bytes)) or not isinstance(self.ranks, (list, tuple)):
             raise PlanError(f"layer {self.name!r}: ranks must be a list of integers, got {self.ranks!r}")
         self.ranks = tuple(parse_rank(r, self.name) for r in self.ranks)
@@ -162,7 +184,9 @@ class LayerFactors:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        missing = [k for k in FACTOR_KEYS[self.method] if k not in self.arrays]
+        if self.method not in methods():
+            raise ValueError(f"layer {self.name!r}: unknown method {self.method!r} (expected one of {methods()})")
+        missing = [k for k in factor_keys(self.method) if k not in self.arrays]
         if missing:
             raise ValueError(f"layer {self.name!r}: {self.method} factors miss {missing}")
         self.ranks = tuple(int(r) for r in self.ranks)

@@ -348,7 +348,7 @@ def test_onnx_depthwise_stays_dense_and_bad_grouped_factors_fail():
                        {"wd": g.standard_normal((8, 1, 3, 3)).astype(np.float32),
                         "wg": g.standard_normal((8, 2, 3, 3)).astype(np.float32)})
     found = {ol.name: ol for ol in passes.find_layers(model)}
-    assert found["dw"].methods == () and found["grouped"].methods == ("tt", "cp", "svd")
+    assert found["dw"].methods == () and found["grouped"].methods == ("tt", "cp", "svd", "tucker2")
     lf = LayerFactors("dw", "tt", (1, 1), {"first": np.ones((8, 1, 1, 1)), "core": np.ones((8, 1, 3, 3)),
                                           "last": np.ones((8, 1, 1, 1))})
     out, records = rewrite(model, {"dw": lf})

@@ -648,7 +648,7 @@ def test_find_layers_fields():
     c, fc, mm, left = found["conv"], found["fc"], found["mm"], found["left"]
     assert (c.op_type, c.weight, c.bias, c.weight_side, c.index) == ("Conv", "wc", "bc", "right", 0)
     assert c.shape.kernel == (3, 3) and c.shape.in_positions == 64 and c.shape.out_positions == 16
-    assert c.methods == ("tt", "cp", "svd") and c.attrs["strides"] == [2, 2]
+    assert c.methods == ("tt", "cp", "svd", "tucker2") and c.attrs["strides"] == [2, 2]
     assert (fc.weight, fc.bias, fc.shape.out_features, fc.shape.in_features) == ("wg", None, 4, 96)
     assert fc.torch_weight().shape == (4, 96)
     assert (mm.weight, mm.bias, mm.weight_side) == ("wm", "bm", "right")
@@ -659,7 +659,8 @@ def test_find_layers_fields():
 
 
 def test_registry():
-    assert [p.name for p in passes.REGISTRY] == ["conv_tt", "conv_cp", "conv_svd", "gemm_svd", "matmul_svd"]
+    assert [p.name for p in passes.REGISTRY] == ["conv_tt", "conv_cp", "conv_svd", "gemm_svd", "matmul_svd",
+                                                "conv_tucker2"]
     assert passes.find_pass("Conv", "cp").name == "conv_cp" and passes.find_pass("Gemm", "tt") is None
     for p in passes.REGISTRY:
         assert callable(p.check) and callable(p.rewrite) and p.doc

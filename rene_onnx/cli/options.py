@@ -37,6 +37,24 @@ validate_options = _compose(
                       "model alone, without run()'s host <-> GPU copies. Same as the default on the CPU."),
 )
 
+
+class MethodChoice(click.Choice):
+    """``auto`` and the registered decomposition methods (``rene_onnx.decompose.registry``), read at each use."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        from rene_onnx.decompose.choose import method_choices  # numpy only
+
+        return ("auto",) + tuple(m for m in method_choices() if m != "auto")
+
+    @choices.setter
+    def choices(self, value) -> None:  # click.Choice.__init__ assigns it; the registry is the source
+        pass
+
+
 calib_option = click.option(
     "--calib", type=click.Path(dir_okay=False), default=None,
     help="Unlabeled real inputs for a model without labeled data: .npy/.npz, or for a model with several inputs an "
@@ -51,8 +69,10 @@ latency_aware_option = click.option(
          "[default: on when --provider is given, i.e. a deployment target is named].")
 
 search_options = _compose(
-    click.option("--method", type=click.Choice(["auto", "tt", "cp", "svd"]), default="auto", show_default=True,
-                 help="tt / cp for k x k convs, svd for Linear and 1x1 convs; auto = tt for k x k, svd otherwise."),
+    click.option("--method", type=MethodChoice(), default="auto", show_default=True,
+                 help="The registered decompositions: tt, cp.. for k x k convs, svd for Linear and 1x1 convs (and "
+                      "any conv); auto = per layer among the methods that are auto candidates for it (tt.. for "
+                      "k x k, svd otherwise), by the least error at equal cost when searched."),
     click.option("--target-params", type=float, default=None, metavar="FRACTION",
                  help="Keep this fraction of the model's parameters (lands within +-2%)."),
     click.option("--target-macs", type=float, default=None, metavar="FRACTION",

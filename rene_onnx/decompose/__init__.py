@@ -2,20 +2,32 @@
 
 ``decompose(method, weight, ranks)`` returns the factor arrays of the
 :mod:`rene_onnx.plan` contract; ``reconstruct(method, arrays, weight_shape)``
-multiplies them back. Rank validation and all counting live in
-:mod:`rene_onnx.decompose.ranks`. Grouped convs (``groups`` > 1) are
-decomposed per group (:mod:`rene_onnx.decompose.grouped`).
+multiplies them back. Every method is a :class:`~.registry.Decomposition`
+in a module of its own, registered below (the one list of methods);
+:mod:`.registry` says what a method provides. Rank validation and all
+counting live in :mod:`rene_onnx.decompose.ranks`. Grouped convs
+(``groups`` > 1) are decomposed per group (:mod:`rene_onnx.decompose.grouped`).
 """
 from __future__ import annotations
+
+import importlib
 
 import numpy as np
 
 from . import ranks as _ranks
+from . import registry
 from .cp import CPTruncations, cp_als, cp_reconstruct
 from .grouped import chain_weight, decompose_grouped, infer_groups
 from .ranks import LayerShape
 from .svd import SVDTruncations, svd_factors
 from .tt import TTTruncations, tt_reconstruct, tt_svd
+
+#: the decomposition methods: modules of this package, each with a ``METHOD`` (a registry.Decomposition).
+#: The order is the preference among equals (auto's tie-break, see choose.py). A new method is a new
+#: module and its name here.
+METHOD_MODULES = ("tt", "cp", "svd", "tucker2")
+for _name in METHOD_MODULES:
+    registry.register(importlib.import_module(f"{__name__}.{_name}").METHOD)
 
 __all__ = [
     "decompose",
@@ -31,8 +43,6 @@ __all__ = [
     "CPTruncations",
 ]
 
-_CP_KW = {"init", "n_iter_max", "tol", "seed"}
-
 
 def shape_of_weight(weight_shape, bias: bool = False, groups: int = 1) -> LayerShape:
     """LayerShape of a dense weight: (out, in) for a Linear, (Cout, Cin/groups, k..) for a conv."""
@@ -46,34 +56,30 @@ def shape_of_weight(weight_shape, bias: bool = False, groups: int = 1) -> LayerS
 
 
 def decompose(method: str, weight: np.ndarray, ranks, *, groups: int = 1, **kw) -> dict[str, np.ndarray]:
-    """Factor arrays of ``weight`` by ``method`` (tt | cp | svd) at ``ranks``, in ``weight.dtype``.
+    """Factor arrays of ``weight`` by a registered ``method`` (tt | cp | svd ..) at ``ranks``, in ``weight.dtype``.
 
     Ranks are validated (and capped at what the unfolding admits) by
-    :func:`ranks.check_ranks`; TT takes one rank (r1 = r2) or two. SVD of a
-    conv factors the weight reshaped to (Cout, Cin*k): ``V`` (r, Cin*k)
-    reshapes to a (r, Cin, k..) conv carrying the geometry, ``U`` (Cout, r)
-    to a 1x1 conv. ``kw`` goes to :func:`cp_als` for CP (``init``,
-    ``n_iter_max``, ``tol``, ``seed``). A grouped conv weight (Cout, Cin/g, k..)
-    with ``groups`` = g is decomposed per group at the same (per-group) ranks,
-    in the grouped layouts of :mod:`rene_onnx.decompose.grouped`.
+    :func:`ranks.check_ranks`; a method with two ranks (TT) takes one rank
+    (both equal) or two. SVD of a conv factors the weight reshaped to (Cout, Cin*k): ``V`` (r,
+    Cin*k) reshapes to a (r, Cin, k..) conv carrying the geometry, ``U`` (Cout,
+    r) to a 1x1 conv. ``kw`` are the method's options (CP: ``init``,
+    ``n_iter_max``, ``tol``, ``seed`` for :func:`cp_als`). A grouped conv
+    weight (Cout, Cin/g, k..) with ``groups`` = g is decomposed per group at
+    the same (per-group) ranks, in the grouped layouts of
+    :mod:`rene_onnx.decompose.grouped`.
     """
     weight = np.asarray(weight)
     if not np.issubdtype(weight.dtype, np.floating):
         raise ValueError(f"decompose needs a floating-point weight, got dtype {weight.dtype}")
     shape = shape_of_weight(weight.shape, groups=groups)
     ranks = _ranks.check_ranks(method, shape, ranks)
-    allowed = _CP_KW if method == "cp" else set()
-    unknown = sorted(set(kw) - allowed)
+    m = registry.get(method)
+    unknown = sorted(set(kw) - m.options)
     if unknown:
         raise ValueError(f"decompose({method!r}) got unexpected options {unknown}")
 
     def one_group(w: np.ndarray) -> dict[str, np.ndarray]:
-        if method == "svd":
-            u, v = svd_factors(w.reshape(w.shape[0], -1), ranks[0])
-            return {"U": u, "V": v}
-        if method == "tt":
-            return tt_svd(w, ranks)
-        return cp_als(w, ranks[0], **kw)
+        return m.decompose(w, ranks, **kw)
 
     return one_group(weight) if shape.groups == 1 else decompose_grouped(weight, shape.groups, one_group)
 
@@ -85,12 +91,11 @@ def reconstruct(method: str, arrays: dict[str, np.ndarray], weight_shape, groups
     implied by the arrays' shapes; when given it must agree.
     """
     weight_shape = tuple(int(d) for d in weight_shape)
-    if method not in ("tt", "cp", "svd"):
-        raise ValueError(f"unknown method {method!r} (expected tt, cp or svd)")
+    m = registry.get(method)
     arrays = {k: np.asarray(a) for k, a in arrays.items() if k != "bias"}
     implied = infer_groups(method, arrays)
     if groups is not None and int(groups) != implied:
         raise ValueError(f"{method} factors imply {implied} group(s), expected groups={groups}")
-    if method != "svd" and len(weight_shape) < 3:
+    if len(weight_shape) < 3 and not m.applies(shape_of_weight(weight_shape)):
         raise ValueError(f"{method} factors need a conv weight shape (Cout, Cin, k..), got {weight_shape}")
     return chain_weight(method, arrays, weight_shape, implied)

@@ -1,4 +1,4 @@
-"""CP (CANDECOMP/PARAFAC) decomposition of a conv weight via tensorly's CP-ALS.
+"""CP (CANDECOMP/PARAFAC) decomposition of a conv weight via tensorly's CP-ALS; the ``cp`` method.
 
 Numpy only. The weight (Cout, Cin, k..) is viewed as the 3-way tensor
 (Cout, Cin, K) with K = prod(k) and decomposed as a sum of R rank-one terms.
@@ -21,6 +21,7 @@ import warnings
 
 import numpy as np
 
+from .registry import Decomposition, FactorStep, np_einsum
 from .svd import check_weight
 
 
@@ -195,3 +196,52 @@ class CPTruncations:
             diff = self._w.astype(np.float64) - cp_reconstruct(*(f[k].astype(np.float64) for k in ("first", "core", "last")))
             self._errors[r] = float(np.sum(diff * diff))
         return self._errors[r]
+
+
+class CP(Decomposition):
+    """CP of a k x k conv (groups=1, or per group): 1x1 Cin -> R | depthwise k x k (groups=R) | 1x1 R -> Cout + bias.
+
+    One rank ``R``; initialized by :func:`cp_als` (options ``init``, ``n_iter_max``, ``tol``,
+    ``seed``). No algebraic cap: capped at Cout*Cin*k (more never helps). Per group: ``first``
+    (g*R, Cin/g, 1..) group=g, ``core`` (g*R, 1, k..) group=g*R, ``last`` (Cout, R, 1..) group=g.
+    """
+
+    name = "cp"
+    factor_keys = ("first", "core", "last")
+    rank_axes = (("first", 0, True),)
+    options = frozenset({"init", "n_iter_max", "tol", "seed"})
+
+    def applies(self, shape) -> bool:
+        return not shape.is_matrix
+
+    def rank_caps(self, shape) -> tuple[int]:
+        return (shape.group_out * shape.group_in * shape.kernel_size,)
+
+    def layout(self, weight_shape, ranks, groups=1) -> list[FactorStep]:
+        (r,) = ranks
+        g, cout, cin_g, kernel = int(groups), weight_shape[0], weight_shape[1], tuple(weight_shape[2:])
+        ones = (1,) * len(kernel)
+        return [FactorStep("first", "first", (g * r, cin_g, *ones), g),
+                FactorStep("core", "core", (g * r, 1, *kernel), g * r, geometry=True, alt_shapes=((g * r, *kernel),)),
+                FactorStep("last", "last", (cout, r, *ones), g)]
+
+    def decompose(self, weight, ranks, **options) -> dict[str, np.ndarray]:
+        return cp_als(weight, ranks[0], **options)
+
+    def reconstruct(self, arrays, weight_shape, groups, einsum=np_einsum):
+        core, g = arrays["core"], int(groups)
+        co, cin_g = weight_shape[0] // g, weight_shape[1]
+        r = int(core.shape[0]) // g
+        return einsum("gor,grk,gri->goik", arrays["last"].reshape(g, co, r), core.reshape(g, r, -1),
+                      arrays["first"].reshape(g, r, cin_g))
+
+    def infer_groups(self, arrays) -> int:
+        first, core, last = arrays["first"], arrays["core"], arrays["last"]
+        r = int(last.shape[1])
+        if int(core.shape[0]) != int(first.shape[0]) or r == 0 or int(first.shape[0]) % r:
+            raise ValueError(f"{self.name} factor shapes do not chain: first {first.shape}, core {core.shape}, "
+                             f"last {last.shape}")
+        return int(first.shape[0]) // r
+
+
+METHOD = CP()

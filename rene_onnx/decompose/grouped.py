@@ -2,9 +2,9 @@
 
 A conv with g groups has a weight (Cout, Cin/g, k..) whose output block j
 (rows j*Cout/g ..) sees only input block j. Each group's sub-weight
-(Cout/g, Cin/g, k..) is decomposed by the ungrouped functions (TT-SVD,
-CP-ALS, SVD) at the same per-group ranks, and the factors are stacked along
-their output axis so that every factor runs as a conv grouped by g and the
+(Cout/g, Cin/g, k..) is decomposed by the method's ungrouped decomposition
+(``registry.get(method).decompose``: TT-SVD, CP-ALS, SVD..) at the same
+per-group ranks, and the factors are stacked along their output axis so that every factor runs as a conv grouped by g and the
 rewrite stays two or three Conv nodes:
 
 ``tt`` ranks (r1, r2) per group:
@@ -17,8 +17,9 @@ rewrite stays two or three Conv nodes:
     ``V`` (g*r, Cin/g*k) as the conv (g*r, Cin/g, k..) group=g with the geometry
     -> ``U`` (Cout, r) as the 1x1 conv (Cout, r, 1..) group=g + bias
 
-At g = 1 these are exactly the :mod:`rene_onnx.plan` layouts. The group
-count of a set of arrays is implied by their shapes (:func:`infer_groups`).
+At g = 1 these are exactly the :mod:`rene_onnx.plan` layouts; every method's
+``Decomposition.layout`` states its own. The group count of a set of arrays
+is implied by their shapes (:func:`infer_groups`).
 """
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ import math
 from typing import Callable
 
 import numpy as np
+
+from . import registry
+from .registry import np_einsum
 
 __all__ = ["split_groups", "decompose_grouped", "infer_groups", "chain_weight"]
 
@@ -50,69 +54,24 @@ def decompose_grouped(weight: np.ndarray, groups: int, one_group: Callable[[np.n
     return {k: np.ascontiguousarray(np.concatenate([f[k] for f in per_group], axis=0)) for k in per_group[0]}
 
 
-def _rows(a) -> int:
-    return int(a.shape[0])
-
-
 def infer_groups(method: str, arrays: dict) -> int:
     """The group count the factor arrays imply (1 for ungrouped factors); ``ValueError`` if they disagree."""
-    if method == "svd":
-        u, v = arrays["U"], arrays["V"]
-        r = math.prod(u.shape[1:]) if u.ndim >= 2 else 0
-        rows, inner = _rows(v), r
-    elif method == "tt":
-        first, core, last = arrays["first"], arrays["core"], arrays["last"]
-        r1, r2 = int(last.shape[1]), int(core.shape[1])
-        if r1 == 0 or r2 == 0 or _rows(core) % r1 or _rows(first) % r2 or _rows(core) // r1 != _rows(first) // r2:
-            raise ValueError(f"tt factor shapes do not chain: first {first.shape}, core {core.shape}, last {last.shape}")
-        rows, inner = _rows(first), r2
-    elif method == "cp":
-        first, core, last = arrays["first"], arrays["core"], arrays["last"]
-        if _rows(core) != _rows(first):
-            raise ValueError(f"cp factor shapes do not chain: first {first.shape}, core {core.shape}, last {last.shape}")
-        rows, inner = _rows(first), int(last.shape[1])
-    else:
-        raise ValueError(f"unknown method {method!r} (expected tt, cp or svd)")
-    if inner == 0 or rows % inner:
-        names = {k: tuple(np.shape(a)) for k, a in arrays.items() if k != "bias"}
-        raise ValueError(f"{method} factor shapes {names} do not chain")
-    return rows // inner
+    return registry.get(method).infer_groups(arrays)
 
 
-def _np_einsum(equation: str, *operands):
-    return np.einsum(equation, *operands, optimize=True)
-
-
-def chain_weight(method: str, arrays: dict, weight_shape, groups: int, einsum=_np_einsum):
+def chain_weight(method: str, arrays: dict, weight_shape, groups: int, einsum=np_einsum):
     """The dense (grouped) weight ``weight_shape`` (Cout, Cin/g, k..) that factor arrays represent.
 
     Works on numpy arrays (the default ``einsum``) and on torch tensors
-    (``einsum=torch.einsum``, differentiable): only ``.reshape`` and ``einsum``
-    are used. ``arrays`` holds ``first``/``core``/``last`` (tt, cp) or ``U``/``V`` (svd).
+    (``einsum=torch.einsum``, differentiable): the methods' ``reconstruct``
+    use only ``.reshape`` and ``einsum``.
     """
     weight_shape = tuple(int(d) for d in weight_shape)
     g = int(groups)
-    cout, cin = weight_shape[0], weight_shape[1]
+    cout = weight_shape[0]
     if g < 1 or cout % g:
         raise ValueError(f"weight shape {weight_shape} does not split into {g} groups")
-    co = cout // g
-    if method == "svd":
-        v = arrays["V"]
-        r = int(v.shape[0]) // g
-        u = arrays["U"].reshape(g, co, r)
-        w = einsum("gor,gri->goi", u, v.reshape(g, r, -1))
-    elif method == "tt":
-        core = arrays["core"]
-        r1, r2 = int(core.shape[0]) // g, int(core.shape[1])
-        w = einsum("goa,gabk,gbi->goik", arrays["last"].reshape(g, co, r1), core.reshape(g, r1, r2, -1),
-                   arrays["first"].reshape(g, r2, cin))
-    elif method == "cp":
-        core = arrays["core"]
-        r = int(core.shape[0]) // g
-        w = einsum("gor,grk,gri->goik", arrays["last"].reshape(g, co, r), core.reshape(g, r, -1),
-                   arrays["first"].reshape(g, r, cin))
-    else:
-        raise ValueError(f"unknown method {method!r} (expected tt, cp or svd)")
+    w = registry.get(method).reconstruct(arrays, weight_shape, g, einsum)
     if math.prod(w.shape) != math.prod(weight_shape):
         raise ValueError(f"{method} factors reconstruct {tuple(w.shape)}, which does not fit weight shape {weight_shape}")
     return w.reshape(weight_shape)

@@ -2,7 +2,9 @@
 
 The one place that knows how big a factorized layer is. Everything else
 (fraction -> rank, break-even ranks, "does it save anything", the report's
-per-layer numbers, the search's rank loss bounds) calls into here.
+per-layer numbers, the search's rank loss bounds) calls into here; here,
+every method-specific rule (caps, layout, counts) is asked of the method's
+registered :class:`~rene_onnx.decompose.registry.Decomposition`.
 
 Counting convention (the paper's): MACs are multiply-accumulates of the
 Conv / Gemm / MatMul ops at batch 1; bias adds are not MACs. Parameters
@@ -20,6 +22,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from . import registry
+from .registry import round_rank  # noqa: F401 (public here since before the registry)
 
 
 @dataclass(frozen=True)
@@ -78,62 +83,51 @@ class LayerShape:
 
 
 def supported_methods(shape: LayerShape) -> tuple[str, ...]:
-    """Methods that can factorize this layer (before asking whether it saves anything).
+    """Registered methods that can factorize this layer (before asking whether it saves anything).
 
     A conv with one input and one output channel per group (plain depthwise)
     has nothing to factor: none.
     """
-    if shape.groups != 1 and shape.group_in == 1 and shape.group_out == 1:
-        return ()
-    if shape.is_matrix:
-        return ("svd",)
-    return ("tt", "cp", "svd")
+    return registry.applicable(shape)
 
 
 def unsupported_reason(shape: LayerShape) -> str | None:
     """Why no method can factorize ``shape`` (one line), or ``None`` when some method can."""
     if supported_methods(shape):
         return None
-    return f"depthwise conv (groups={shape.groups}): one input and one output channel per group, nothing to factor"
+    if shape.groups != 1 and shape.group_in == 1 and shape.group_out == 1:
+        return f"depthwise conv (groups={shape.groups}): one input and one output channel per group, nothing to factor"
+    return f"no registered method applies to a layer with kernel {shape.kernel} groups={shape.groups}"
 
 
 def n_ranks(method: str) -> int:
-    return 2 if method == "tt" else 1
+    return registry.get(method).n_ranks
 
 
 def check_ranks(method: str, shape: LayerShape, ranks: tuple[int, ...] | list[int] | int) -> tuple[int, ...]:
     """Validate and normalize ranks for ``method`` on ``shape``; raise ``ValueError`` with a clear message.
 
-    TT accepts one rank (r1 = r2, as in the paper) or two. Ranks are capped
-    at what the unfolding admits: TT r2 <= Cin, r1 <= Cout, SVD r <= min(out, in*k).
-    CP has no algebraic cap; it is capped at Cout*Cin*k (more never helps).
-    For a grouped conv the ranks are per group and Cout, Cin are per group.
+    One rank stands for all of a method's ranks (TT: r1 = r2, as in the
+    paper). Ranks are capped at what the unfolding admits (each method's
+    ``Decomposition.cap``): TT r2 <= Cin, r1 <= Cout, SVD r <= min(out, in*k),
+    CP (no algebraic cap) at Cout*Cin*k (more never helps). For a grouped
+    conv the ranks are per group and Cout, Cin are per group.
     """
     if isinstance(ranks, (int, np.integer)):
         ranks = (int(ranks),)
     ranks = tuple(int(r) for r in ranks)
-    if method not in ("tt", "cp", "svd"):
-        raise ValueError(f"unknown method {method!r}")
+    m = registry.get(method)
     if not supported_methods(shape):
         raise ValueError(unsupported_reason(shape))
     if method not in supported_methods(shape):
         raise ValueError(f"method {method!r} does not apply to a layer with kernel {shape.kernel} groups={shape.groups}")
-    if method == "tt" and len(ranks) == 1:
-        ranks = (ranks[0], ranks[0])
-    if len(ranks) != n_ranks(method):
-        raise ValueError(f"{method} takes {n_ranks(method)} rank(s), got {list(ranks)}")
+    if len(ranks) == 1 and m.n_ranks > 1:
+        ranks = m.expand(ranks[0])
+    if len(ranks) != m.n_ranks:
+        raise ValueError(f"{method} takes {m.n_ranks} rank(s), got {list(ranks)}")
     if any(r <= 0 for r in ranks):
         raise ValueError(f"ranks must be positive, got {list(ranks)}")
-    cout, cin, k = shape.group_out, shape.group_in, shape.kernel_size
-    if method == "tt":
-        r1, r2 = ranks
-        r1 = min(r1, cout, cin * k)
-        ranks = (r1, min(r2, cin, r1 * k))
-    elif method == "svd":
-        ranks = (min(ranks[0], shape.max_matrix_rank),)
-    else:
-        ranks = (min(ranks[0], cout * cin * k),)
-    return ranks
+    return tuple(int(r) for r in m.cap(shape, ranks))
 
 
 def dense_params(shape: LayerShape) -> int:
@@ -148,67 +142,43 @@ def dense_macs(shape: LayerShape) -> int:
 def factorized_params(method: str, shape: LayerShape, ranks: tuple[int, ...]) -> int:
     """Parameters of the factorized layer (weights of all factors + the bias).
 
-    Per-group ranks on g groups: TT ``r2*Cin + g*r1*r2*k + Cout*r1``, CP
-    ``R*Cin + g*R*k + Cout*R``, SVD ``r*(Cin*k + Cout)`` (each 1x1 factor is
-    grouped too, so only the core grows with g).
+    The factors' sizes from the method's layout. Per-group ranks on g groups:
+    TT ``r2*Cin + g*r1*r2*k + Cout*r1``, CP ``R*Cin + g*R*k + Cout*R``, SVD
+    ``r*(Cin*k + Cout)`` (each 1x1 factor is grouped too, so only the core
+    grows with g).
     """
-    b = shape.out_features if shape.bias else 0
-    cout, cin, k, g = shape.out_features, shape.in_features, shape.kernel_size, shape.groups
     if method == "dense":
         return dense_params(shape)
-    if method == "svd":
-        (r,) = ranks
-        return r * (cin * k + cout) + b
-    if method == "tt":
-        r1, r2 = ranks
-        return r2 * cin + g * r1 * r2 * k + cout * r1 + b
-    if method == "cp":
-        (r,) = ranks
-        return r * cin + g * r * k + cout * r + b
-    raise ValueError(f"unknown method {method!r}")
+    b = shape.out_features if shape.bias else 0
+    return registry.get(method).params(shape, tuple(ranks)) + b
 
 
 def factorized_macs(method: str, shape: LayerShape, ranks: tuple[int, ...]) -> int:
     """MACs of the factorized chain at batch 1.
 
-    TT / CP: the first 1x1 runs at the input resolution (it precedes the
-    strided core), the core and the last 1x1 at the output resolution.
-    SVD of a conv: the first factor carries the kernel and stride, so both run
-    at the output resolution.
+    The counts follow from the method's layout: TT / CP: the first 1x1 runs
+    at the input resolution (it precedes the strided core), the core and the
+    last 1x1 at the output resolution. SVD of a conv: the first factor carries the kernel and
+    stride, so both run at the output resolution.
     """
-    cout, cin, k, g = shape.out_features, shape.in_features, shape.kernel_size, shape.groups
-    pin, pout = shape.in_positions, shape.out_positions
     if method == "dense":
         return dense_macs(shape)
-    if method == "svd":
-        (r,) = ranks
-        return r * (cin * k + cout) * pout
-    if method == "tt":
-        r1, r2 = ranks
-        return r2 * cin * pin + (g * r1 * r2 * k + cout * r1) * pout
-    if method == "cp":
-        (r,) = ranks
-        return r * cin * pin + (g * r * k + cout * r) * pout
-    raise ValueError(f"unknown method {method!r}")
+    return registry.get(method).macs(shape, tuple(ranks))
 
 
 def max_rank(method: str, shape: LayerShape) -> int:
-    """The algebraic cap of a (single, for TT r1 = r2; per group) rank."""
-    if method == "svd":
-        return shape.max_matrix_rank
-    if method == "tt":
-        return min(shape.group_in, shape.group_out)
-    return shape.group_out * shape.group_in * shape.kernel_size
+    """The algebraic cap of a single rank (one rank standing for all, e.g. TT r1 = r2; per group)."""
+    return registry.get(method).max_rank(shape)
 
 
 def break_even_rank(method: str, shape: LayerShape) -> int:
-    """Largest rank (r1 = r2 for TT) whose factorized form has fewer parameters than dense; 0 if none."""
+    """Largest single rank (r1 = r2 for TT) whose factorized form has fewer parameters than dense; 0 if none."""
     dense = dense_params(shape)
     lo, hi = 0, max_rank(method, shape)
     # parameter count is monotone in r: binary search the last r with params < dense
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if factorized_params(method, shape, _as_ranks(method, mid)) < dense:
+        if factorized_params(method, shape, expand_rank(method, mid)) < dense:
             lo = mid
         else:
             hi = mid - 1
@@ -222,25 +192,25 @@ def rank_for_fraction(method: str, shape: LayerShape, fraction: float) -> tuple[
     target = fraction * dense_params(shape)
     best, best_err = 1, math.inf
     for r in range(1, max_rank(method, shape) + 1):
-        err = abs(factorized_params(method, shape, _as_ranks(method, r)) - target)
+        err = abs(factorized_params(method, shape, expand_rank(method, r)) - target)
         if err < best_err:
             best, best_err = r, err
-        elif factorized_params(method, shape, _as_ranks(method, r)) > target:
+        elif factorized_params(method, shape, expand_rank(method, r)) > target:
             break
-    return check_ranks(method, shape, _as_ranks(method, best))
+    return check_ranks(method, shape, expand_rank(method, best))
 
 
-def round_rank(r: int, multiple: int, cap: int) -> int:
-    """Round ``r`` to the nearest positive multiple of ``multiple`` not above ``cap``."""
+def round_ranks(method: str, shape: LayerShape, ranks: tuple[int, ...], multiple: int) -> tuple[int, ...]:
+    """``ranks`` rounded to multiples of ``multiple`` within the method's caps (unchanged for ``multiple`` 1)."""
     if multiple <= 1:
-        return max(1, min(r, cap))
-    q = max(multiple, int(round(r / multiple)) * multiple)
-    return max(1, min(q, cap))
+        return tuple(ranks)
+    return registry.get(method).round(shape, tuple(ranks), multiple)
 
 
 def saves(method: str, shape: LayerShape, ranks: tuple[int, ...]) -> bool:
     return factorized_params(method, shape, ranks) < dense_params(shape)
 
 
-def _as_ranks(method: str, r: int) -> tuple[int, ...]:
-    return (r, r) if method == "tt" else (r,)
+def expand_rank(method: str, r: int) -> tuple[int, ...]:
+    """The ranks one rank ``r`` stands for (TT: ``(r, r)``)."""
+    return registry.get(method).expand(int(r))

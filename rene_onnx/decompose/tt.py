@@ -1,4 +1,4 @@
-"""Tensor-train (TT-SVD) and Tucker-2 truncations of a conv weight (Cout, Cin, k..).
+"""Tensor-train (TT-SVD) and Tucker-2 truncations of a conv weight (Cout, Cin, k..); the ``tt`` method (:class:`TT`).
 
 Numpy only. Factor shapes follow the ``tt`` contract in :mod:`rene_onnx.plan`:
 
@@ -20,7 +20,8 @@ import math
 
 import numpy as np
 
-from .svd import check_weight
+from .registry import Decomposition, FactorStep, np_einsum
+from .svd import check_weight, left_singular
 
 
 def _as_conv_weight(w: np.ndarray) -> np.ndarray:
@@ -100,25 +101,6 @@ def tt_reconstruct(first: np.ndarray, core: np.ndarray, last: np.ndarray) -> np.
     return w.reshape((cout, cin) + tuple(kernel))
 
 
-def _left_singular(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Left singular vectors and singular values of ``a`` (float64), largest first.
-
-    For a wide matrix this goes through ``eigh`` of the small Gram matrix
-    ``a @ a.T``: several times faster than a full SVD of a (512, 4608)
-    unfolding and far less sensitive to a busy CPU. The vectors are
-    orthonormal, so the projections built on them stay exact; only
-    directions with singular values below ~1e-8 * s_max are ill-determined,
-    and they carry no energy.
-    """
-    rows, cols = a.shape
-    if rows > cols:
-        u, s, _ = np.linalg.svd(a, full_matrices=False)
-        return u, s
-    ev, u = np.linalg.eigh(a @ a.T)
-    order = np.argsort(ev)[::-1]
-    return u[:, order], np.sqrt(np.maximum(ev[order], 0.0))
-
-
 class TTTruncations:
     """Two mode SVDs of a conv weight, computed once; TT factors at any ``(r1, r2)`` by slicing.
 
@@ -137,8 +119,8 @@ class TTTruncations:
         cout, cin = w.shape[:2]
         k = math.prod(w.shape[2:])
         w3 = w.astype(np.float64, copy=False).reshape(cout, cin, k)
-        u_out, s_out = _left_singular(w3.reshape(cout, cin * k))
-        u_in, s_in = _left_singular(w3.transpose(1, 0, 2).reshape(cin, cout * k))
+        u_out, s_out = left_singular(w3.reshape(cout, cin * k))
+        u_in, s_in = left_singular(w3.transpose(1, 0, 2).reshape(cin, cout * k))
         p, q = u_out.shape[1], u_in.shape[1]
         g = (u_out.T @ w3.reshape(cout, cin * k)).reshape(p, cin, k)  # (p, Cin, K)
         g = np.tensordot(g, u_in, axes=([1], [0])).transpose(0, 2, 1)  # (p, q, K)
@@ -179,3 +161,62 @@ class TTTruncations:
         first = self._u_in[:, :r2].T
         core = self._g[:r1, :r2]
         return _pack(first, core, last, self.shape, self.dtype)
+
+
+class TT(Decomposition):
+    """TT of a k x k conv (groups=1, or per group): 1x1 Cin -> r2 | k x k r2 -> r1 | 1x1 r1 -> Cout + bias.
+
+    Ranks ``(r1, r2)`` (one rank means r1 = r2, the paper's default); initialized by the
+    sequential :func:`tt_svd`. Per group (g groups, per-group ranks): ``first`` (g*r2, Cin/g, 1..),
+    ``core`` (g*r1, r2, k..), ``last`` (Cout, r1, 1..), all convs grouped by g.
+    """
+
+    name = "tt"
+    n_ranks = 2
+    factor_keys = ("first", "core", "last")
+    rank_axes = (("last", 1, False), ("first", 0, True))
+
+    def applies(self, shape) -> bool:
+        return not shape.is_matrix
+
+    def auto_candidate(self, shape) -> bool:
+        # a depthwise conv with a channel multiplier (one input channel per group): the first factor is a scale
+        return not shape.is_depthwise
+
+    def rank_caps(self, shape) -> tuple[int, int]:
+        return min(shape.group_out, shape.group_in * shape.kernel_size), shape.group_in
+
+    def cap(self, shape, ranks) -> tuple[int, int]:
+        r1, r2 = ranks
+        r1 = min(r1, shape.group_out, shape.group_in * shape.kernel_size)
+        return r1, min(r2, shape.group_in, r1 * shape.kernel_size)
+
+    def layout(self, weight_shape, ranks, groups=1) -> list[FactorStep]:
+        r1, r2 = ranks
+        g, cout, cin_g, kernel = int(groups), weight_shape[0], weight_shape[1], tuple(weight_shape[2:])
+        ones = (1,) * len(kernel)
+        return [FactorStep("first", "first", (g * r2, cin_g, *ones), g),
+                FactorStep("core", "core", (g * r1, r2, *kernel), g, geometry=True),
+                FactorStep("last", "last", (cout, r1, *ones), g)]
+
+    def decompose(self, weight, ranks, **options) -> dict[str, np.ndarray]:
+        return tt_svd(weight, ranks)
+
+    def reconstruct(self, arrays, weight_shape, groups, einsum=np_einsum):
+        core, g = arrays["core"], int(groups)
+        co, cin_g = weight_shape[0] // g, weight_shape[1]
+        r1, r2 = int(core.shape[0]) // g, int(core.shape[1])
+        return einsum("goa,gabk,gbi->goik", arrays["last"].reshape(g, co, r1), core.reshape(g, r1, r2, -1),
+                      arrays["first"].reshape(g, r2, cin_g))
+
+    def infer_groups(self, arrays) -> int:
+        first, core, last = arrays["first"], arrays["core"], arrays["last"]
+        r1, r2 = int(last.shape[1]), int(core.shape[1])
+        rows_core, rows_first = int(core.shape[0]), int(first.shape[0])
+        if r1 == 0 or r2 == 0 or rows_core % r1 or rows_first % r2 or rows_core // r1 != rows_first // r2:
+            raise ValueError(f"{self.name} factor shapes do not chain: first {first.shape}, core {core.shape}, "
+                             f"last {last.shape}")
+        return rows_first // r2
+
+
+METHOD = TT()

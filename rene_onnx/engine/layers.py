@@ -2,12 +2,17 @@
 
 Every factorized module is a plain chain of ``nn.Conv1d`` / ``nn.Conv2d`` /
 ``nn.Linear`` leaves named ``first`` (, ``core``) and ``last``, so forward
-hooks, counting and ONNX export see ordinary ops:
+hooks, counting and ONNX export see ordinary ops. A conv's chain is the one
+its method's numpy rules lay out (:class:`ConvChain` reads
+``Decomposition.layout``), so a new method's module is a two-line subclass:
 
 - :class:`LowRankConv` (TT or CP): 1x1 Cin->r2 | core k x k r2->r1 with the
   original stride / padding / dilation (groups=R for CP) | 1x1 r1->Cout + bias
 - :class:`SVDConv`: k x k Cin->r carrying the geometry | 1x1 r->Cout + bias
 - :class:`SVDLinear`: Linear(in, r, bias=False) | Linear(r, out)
+
+Which class builds which method is the engine registry's business
+(:mod:`.registry`, :data:`ENGINE_METHODS` for the ones here).
 
 A grouped conv (groups=g) is factorized per group: the ranks are per group
 and every factor is a conv grouped by g (the CP core by g*R), in the layouts
@@ -29,8 +34,11 @@ import torch
 from torch import nn
 
 from ..decompose import decompose
+from ..decompose import registry as decompositions
 from ..decompose.grouped import chain_weight
-from ..plan import FACTOR_KEYS, Factors, LayerFactors, RankPlan
+from ..plan import Factors, LayerFactors, RankPlan, factor_keys
+from . import registry, search_banks
+from .registry import EngineMethod
 
 _CONVS = (nn.Conv1d, nn.Conv2d)
 DENSE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -70,6 +78,7 @@ class FactorizedModule(nn.Module):
     ranks: tuple[int, ...]
     weight_shape: tuple[int, ...]
     groups: int = 1
+    geometry_leaf: str = "first"  # the leaf that carries the kernel (and stride / padding / dilation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for m in self.children():
@@ -102,122 +111,93 @@ class FactorizedModule(nn.Module):
         return f"method={self.method}, ranks={self.ranks}, weight_shape={self.weight_shape}{groups}"
 
 
-class LowRankConv(FactorizedModule):
-    """TT or CP conv: 1x1 (Cin->r2) -> core (r2->r1, original geometry; groups=R for CP) -> 1x1 (r1->Cout)."""
+def checked_ranks(template: nn.Module, method: str, arrays: dict) -> tuple[int, ...]:
+    """The per-group ranks factor arrays hold, checked against the method's layout for ``template``'s weight."""
+    dec = decompositions.get(method)
+    weight_shape, groups = tuple(template.weight.shape), getattr(template, "groups", 1)
+    try:
+        ranks = dec.ranks_of(arrays, groups)
+        for step in dec.layout(weight_shape, ranks, groups):
+            shape = tuple(np.shape(arrays[step.key]))
+            if not step.accepts(shape):
+                raise ValueError(f"{method} factor {step.key!r} has shape {shape}, expected {step.layout}")
+    except ValueError as e:
+        shapes = {k: tuple(np.shape(a)) for k, a in arrays.items() if k != "bias"}
+        raise ValueError(f"{method} factors {shapes} do not fit weight shape {weight_shape}: {e}") from None
+    return ranks
+
+
+class ConvChain(FactorizedModule):
+    """A conv factorized into the chain of convs its method's layout states (``Decomposition.layout``).
+
+    One leaf per factor, named by the layout (``first`` (, ``core``), ``last``); the leaf that
+    carries the kernel gets the template's stride / padding / dilation / padding mode, the others
+    are 1x1; the last one carries the bias. Subclasses name the ``methods`` they build.
+    """
+
+    methods: tuple[str, ...] = ()
 
     def __init__(self, template: nn.Conv1d | nn.Conv2d, method: str, ranks: tuple[int, ...], bias: bool):
         super().__init__()
-        if method not in ("tt", "cp"):
-            raise ValueError(f"LowRankConv takes method tt or cp, got {method!r}")
+        if self.methods and method not in self.methods:
+            raise ValueError(f"{type(self).__name__} takes method {' or '.join(self.methods)}, got {method!r}")
         conv = _conv_cls(template)
         kw = {"device": template.weight.device, "dtype": template.weight.dtype}
-        g = template.groups
-        if method == "tt":
-            r1, r2 = ranks
-            core_groups = g
-        else:
-            (r1,) = ranks
-            r2, core_groups = r1, g * r1
-        self.method, self.ranks, self.groups = method, tuple(int(r) for r in ranks), g
+        self.method, self.ranks, self.groups = method, tuple(int(r) for r in ranks), template.groups
         self.weight_shape = tuple(template.weight.shape)
-        self.first = conv(template.in_channels, g * r2, 1, groups=g, bias=False, **kw)
-        self.core = conv(
-            g * r2, g * r1, template.kernel_size, stride=template.stride, padding=template.padding,
-            dilation=template.dilation, groups=core_groups, bias=False, padding_mode=template.padding_mode, **kw,
-        )
-        self.last = conv(g * r1, template.out_channels, 1, groups=g, bias=bias, **kw)
+        self.steps = tuple(decompositions.get(method).layout(self.weight_shape, self.ranks, self.groups))
+        for i, s in enumerate(self.steps):
+            geo = {}
+            if s.geometry:
+                self.geometry_leaf = s.leaf
+                geo = {"stride": template.stride, "padding": template.padding, "dilation": template.dilation,
+                       "padding_mode": template.padding_mode}
+            leaf = conv(s.weight_shape[1] * s.group, s.weight_shape[0], tuple(s.weight_shape[2:]), groups=s.group,
+                        bias=bias and i == len(self.steps) - 1, **geo, **kw)
+            setattr(self, s.leaf, leaf)
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv1d | nn.Conv2d, method: str, ranks) -> "LowRankConv":
-        _check_template(conv, _CONVS, "LowRankConv.from_conv")
+    def from_conv(cls, conv: nn.Conv1d | nn.Conv2d, method: str, ranks) -> "ConvChain":
+        _check_template(conv, _CONVS, f"{cls.__name__}.from_conv")
         arrays = decompose(method, _np(conv.weight), ranks, groups=conv.groups)
         return cls.from_arrays(conv, method, arrays)
 
     @classmethod
-    def from_arrays(cls, template: nn.Conv1d | nn.Conv2d, method: str, arrays: dict) -> "LowRankConv":
-        _check_template(template, _CONVS, "LowRankConv.from_arrays")
-        _check_keys(method, arrays)
-        core = np.asarray(arrays["core"])
-        g = template.groups
-        if core.ndim < 2 or core.shape[0] % g:
-            raise ValueError(f"{method} factor 'core' has shape {core.shape}, which does not split into {g} groups")
-        ranks = (core.shape[0] // g, core.shape[1]) if method == "tt" else (core.shape[0] // g,)
+    def from_arrays(cls, template: nn.Conv1d | nn.Conv2d, method: str, arrays: dict) -> "ConvChain":
+        _check_template(template, _CONVS, f"{cls.__name__}.from_arrays")
+        ranks = checked_ranks(template, method, arrays)
         bias = _bias_of(template, arrays)
         m = cls(template, method, ranks, bias is not None)
-        shapes = {"first": m.first.weight.shape, "core": m.core.weight.shape, "last": m.last.weight.shape}
-        for key, shape in shapes.items():
-            a = np.asarray(arrays[key])
-            if tuple(a.shape) != tuple(shape):
-                raise ValueError(f"{method} factor {key!r} has shape {a.shape}, expected {tuple(shape)}")
-        _load(m, arrays, bias)
+        _load(m, {s.leaf: arrays[s.key] for s in m.steps}, bias)
         return m
 
     def _weights(self) -> dict[str, torch.Tensor]:
-        return {"first": self.first.weight, "core": self.core.weight, "last": self.last.weight}
+        return {s.key: getattr(self, s.leaf).weight for s in self.steps}
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        return {"first": _np(self.first.weight), "core": _np(self.core.weight), "last": _np(self.last.weight)}
+        return {s.key: _np(getattr(self, s.leaf).weight).reshape(s.layout) for s in self.steps}
 
 
-class _SVDModule(FactorizedModule):
-    """Shared SVD behaviour: ``first`` holds V (r, in[, k..]), ``last`` holds U (out, r[, 1..]) and the bias."""
+class LowRankConv(ConvChain):
+    """TT or CP conv: 1x1 (Cin->r2) -> core (r2->r1, original geometry; groups=R for CP) -> 1x1 (r1->Cout)."""
 
-    _kinds: tuple[type, ...] = ()
-
-    @classmethod
-    def from_arrays(cls, template: nn.Module, method: str, arrays: dict) -> "_SVDModule":
-        if method != "svd":
-            raise ValueError(f"{cls.__name__} takes method 'svd', got {method!r}")
-        _check_template(template, cls._kinds, f"{cls.__name__}.from_arrays")
-        _check_keys("svd", arrays)
-        r = _svd_rank(template.weight.shape, arrays, getattr(template, "groups", 1))
-        bias = _bias_of(template, arrays)
-        m = cls(template, r, bias is not None)
-        _load(m, {"first": arrays["V"], "last": arrays["U"]}, bias)
-        return m
-
-    def _weights(self) -> dict[str, torch.Tensor]:
-        return {"U": self.last.weight, "V": self.first.weight}
-
-    def _arrays(self) -> dict[str, np.ndarray]:
-        return {
-            "U": _np(self.last.weight).reshape(self.weight_shape[0], self.ranks[0]),
-            "V": _np(self.first.weight).reshape(self.first.weight.shape[0], -1),
-        }
+    methods = ("tt", "cp")
 
 
-class SVDConv(_SVDModule):
+class SVDConv(ConvChain):
     """SVD conv: k x k conv Cin->r carrying stride/padding/dilation -> 1x1 conv r->Cout with the bias."""
 
-    _kinds = _CONVS
-
-    def __init__(self, template: nn.Conv1d | nn.Conv2d, rank: int, bias: bool):
-        super().__init__()
-        conv = _conv_cls(template)
-        kw = {"device": template.weight.device, "dtype": template.weight.dtype}
-        g = template.groups
-        self.method, self.ranks, self.groups = "svd", (int(rank),), g
-        self.weight_shape = tuple(template.weight.shape)
-        self.first = conv(
-            template.in_channels, g * rank, template.kernel_size, stride=template.stride, padding=template.padding,
-            dilation=template.dilation, groups=g, bias=False, padding_mode=template.padding_mode, **kw,
-        )
-        self.last = conv(g * rank, template.out_channels, 1, groups=g, bias=bias, **kw)
+    methods = ("svd",)
 
     @classmethod
     def from_conv(cls, conv: nn.Conv1d | nn.Conv2d, method: str = "svd", ranks=None) -> "SVDConv":
-        if method != "svd":
-            raise ValueError(f"SVDConv takes method 'svd', got {method!r}")
         if ranks is None:
             raise ValueError("SVDConv.from_conv needs a rank")
-        _check_template(conv, _CONVS, "SVDConv.from_conv")
-        return cls.from_arrays(conv, "svd", decompose("svd", _np(conv.weight), ranks, groups=conv.groups))
+        return super().from_conv(conv, method, ranks)
 
 
-class SVDLinear(_SVDModule):
+class SVDLinear(FactorizedModule):
     """SVD linear: Linear(in, r, bias=False) -> Linear(r, out) with the bias."""
-
-    _kinds = (nn.Linear,)
 
     def __init__(self, template: nn.Linear, rank: int, bias: bool):
         super().__init__()
@@ -232,60 +212,63 @@ class SVDLinear(_SVDModule):
         _check_template(linear, (nn.Linear,), "SVDLinear.from_linear")
         return cls.from_arrays(linear, "svd", decompose("svd", _np(linear.weight), rank))
 
+    @classmethod
+    def from_arrays(cls, template: nn.Linear, method: str, arrays: dict) -> "SVDLinear":
+        if method != "svd":
+            raise ValueError(f"SVDLinear takes method 'svd', got {method!r}")
+        _check_template(template, (nn.Linear,), "SVDLinear.from_arrays")
+        (r,) = checked_ranks(template, method, arrays)
+        bias = _bias_of(template, arrays)
+        m = cls(template, r, bias is not None)
+        _load(m, {"first": arrays["V"], "last": arrays["U"]}, bias)
+        return m
 
-def _check_keys(method: str, arrays: dict) -> None:
-    missing = [k for k in FACTOR_KEYS[method] if k not in arrays]
-    if missing:
-        raise ValueError(f"{method} factors miss {missing}")
+    def _weights(self) -> dict[str, torch.Tensor]:
+        return {"U": self.last.weight, "V": self.first.weight}
 
-
-def _svd_rank(weight_shape, arrays: dict, groups: int = 1) -> int:
-    """Per-group rank of SVD arrays, checked against the dense weight (Cout, Cin/g[, k..]):
-    U (out, r[,1..]), V (g*r, in/g[*k] | in/g, k..)."""
-    u, v = np.asarray(arrays["U"]), np.asarray(arrays["V"])
-    out = weight_shape[0]
-    per_row = math.prod(weight_shape[1:])
-    rows = v.shape[0] if v.ndim else 0
-    r = rows // groups
-    if (u.ndim < 2 or u.shape[0] != out or math.prod(u.shape[1:]) != r or rows != groups * r
-            or v.size != rows * per_row or r == 0):
-        raise ValueError(f"svd factors U {u.shape}, V {v.shape} do not fit weight shape {tuple(weight_shape)}")
-    return r
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {"U": _np(self.last.weight), "V": _np(self.first.weight)}
 
 
 @torch.no_grad()
 def _load(m: FactorizedModule, arrays: dict, bias) -> None:
-    for key in ("first", "core", "last"):
-        if key in arrays and hasattr(m, key):
-            leaf = getattr(m, key)
-            leaf.weight.copy_(_to_param(arrays[key], tuple(leaf.weight.shape), leaf.weight, f"{m.method} {key}"))
+    """Copy factor arrays (by leaf name) into ``m``'s leaves, and the bias into its last one."""
+    for key, a in arrays.items():
+        leaf = getattr(m, key)
+        leaf.weight.copy_(_to_param(a, tuple(leaf.weight.shape), leaf.weight, f"{m.method} {key}"))
     if bias is not None:
         b = m.last.bias
         b.copy_(_to_param(bias.cpu().numpy() if torch.is_tensor(bias) else bias, tuple(b.shape), b, "bias"))
 
 
+def _engine(module: nn.Module, method: str) -> type:
+    """The factorized module class that builds ``method`` for ``module`` (a conv or a Linear)."""
+    entry = registry.get(method)
+    linear = isinstance(module, nn.Linear)
+    cls = entry.linear if linear else entry.conv
+    if cls is None:
+        able = [n for n in registry.names() if (registry.get(n).linear if linear else registry.get(n).conv)]
+        kind = "a Linear layer" if linear else f"a {type(module).__name__}"
+        raise ValueError(f"{kind} is factorized by {' / '.join(able)}, not {method!r}")
+    return cls
+
+
 def factorize_module(module: nn.Module, method: str, ranks) -> FactorizedModule:
     """A factorized replacement for a Conv1d / Conv2d / Linear, decomposed from its current weights."""
     _check_template(module, DENSE_TYPES, "factorize_module")
+    cls = _engine(module, method)
     if isinstance(module, nn.Linear):
-        if method != "svd":
-            raise ValueError(f"a Linear layer is factorized by svd, not {method!r}")
-        return SVDLinear.from_linear(module, ranks)
-    if method == "svd":
-        return SVDConv.from_conv(module, "svd", ranks)
-    return LowRankConv.from_conv(module, method, ranks)
+        return cls.from_linear(module, ranks)
+    return cls.from_conv(module, method, ranks)
 
 
 def module_from_arrays(template: nn.Module, method: str, arrays: dict) -> FactorizedModule:
     """A factorized replacement for ``template`` built from factor arrays (the plan contract)."""
     _check_template(template, DENSE_TYPES, "module_from_arrays")
-    if isinstance(template, nn.Linear):
-        return SVDLinear.from_arrays(template, method, arrays)
-    if method == "svd":
-        return SVDConv.from_arrays(template, method, arrays)
-    if method in ("tt", "cp"):
-        return LowRankConv.from_arrays(template, method, arrays)
-    raise ValueError(f"unknown method {method!r}")
+    missing = [k for k in factor_keys(method) if k not in arrays]
+    if missing:
+        raise ValueError(f"{method} factors miss {missing}")
+    return _engine(template, method).from_arrays(template, method, arrays)
 
 
 def factorized_modules(model: nn.Module) -> dict[str, FactorizedModule]:
@@ -381,7 +364,7 @@ def dense_module(m: FactorizedModule) -> nn.Module:
     if isinstance(m, SVDLinear):
         dense = nn.Linear(in_f, out_f, **kw)
     else:
-        geo = m.core if isinstance(m, LowRankConv) else m.first  # the factor that carries the geometry
+        geo = getattr(m, m.geometry_leaf)  # the factor that carries the geometry
         dense = type(geo)(in_f, out_f, geo.kernel_size, stride=geo.stride, padding=geo.padding,
                           dilation=geo.dilation, groups=m.groups, padding_mode=geo.padding_mode, **kw)
     with torch.no_grad():
@@ -427,8 +410,17 @@ def collect_factors(model: nn.Module, *, buffers: bool = False) -> Factors:
     return out
 
 
+ENGINE_METHODS = (
+    EngineMethod("tt", LowRankConv, search_banks.hosvd_candidates),
+    EngineMethod("cp", LowRankConv, search_banks.cp_candidates),
+    EngineMethod("svd", SVDConv, search_banks.svd_candidates, linear=SVDLinear, whitens=True),
+)
+
 __all__ = [
     "FactorizedModule",
+    "ConvChain",
+    "checked_ranks",
+    "ENGINE_METHODS",
     "LowRankConv",
     "SVDConv",
     "SVDLinear",

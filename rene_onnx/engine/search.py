@@ -55,10 +55,12 @@ greedy fill; the plan lands within ``tolerance`` (2%) of the target (a note
 says so otherwise). gamma is not calibrated: in the product form it cannot
 move the ranks.
 
-Unlabeled calibration data (``objective="distill"``, mode ``validation-distill``):
-``L_val`` is the relative squared error ``||f(x) - f_0(x)||^2 / ||f_0(x)||^2`` of
-the mixture model's output to the ORIGINAL model's (computed once per cached
-batch), so embedding models and unlabeled ``--calib`` data need no labels.
+``method="auto"``: each layer is searched with auto's first candidate for it
+(:func:`~rene_onnx.decompose.choose.auto_methods`); where several registered
+methods are candidates, the final choice decomposes the layer with each at
+no more than the chosen ranks' cost and keeps the least weight error
+(:func:`~rene_onnx.decompose.choose.pick_by_error`, ties to the earlier
+method); the layer's reason lists the errors.
 
 Activation-aware SVD (``whiten``): with the input second moment ``C = E[x x^T]``
 of every searched svd layer (:func:`.calibrate.input_moments` on the
@@ -69,21 +71,8 @@ relative OUTPUT error instead of its weight error; ``SearchResult.factors``
 holds the whitened factors at the chosen ranks (``factorize_(model,
 result.plan, result.factors)``; :func:`.calibrate.whitened_factors`).
 
-Measured importance (``importance="measured"``, needs data) -- a fix for the
-all-or-nothing plans of the product form: ``n log(L_val L_r)`` drives p to
-the smallest candidate in nearly every layer (the rank term's per-layer
-gradient dwarfs ``L_val``'s, gamma cannot change it), so the weights the
-budget infers from ``rbar`` are the neutral ones and the allocation treats a
-unit of relative error the same in every layer, although layers differ in how
-much their error moves the output (MiniLM: 100x between an early attention
-projection and the last FFN output). Instead, each layer's weight is measured:
-``w_i = (L_val(layer i alone at the rank keeping half its parameters) -
-L_val(original)) / e_i(that rank)``, one forward pass per layer and cached
-batch; the budget then minimizes ``sum_i w_i e_i(r_i)``, the first-order
-estimate of the increase of L_val (weights floored at 1/100 of their median,
-recorded in ``SearchResult.importance``). On all-MiniLM-L6-v2 at 31 % fewer
-Linear parameters (whitened error curves), this raised the held-out
-(select-split) cosine before fine-tuning from 0.83 (equal weights) to 0.91.
+Unlabeled calibration data (``objective="distill"``), L_val and the measured
+importance of each layer (``importance="measured"``): :mod:`.search_data`.
 
 Robustness: gradients are clipped (``grad_clip``, per step group); a
 non-finite loss or gradient restores the last good state and multiplies both
@@ -91,7 +80,8 @@ learning rates by ``backoff`` (at most ``max_backoffs`` times, then
 :class:`SearchError`): a plan never comes from NaN logits. A fixed ``seed``
 gives the same plan twice. ``checkpoint_dir`` receives a plan after every
 stage (``stage<k>.json``) and the final ``plan.json``; a later call with the
-same folder, model and config resumes after the last finished stage.
+same folder, model and config resumes after the last finished stage
+(:mod:`.search_state`).
 
 The model is not modified: the search reads its weights, runs it in eval
 mode with substituted (detached) parameters and restores its training flags.
@@ -101,11 +91,8 @@ is switched off again afterwards.
 from __future__ import annotations
 
 import contextlib
-import copy
-import hashlib
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -113,26 +100,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UserError, first_line
 from ..config import SearchConfig  # noqa: F401 (re-exported: its home is rene_onnx.config)
 from ..decompose import ranks as R
-from ..decompose.choose import resolve_method
+from ..decompose.choose import auto_methods, pick_by_error, resolve_method
 from ..decompose.ranks import LayerShape
 from ..plan import Factors, LayerPlan, RankPlan
-from .batches import functional_forward, model_device, n_samples, split_batch, take, to_device
+from .batches import model_device, n_samples
 from .calibrate import input_moments, moment_supported, whitened_factors
+from . import registry as engine_methods
 from .profile import layer_shapes
 from .search_banks import GroupedFrame, LayerFrame, make_frame
 from .search_budget import LayerOptions, allocate
+from .search_data import cached_batches, calib_batches, measured_importance, val_loss
 from .search_ladder import Window, initial_window
+from .search_state import Guard, SearchError, State, checkpoint, model_fingerprint, resume
+
+_Guard = Guard  # the name the tests know
 
 Progress = Callable[[int, int, int, dict], None]
 
 MODES = ("data-free", "validation-ce", "validation-distill")
-
-
-class SearchError(RuntimeError):
-    """The search could not produce a trustworthy plan (e.g. the losses stayed NaN / inf after back-offs)."""
 
 
 @dataclass
@@ -178,45 +165,6 @@ class SearchResult:
 # --------------------------------------------------------------------------------------------- helpers
 
 
-class _Guard:
-    """NaN / inf guard: snapshots the last good state; on a bad step restores it and backs off the lrs."""
-
-    def __init__(self, tensors: list[torch.Tensor], optimizers: list[torch.optim.Optimizer],
-                 max_backoffs: int, factor: float, every: int, backoffs: int = 0):
-        self.tensors, self.optimizers = tensors, optimizers
-        self.max_backoffs, self.factor, self.every = max_backoffs, factor, every
-        self.backoffs, self._good = backoffs, 0
-        self.snapshot()
-
-    def snapshot(self) -> None:
-        self._data = [t.detach().clone() for t in self.tensors]
-        self._opt = [copy.deepcopy(o.state_dict()) for o in self.optimizers]
-
-    def check(self, *values: torch.Tensor | float) -> bool:
-        """True if every value is finite (and maybe snapshot); else restore, back off and return False."""
-        if all(bool(torch.isfinite(torch.as_tensor(v)).all()) for v in values):
-            self._good += 1
-            if self._good % self.every == 0:
-                self.snapshot()
-            return True
-        if self.backoffs >= self.max_backoffs:
-            raise SearchError(
-                f"the search hit a non-finite loss or gradient and {self.backoffs} learning-rate back-offs "
-                f"did not cure it; lower lr / alpha_lr (now {[g['lr'] for o in self.optimizers for g in o.param_groups]})"
-            )
-        self.backoffs += 1
-        with torch.no_grad():
-            for t, d in zip(self.tensors, self._data):
-                t.copy_(d)
-                t.grad = None
-        for o, s in zip(self.optimizers, self._opt):
-            o.load_state_dict(s)
-            for g in o.param_groups:
-                g["lr"] *= self.factor
-        self._opt = [copy.deepcopy(o.state_dict()) for o in self.optimizers]
-        return False
-
-
 def _blas_threads(n: int | None):
     """Limit numpy's BLAS / LAPACK threads inside the block (threadpoolctl, a scikit-learn dependency)."""
     if n is None:
@@ -253,94 +201,8 @@ class _Layer:
         return len(self.window.candidates) > 1
 
 
-def _calib_batches(loader: Iterable, cfg: SearchConfig, device: torch.device) -> list[tuple[Any, torch.Tensor | None]]:
-    """At most ``max_calib_batches`` batches of at most ``calib_batch_size`` samples, on ``device``.
-
-    Labels are required for ``objective="ce"`` and ignored for ``"distill"`` (``None``).
-    """
-    out = []
-    for batch in loader:
-        x, y = split_batch(batch, use_labels=cfg.objective == "ce")
-        if y is None and cfg.objective == "ce":
-            raise ValueError("the validation cross-entropy needs labelled calibration batches: (inputs, labels); "
-                             "use objective='distill' for unlabeled calibration data")
-        n = cfg.calib_batch_size
-        out.append((to_device(take(x, n), device), None if y is None else to_device(y[:n], device).long()))
-        if len(out) >= cfg.max_calib_batches:
-            break
-    if not out:
-        raise ValueError("calib_loader yielded no batches")
-    return out
-
-
-def _distill_error(out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Mean over samples of ``||out - ref||^2 / ||ref||^2`` (the output flattened per sample)."""
-    d = (out - ref).float().flatten(1)
-    return ((d * d).sum(1) / ref.float().flatten(1).pow(2).sum(1).clamp_min(1e-12)).mean()
-
-
-def _val_loss(model: nn.Module, params: dict, batch: tuple, cfg: SearchConfig) -> torch.Tensor:
-    """L_val of one cached calibration batch ``(x, y, teacher output or None)``."""
-    x, y, ref = batch
-    out = functional_forward(model, params, x)
-    if cfg.objective == "distill":
-        return _distill_error(out, ref)
-    return nn.functional.cross_entropy(out, y)
-
-
-@torch.no_grad()
-def _cached_batches(model: nn.Module, batches: list, cfg: SearchConfig) -> list[tuple[Any, Any, Any]]:
-    """``(x, y, reference output)`` per batch: the original model's output is computed once (``distill``)."""
-    if cfg.objective != "distill":
-        return [(x, y, None) for x, y in batches]
-    flags = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        params = {n: p.detach() for n, p in model.named_parameters()}
-        return [(x, y, functional_forward(model, params, x).detach()) for x, y in batches]
-    finally:
-        for m, flag in flags.items():
-            m.training = flag
-
-
-@torch.no_grad()
-def _measured_importance(model: nn.Module, params: dict, layers: list, batches: list,
-                         cfg: SearchConfig) -> dict[str, float]:
-    """Per layer: ``(L_val(layer i alone truncated) - L_val(original)) / e_i(r_i)`` over the calibration batches.
-
-    ``r_i`` is the rank at which the layer keeps half of its dense parameters
-    (clamped to its window). The budgeted choice minimizes ``sum_i w_i e_i(r_i)``:
-    to first order, the increase of L_val when every layer is truncated.
-    """
-    flags = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        base = sum(float(_val_loss(model, params, b, cfg)) for b in batches) / len(batches)
-        out = {}
-        for l in layers:
-            lo, hi = l.first.lb, l.first.ub
-            r = lo
-            for cand in range(lo, hi + 1):
-                if _costs(l.method, l.shape, cand)[0] <= 0.5 * R.dense_params(l.shape):
-                    r = cand
-            err = l.frame.error(r)
-            key = f"{l.name}.weight"
-            sub = {**params, key: l.frame.truncated_weight(r).to(params[key].dtype)}
-            val = sum(float(_val_loss(model, sub, b, cfg)) for b in batches) / len(batches)
-            out[l.name] = max(val - base, 0.0) / max(err, 1e-12)
-        return out
-    finally:
-        for m, flag in flags.items():
-            m.training = flag
-
-
 def _rank_loss(ps: list[torch.Tensor], rel: list[torch.Tensor], cfg: SearchConfig) -> torch.Tensor:
     return cfg.gamma * sum((p @ r) ** cfg.beta for p, r in zip(ps, rel))
-
-
-def _model_fingerprint(shapes: dict[str, LayerShape], layers: list[_Layer]) -> str:
-    d = [(n, asdict(s)) for n, s in shapes.items()] + [(l.name, l.method, l.first.to_dict()) for l in layers]
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------------------------- the search
@@ -357,14 +219,6 @@ class _Budget:
     @property
     def active(self) -> bool:
         return any(v is not None for v in self.target.values())
-
-
-@dataclass
-class _State:
-    """What a checkpoint restores besides the layers' windows."""
-
-    stages: list[dict] = field(default_factory=list)
-    backoffs: int = 0
 
 
 def _costs(method: str, shape: LayerShape, r: int) -> tuple[int, int]:
@@ -456,10 +310,11 @@ def search(
     )
     _check_budget(cfg, layers, budget)
 
-    batches = [] if data_free else _cached_batches(model, _calib_batches(calib_loader, cfg, device), cfg)
+    batches = [] if data_free else cached_batches(model, calib_batches(calib_loader, cfg, device), cfg)
     notes: list[str] = []
     if cfg.whiten:
-        whitened = [l.name for l in layers if l.method == "svd" and moment_supported(named[l.name]) is None]
+        whitened = [l.name for l in layers
+                    if engine_methods.get(l.method).whitens and moment_supported(named[l.name]) is None]
         if moments is None:
             moments = input_moments(model, [(x,) for x, _, _ in batches], whitened)
         skipped = [n for n in whitened if n not in moments]
@@ -469,18 +324,18 @@ def search(
     with _blas_threads(cfg.decompose_threads):
         for i, l in enumerate(layers):
             w = named[l.name].weight.detach().cpu().numpy()
-            mom = moments.get(l.name) if cfg.whiten and l.method == "svd" else None
+            mom = moments.get(l.name) if cfg.whiten and engine_methods.get(l.method).whitens else None
             l.frame = make_frame(l.name, l.method, l.shape, w, l.window.ub, dense_mix=not data_free,
                                  cp_iters=cfg.cp_iters, seed=cfg.seed, device=device, moment=mom,
                                  whiten_eps=cfg.whiten_eps)
             report(0, i + 1, len(layers), {"phase": "decompose", "layer": l.name})
     ckpt = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir is not None else None
-    fp = {"config": cfg.fingerprint(), "model": _model_fingerprint(shapes, layers)}
-    state = _State()
+    fp = {"config": cfg.fingerprint(), "model": model_fingerprint(shapes, layers)}
+    state = State()
     if ckpt is not None:
         ckpt.mkdir(parents=True, exist_ok=True)
         if cfg.resume:
-            state = _resume(ckpt, fp, layers)
+            state = resume(ckpt, fp, layers)
 
     params = {n: p.detach() for n, p in model.named_parameters()}
     flags = {m: m.training for m in model.modules()}
@@ -495,7 +350,7 @@ def search(
             stage = len(state.stages) + 1
             state.stages.append(_run_stage(stage, layers, cfg, model, params, batches, state, report))
             if ckpt is not None:
-                _checkpoint(ckpt / f"stage{stage}.json", layers, state, fp, plan)
+                checkpoint(ckpt / f"stage{stage}.json", layers, state, fp, plan)
     finally:
         if flushed:
             torch.set_flush_denormal(False)
@@ -508,8 +363,9 @@ def search(
             l.rbar = l.window.candidates[0]
             l.candidates, l.p = (l.rbar,), (1.0,)
 
-    importance = _measured_importance(model, params, layers, batches, cfg) if cfg.importance == "measured" else None
-    result_layers, weights, choice_notes = _final_choice(cfg, layers, plan, budget, importance)
+    importance = measured_importance(model, params, layers, batches, cfg) if cfg.importance == "measured" else None
+    result_layers, weights, choice_notes = _final_choice(cfg, layers, plan, budget, importance,
+                                                         lambda n: named[n].weight.detach().cpu().numpy())
     notes += choice_notes
     plan.layers = {n: plan.layers[n] for n in shapes}  # model order
     searched = [(lp, shapes[n]) for n, lp in plan.layers.items() if n in result_layers]
@@ -571,7 +427,7 @@ def _run_stage(stage, layers, cfg, model, params, batches, state, report) -> dic
     for o in (opt_w, opt_a):  # earlier back-offs carry over to later stages
         for g in o.param_groups:
             g["lr"] *= cfg.backoff ** state.backoffs
-    guard = _Guard(weights + alphas, [opt_w, opt_a], cfg.max_backoffs, cfg.backoff, cfg.snapshot_every,
+    guard = Guard(weights + alphas, [opt_w, opt_a], cfg.max_backoffs, cfg.backoff, cfg.snapshot_every,
                    state.backoffs)
     # with data, layers that are done run with their chosen candidate (not with the dense weight)
     fixed = {}
@@ -611,7 +467,7 @@ def _run_stage(stage, layers, cfg, model, params, batches, state, report) -> dic
             for l, b, p in zip(active, banks, ps):
                 key = f"{l.name}.weight"
                 sub[key] = b.weight(b.mix(p, train=False)).to(params[key].dtype)
-            ce = _val_loss(model, sub, batch, cfg)
+            ce = val_loss(model, sub, batch, cfg)
             lr_ = _rank_loss(ps, rel, cfg)
             (n * (torch.log(ce) + torch.log(lr_))).backward()
             ga = _grad_norm(alphas, cfg.grad_clip)
@@ -667,7 +523,7 @@ def _run_stage(stage, layers, cfg, model, params, batches, state, report) -> dic
 
 
 def _final_choice(cfg: SearchConfig, layers: list[_Layer], plan: RankPlan, budget: _Budget,
-                  importance: dict[str, float] | None = None):
+                  importance: dict[str, float] | None = None, weight_of: Callable[[str], np.ndarray] | None = None):
     notes: list[str] = []
     weights: dict[str, float] = {}
     choice: dict[str, int | None] = {l.name: l.rbar for l in layers}
@@ -717,57 +573,25 @@ def _final_choice(cfg: SearchConfig, layers: list[_Layer], plan: RankPlan, budge
         else:
             ranks = R.check_ranks(l.method, l.shape, int(r))
             err = l.frame.error(int(r))
-            dense, fact = R.dense_params(l.shape), R.factorized_params(l.method, l.shape, ranks)
-            plan.add(LayerPlan(l.name, l.method, ranks,
+            method, auto = _auto_pick(cfg, l, ranks, weight_of)
+            if method != l.method:
+                method, ranks, err = method, auto[0], auto[1][method]
+            dense, fact = R.dense_params(l.shape), R.factorized_params(method, l.shape, ranks)
+            note = "; auto by error at equal cost: " + ", ".join(f"{m} {e:.4g}" for m, e in auto[1].items()) \
+                if auto else ""
+            plan.add(LayerPlan(l.name, method, ranks,
                                f"searched: rbar={l.rbar} p={max(l.p):.2f} over {list(l.candidates)}; "
-                               f"params {dense} -> {fact} ({100.0 * fact / dense:.1f}%)"))
-        out[l.name] = LayerSearch(l.name, l.method, l.candidates, l.p, ranks, l.rbar, l.p_moved, err,
-                                  (l.first.lb, l.first.ub))
+                               f"params {dense} -> {fact} ({100.0 * fact / dense:.1f}%){note}"))
+        out[l.name] = LayerSearch(l.name, plan.layers[l.name].method if r is not None else l.method, l.candidates,
+                                  l.p, ranks, l.rbar, l.p_moved, err, (l.first.lb, l.first.ub))
     return out, weights, notes
 
 
-# --------------------------------------------------------------------------------------------- checkpoints
-
-
-def _checkpoint(path: Path, layers: list[_Layer], state: _State, fp: dict, plan: RankPlan) -> None:
-    snap = RankPlan(dict(plan.layers), {"search_checkpoint": {
-        "fingerprint": fp, "backoffs": state.backoffs, "stages": state.stages,
-        "layers": {l.name: {"window": l.window.to_dict(), "rbar": l.rbar, "candidates": list(l.candidates),
-                            "p": list(l.p), "p_moved": l.p_moved} for l in layers},
-    }})
-    for l in layers:
-        if l.rbar:
-            snap.add(LayerPlan(l.name, l.method, R.check_ranks(l.method, l.shape, l.rbar), "search in progress"))
-    snap.save(path)
-
-
-def _resume(ckpt: Path, fp: dict, layers: list[_Layer]) -> _State:
-    def stage_no(p: Path) -> int:
-        return int(p.stem[5:]) if p.stem[5:].isdigit() else -1
-
-    files = sorted(ckpt.glob("stage*.json"), key=stage_no)
-    if not files:
-        return _State()
-    last = files[-1]
-    start_over = {"refs": {"fresh": True}, "option": "checkpoint_dir"}
-    try:
-        state = RankPlan.load(last).meta.get("search_checkpoint")
-        if not isinstance(state, dict) or "fingerprint" not in state:
-            raise UserError(f"{last} is not a search checkpoint (no fingerprint): remove it, or start over with "
-                            f"{{fresh}}", **start_over)
-        if state["fingerprint"] != fp:
-            raise UserError(f"{ckpt} holds a search of another model or config: use another folder, or start over "
-                            f"with {{fresh}}", **start_over)
-        for l in layers:
-            s = state["layers"][l.name]
-            l.window = Window.from_dict(s["window"])
-            l.rbar, l.candidates, l.p, l.p_moved = int(s["rbar"]), tuple(s["candidates"]), tuple(s["p"]), s["p_moved"]
-    except UserError as e:
-        if e.refs:
-            raise
-        raise UserError(f"{last} is not a readable search checkpoint ({e.message}): remove it, or start over with "
-                        f"{{fresh}}", **start_over) from None
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise UserError(f"{last} is a damaged search checkpoint ({type(e).__name__}: {first_line(e)}): remove it, or "
-                        f"start over with {{fresh}}", **start_over) from None
-    return _State(list(state["stages"]), int(state["backoffs"]))
+def _auto_pick(cfg: SearchConfig, l: _Layer, ranks: tuple[int, ...], weight_of) -> tuple[str, tuple]:
+    """``method="auto"`` with several candidates for the layer: the one with the least error at equal cost
+    (:func:`~rene_onnx.decompose.choose.pick_by_error`) -> ``(method, (its ranks, errors))``; else ``(l.method, ())``."""
+    candidates = auto_methods(l.shape) if cfg.method == "auto" and weight_of is not None else ()
+    if len(candidates) < 2 or l.method not in candidates:
+        return l.method, ()
+    method, picked, errors = pick_by_error(l.shape, weight_of(l.name), l.method, ranks, candidates)
+    return method, (picked, errors)

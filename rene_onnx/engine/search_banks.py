@@ -61,15 +61,18 @@ import numpy as np
 import torch
 
 from ..decompose import CPTruncations, SVDTruncations, TTTruncations
-from ..decompose.svd import WhitenedSVDTruncations
 from ..decompose.ranks import LayerShape
+from ..decompose.svd import WhitenedSVDTruncations
+from . import registry
 
 
 class LayerFrame:
     """Everything the search keeps for one layer across stages.
 
-    ``dense_mix``: keep the bases to rebuild mixed dense weights (validation
-    cross-entropy mode); without it a TT / SVD frame holds only its error curve.
+    The method's candidate source (``registry.get(method).search``: :func:`hosvd_candidates`,
+    :func:`svd_candidates`, :func:`cp_candidates` ..) fills the error curve and what the bank
+    needs, from one decomposition. ``dense_mix``: keep the bases to rebuild mixed dense weights
+    (validation cross-entropy mode); without it a TT / SVD frame holds only its error curve.
     """
 
     def __init__(self, name: str, method: str, shape: LayerShape, weight: np.ndarray, max_rank: int, *,
@@ -87,42 +90,18 @@ class LayerFrame:
         self.max_rank = int(max_rank)
         self.u = self.v = self.g = self.w = None
         self.whitened = False
+        self.errors: np.ndarray | None = None  # normalized error per rank 0..max_rank (None: known per rank)
+        self.bank_type: type = ShellBank
         self._cp: CPTruncations | None = None
         self._cp_err: dict[int, float] = {}
-        cout = self.weight_shape[0]
-        if method == "tt":
-            tr = TTTruncations(w)
-            self.errors = np.asarray(tr.error(np.arange(self.max_rank + 1)), dtype=np.float64) / self.norm2
-            if dense_mix:
-                f = tr.factors(self.max_rank, self.max_rank)
-                self.u = torch.from_numpy(f["last"].reshape(cout, -1)).float()
-                self.v = torch.from_numpy(f["first"].reshape(self.max_rank, -1).T.copy()).float()
-                self.g = torch.from_numpy(f["core"].reshape(self.max_rank, self.max_rank, -1) / self.scale).float()
-        elif method == "svd":
-            if moment is None:
-                tr = SVDTruncations(w.reshape(cout, -1))
-            else:
-                tr = WhitenedSVDTruncations(w.reshape(cout, -1), moment, whiten_eps)
-                self.norm2 = float(tr.errors[0])  # ||W L||^2: errors and shells are relative output errors
-                self.scale = math.sqrt(self.norm2)
-            self.whitened = moment is not None
-            self.errors = np.asarray(tr.errors[: self.max_rank + 1], dtype=np.float64) / self.norm2
-            if dense_mix:
-                us, vs = tr.factors(self.max_rank)
-                s = tr.singular_values[: self.max_rank]
-                root = np.sqrt(s)
-                inv = np.divide(1.0, root, out=np.zeros_like(root), where=root > 0)
-                self.u = torch.from_numpy(us * inv[None, :]).float()
-                self.v = torch.from_numpy((vs * inv[:, None]).T.copy()).float()
-                self.g = torch.from_numpy(np.diag(s)[:, :, None] / self.scale).float()
-        elif moment is not None:
+        try:
+            source = registry.get(method).search
+        except ValueError:
+            raise ValueError(f"layer {name!r}: the search handles {', '.join(registry.names())}, "
+                             f"not {method!r}") from None
+        if moment is not None and not registry.get(method).whitens:
             raise ValueError(f"layer {name!r}: whitening (an input moment) applies to svd layers, not {method!r}")
-        elif method == "cp":
-            self._cp = CPTruncations(w, self.max_rank, n_iter_max=cp_iters, seed=seed)
-            self.w = torch.from_numpy(w.reshape(cout, w.shape[1], -1) / self.scale).float()
-            self.errors = None
-        else:
-            raise ValueError(f"layer {name!r}: the search handles tt, svd and cp, not {method!r}")
+        source(self, w, dense_mix=dense_mix, cp_iters=cp_iters, seed=seed, moment=moment, whiten_eps=whiten_eps)
         for attr in ("u", "v", "g", "w"):  # what the mixed dense weight is built from lives with the model
             if getattr(self, attr) is not None:
                 setattr(self, attr, getattr(self, attr).to(device))
@@ -133,7 +112,7 @@ class LayerFrame:
     # -- error curve ---------------------------------------------------------------------------
     def error(self, r: int) -> float:
         """Normalized error ``||W - W_r||^2 / ||W||^2`` of the rank-``r`` truncation (CP: its ALS solution)."""
-        if self.method != "cp":
+        if self.errors is not None:
             return float(self.errors[int(r)])
         r = int(r)
         if r not in self._cp_err:
@@ -143,7 +122,7 @@ class LayerFrame:
     def error_curve(self, ranks: np.ndarray) -> np.ndarray:
         """Errors at ``ranks``; for CP interpolated between the ranks whose ALS solution is known."""
         ranks = np.asarray(ranks, dtype=np.int64)
-        if self.method != "cp":
+        if self.errors is not None:
             return self.errors[ranks]
         known = sorted(self._cp_err.items())
         xs = np.array([0] + [r for r, _ in known], dtype=np.float64)
@@ -157,7 +136,7 @@ class LayerFrame:
             return bank.weight(bank.mix(torch.ones(1), train=False))
 
     def bank(self, ranks: list[int]) -> "ShellBank | CPBank":
-        return CPBank(self, ranks) if self.method == "cp" else ShellBank(self, ranks)
+        return self.bank_type(self, ranks)
 
 
 class ShellBank:
@@ -225,6 +204,48 @@ class CPBank:
 
     def weight(self, m: torch.Tensor) -> torch.Tensor:
         return (m * self.frame.scale).reshape(self.frame.weight_shape)
+
+
+def hosvd_candidates(frame: LayerFrame, w: np.ndarray, *, dense_mix: bool, **_) -> None:
+    """TT (r1 = r2) candidates: nested HOSVD truncations of the conv weight (:class:`TTTruncations`)."""
+    tr = TTTruncations(w)
+    frame.errors = np.asarray(tr.error(np.arange(frame.max_rank + 1)), dtype=np.float64) / frame.norm2
+    if dense_mix:
+        r, cout = frame.max_rank, frame.weight_shape[0]
+        f = tr.factors(r, r)
+        frame.u = torch.from_numpy(f["last"].reshape(cout, -1)).float()
+        frame.v = torch.from_numpy(f["first"].reshape(r, -1).T.copy()).float()
+        frame.g = torch.from_numpy(f["core"].reshape(r, r, -1) / frame.scale).float()
+
+
+def svd_candidates(frame: LayerFrame, w: np.ndarray, *, dense_mix: bool, moment: np.ndarray | None = None,
+                   whiten_eps: float = 1e-2, **_) -> None:
+    """SVD candidates: truncations of one SVD of the weight unfolded to (Cout, Cin*k); whitened with a ``moment``."""
+    cout = frame.weight_shape[0]
+    if moment is None:
+        tr = SVDTruncations(w.reshape(cout, -1))
+    else:
+        tr = WhitenedSVDTruncations(w.reshape(cout, -1), moment, whiten_eps)
+        frame.norm2 = float(tr.errors[0])  # ||W L||^2: errors and shells are relative output errors
+        frame.scale = math.sqrt(frame.norm2)
+    frame.whitened = moment is not None
+    frame.errors = np.asarray(tr.errors[: frame.max_rank + 1], dtype=np.float64) / frame.norm2
+    if dense_mix:
+        us, vs = tr.factors(frame.max_rank)
+        s = tr.singular_values[: frame.max_rank]
+        root = np.sqrt(s)
+        inv = np.divide(1.0, root, out=np.zeros_like(root), where=root > 0)
+        frame.u = torch.from_numpy(us * inv[None, :]).float()
+        frame.v = torch.from_numpy((vs * inv[:, None]).T.copy()).float()
+        frame.g = torch.from_numpy(np.diag(s)[:, :, None] / frame.scale).float()
+
+
+def cp_candidates(frame: LayerFrame, w: np.ndarray, *, cp_iters: int = 100, seed: int = 0, **_) -> None:
+    """CP candidates: CP-ALS at the largest rank, the others warm-started from it (:class:`CPTruncations`)."""
+    frame._cp = CPTruncations(w, frame.max_rank, n_iter_max=cp_iters, seed=seed)
+    frame.w = torch.from_numpy(w.reshape(frame.weight_shape[0], w.shape[1], -1) / frame.scale).float()
+    frame.errors = None
+    frame.bank_type = CPBank
 
 
 class GroupedFrame:
