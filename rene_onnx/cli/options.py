@@ -99,7 +99,7 @@ search_options = _compose(
 
 
 def search_config(method, target_params, target_macs, gamma, beta, preset, search_steps, rank_multiple, seed,
-                  checkpoint_dir):
+                  checkpoint_dir, fresh=False):
     """A SearchConfig from the shared search options (one place, used by compress and search)."""
     from rene_onnx.engine.search import SearchConfig
 
