@@ -170,6 +170,7 @@ def run(cfg: DoubleConfig, part: str, out: Path, student_ckpt: Path, retrain: bo
 
     torch.set_num_threads(cfg.bench.threads)
     t0 = time.perf_counter()
+    commit = git_commit()  # at the start: the code that ran
     rows: list[dict] = []
     variants: dict[str, Any] = {}
     extra: dict[str, Any] = {}
@@ -188,7 +189,7 @@ def run(cfg: DoubleConfig, part: str, out: Path, student_ckpt: Path, retrain: bo
                      _row("teacher+RENE", cfg.teacher, res.params["after"], res.macs["after"], res.test_top1_after_ft)]
             variants["teacher+RENE"] = asdict(res)
     seconds = round(time.perf_counter() - t0, 1)
-    run_info = {"part": part, "command": command, "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    run_info = {"part": part, "command": command, "commit": commit, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "seconds": seconds, "threads": cfg.bench.threads, "machine": machine(), **extra}
     return merge(out, cfg, rows, variants, run_info)
 
