@@ -61,7 +61,7 @@ def plot_layers(report: Report | Mapping[str, Any], path: str | os.PathLike, *, 
     if any(r.latency_us_before is not None or r.latency_us_after is not None for r in rows):
         panels.append(("latency (µs)", [_num(r.latency_us_before) for r in rows],
                        [_num(r.latency_us_after) for r in rows]))
-    fig, axes = _figure(len(names), 2, rows=len(panels))
+    fig, axes = _figure(len(names), 1, rows=len(panels))  # before / after share one slot per layer
     x = np.arange(len(names))
     w = 0.4
     for ax, (label, b, a) in zip(axes, panels):
@@ -113,12 +113,15 @@ def plot_search(report: Report | Mapping[str, Any], path: str | os.PathLike, *, 
                        edgecolors="none")
             k = int(np.argmax(p))
             ax.scatter([c[k]], [stage], s=15 + 220 * p[k], facecolors="none", edgecolors="red", lw=1.4, zorder=3)
-            ax.annotate(f"r̄={int(c[k])}, p={p[k]:.2f}", (c[k], stage), xytext=(0, 9), textcoords="offset points",
+            ax.annotate(f"r̄={int(c[k])}, p={p[k]:.2f}", (c[k], stage), xytext=(0, 11), textcoords="offset points",
                         ha="center", fontsize=7, color="red")
         chosen = (final.get(name) or {}).get("chosen") or []
         if chosen:
-            ax.axvline(chosen[0], color="black", ls="--", lw=1, label=f"chosen {chosen[0]}")
-            ax.legend(fontsize=7, loc="lower right")
+            ax.axvline(chosen[0], color="black", ls="--", lw=1, label=f"final rank {chosen[0]}")
+            ax.legend(fontsize=7, loc="lower left")
+        elif name in final:
+            ax.text(0.01, 0.03, "final: kept dense", transform=ax.transAxes, fontsize=7)
+        ax.margins(x=0.06)
         n = max(s for s, _ in stages)
         ax.set_ylim(n + 0.7, 0.4)
         ax.set_yticks(range(1, n + 1))
