@@ -196,12 +196,13 @@ def run(cfg: DoubleConfig, part: str, out: Path, student_ckpt: Path, retrain: bo
 
 @contextlib.contextmanager
 def _locked(path: Path):
-    with open(path.with_name(f".{path.name}.lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    """An exclusive lock on ``path``'s folder (flock on the directory: no lock file is left behind)."""
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def merge(out: Path, cfg: DoubleConfig, rows: list[dict], variants: dict, run_info: dict) -> dict:
