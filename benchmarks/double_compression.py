@@ -17,14 +17,17 @@ Both RENE rows use ``benchmarks/fashion_mnist.py``'s ``run_variant`` with the SA
 fine-tuning settings (validation cross-entropy and epoch selection on the calib split; fine-tuning
 distils from the model being compressed, lambda 0.5). The two parts are independent (the target is fixed
 up front), so they can run side by side: ``--part student`` (train the student if needed, then
-student+RENE) and ``--part teacher`` (teacher+RENE) write their rows into the same ``--out`` (a file lock
-serializes the updates); ``--part all`` (default) runs both in turn.
+student+RENE) and ``--part teacher`` (teacher+RENE) write their rows into the same ``--out`` (a lock on
+its folder serializes the updates); ``--part all`` (default) runs both in turn.
 
-The recorded run (2 shared CPU cores, one thread per part, the two parts side by side):
+The recorded run (2 shared CPU cores under a load average of 5-9 from other jobs, one thread per part,
+the two parts side by side; a reduced budget that fits that: 4 distillation epochs for the student,
+300 fine-tuning steps of 128 for each RENE row; 16 min and 11 min wall):
 
-    .venv/bin/python benchmarks/double_compression.py --part student --threads 1
-    .venv/bin/python benchmarks/double_compression.py --part teacher --threads 1
-    .venv/bin/python benchmarks/double_compression.py --table     # the README's table
+    .venv/bin/python benchmarks/double_compression.py --part student --threads 1 --kd-epochs 4 --ft-epochs 1 --ft-max-steps 300
+    .venv/bin/python benchmarks/double_compression.py --part teacher --threads 1 --kd-epochs 4 --ft-epochs 1 --ft-max-steps 300
+    .venv/bin/python benchmarks/double_compression.py --table --plots benchmarks/results/double_compression
+        # the README's table, and each RENE row's ranks / layers / search-trace PNGs
 
 ``--data`` takes any dataset ``rene_onnx.data.load_dataset`` reads whose inputs are 1x28x28 (the zoo's
 two Fashion-MNIST models); ``--smoke`` checks the plumbing on a few hundred images.
@@ -176,6 +179,10 @@ def run(cfg: DoubleConfig, part: str, out: Path, student_ckpt: Path, retrain: bo
     extra: dict[str, Any] = {}
     with threadpool_limits(limits=cfg.bench.blas_threads, user_api="blas"):
         splits = fm.load_splits(cfg.bench)
+        for name in (cfg.teacher, cfg.student):
+            if tuple(models.input_shape(name)[1:]) != tuple(splits.input_shape):
+                raise ValueError(f"{splits.name}: inputs {tuple(splits.input_shape)}, {name} expects "
+                                 f"{tuple(models.input_shape(name)[1:])}")
         if part in ("all", "student"):
             extra["student_checkpoint"] = ensure_student(cfg, splits, student_ckpt, retrain, command)
             res = rene_row(cfg, cfg.student, student_ckpt, cfg.student_keep, "student+RENE", splits)
@@ -255,6 +262,23 @@ def table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def write_row_plots(doc: dict, folder: Path) -> list[Path]:
+    """``report.figures.write_plots`` of each RENE row's recorded report, renamed ``<variant>_<plot>.png``."""
+    import tempfile
+
+    from rene_onnx.report.figures import write_plots
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for variant, res in doc.get("variants", {}).items():
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            for path in write_plots(res["report"], tmp):
+                dest = folder / f"{variant.replace('+', '_').lower()}_{path.name}"
+                os.replace(path, dest)
+                written.append(dest)
+    return written
+
+
 # ----------------------------------------------------------------------------- command line
 
 
@@ -277,6 +301,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--retrain", action="store_true", help="distil the student even if its checkpoint exists")
     p.add_argument("--out", type=Path, default=RESULTS / "double_compression.json")
     p.add_argument("--table", action="store_true", help="print the markdown table of --out and exit")
+    p.add_argument("--plots", type=Path, default=None,
+                   help="with --table: write each RENE row's ranks / layers / search PNGs (from its recorded "
+                        "report) into this folder, as <variant>_<plot>.png")
     p.add_argument("--smoke", action="store_true", help="tiny subsets and budgets (checks the plumbing only)")
     return p.parse_args(argv)
 
@@ -299,7 +326,11 @@ def main(argv: list[str] | None = None) -> int:
         if not a.out.is_file():
             print(f"error: no results file {a.out}", file=sys.stderr)
             return 2
-        print(table(json.loads(a.out.read_text())))
+        doc = json.loads(a.out.read_text())
+        print(table(doc))
+        if a.plots is not None:
+            for path in write_row_plots(doc, a.plots):
+                print(f"wrote {path}")
         return 0
     try:
         cfg = config_from_args(a)
@@ -314,7 +345,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args = sys.argv[1:] if argv is None else argv
     command = " ".join(["benchmarks/double_compression.py", *map(shlex.quote, args)])
-    doc = run(cfg, a.part, a.out, a.student_checkpoint, a.retrain, command)
+    try:
+        doc = run(cfg, a.part, a.out, a.student_checkpoint, a.retrain, command)
+    except ValueError as e:  # data that does not fit the models, a dataset that cannot be read
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(table(doc))
     print(json.dumps(doc["summary"], indent=1))
     return 0
