@@ -174,48 +174,65 @@ def test_top1(model, split) -> float:
 
 def ensure_checkpoint(cfg: BenchConfig, splits, path: Path, retrain: bool, command: str) -> dict:
     """The original's provenance; trains and writes ``path`` (+ ``.json``) if missing or ``retrain``."""
+    from rene_onnx.engine.finetune import FinetuneConfig
+
     info_path = path.with_suffix(".json")
     if path.is_file() and info_path.is_file() and not retrain:
         _log(f"checkpoint {path} (cached)")
         return json.loads(info_path.read_text())
-    import torch
-
-    from rene_onnx import models
-    from rene_onnx.engine.finetune import FinetuneConfig, finetune
-    from rene_onnx.files import atomic_write_text
-
-    torch.manual_seed(cfg.seed)
-    model = models.build(MODEL, num_classes=splits.num_classes)
     # the fine-tuning engine with no distillation is a plain supervised trainer (CE, SGD Nesterov, cosine,
     # best epoch on calib); its "teacher" is an unused copy
     tcfg = FinetuneConfig(epochs=cfg.train_epochs, lr=cfg.train_lr, batch_size=cfg.train_batch,
                           weight_decay=cfg.train_weight_decay, lambda_diss=0.0, weight_term=False,
                           output_term=False, eval_initial=False, select_on="calib", device=cfg.device,
                           seed=cfg.seed, log_every=100)
-    _log(f"training {MODEL}: {cfg.train_epochs} epochs, lr {cfg.train_lr}, batch {cfg.train_batch}")
+    return train_checkpoint(MODEL, splits, path, tcfg, command,
+                            engine="rene_onnx.engine.finetune (lambda_diss=0: cross-entropy only)")
+
+
+def train_checkpoint(name: str, splits, path: Path, tcfg, command: str, teacher=None,
+                     engine: str = "rene_onnx.engine.finetune", extra: dict | None = None) -> dict:
+    """Train zoo model ``name`` from scratch with the fine-tuning engine and ``tcfg`` (a FinetuneConfig);
+    write its state_dict to ``path`` and its provenance to ``path.with_suffix('.json')``; return that.
+
+    ``teacher``: a trained model to distil from (``tcfg.logit_kd`` > 0, layer terms off: the two
+    architectures differ); None trains on the labels alone (the engine's teacher is an unused copy).
+    """
+    import torch
+
+    from rene_onnx import models
+    from rene_onnx.engine.finetune import finetune
+    from rene_onnx.files import atomic_write_text
+
+    torch.manual_seed(tcfg.seed)
+    model = models.build(name, num_classes=splits.num_classes)
+    _log(f"training {name}: {tcfg.epochs} epochs, lr {tcfg.lr}, batch {tcfg.batch_size}"
+         + (f", logit distillation x{tcfg.logit_kd} at T={tcfg.temperature}" if teacher is not None else ""))
 
     def show(epoch, step, total, info):
         if info.get("phase") == "val":
             _log(f"  epoch {epoch}: calib top-1 {100 * info['val_top1']:.2f}%")
 
-    res = finetune(model, copy.deepcopy(model), splits.train, splits.calib, tcfg, show)
+    res = finetune(model, copy.deepcopy(model) if teacher is None else teacher, splits.train, splits.calib, tcfg, show)
     device = str(next(model.parameters()).device)
     model.cpu().eval()
+    if teacher is not None:
+        teacher.cpu()
     top1 = test_top1(model, splits.test)
     info = {
-        "model": MODEL, "dataset": splits.name, "test_top1": round(top1, 4),
-        "calib_top1": round(100 * res.best_val_top1, 4), "best_epoch": res.best_epoch, "epochs": cfg.train_epochs,
-        "seconds": round(res.seconds, 1), "seed": cfg.seed, "command": command, "device": _device_name(device),
+        "model": name, "dataset": splits.name, "test_top1": round(top1, 4),
+        "calib_top1": round(100 * res.best_val_top1, 4), "best_epoch": res.best_epoch, "epochs": tcfg.epochs,
+        "seconds": round(res.seconds, 1), "seed": tcfg.seed, "command": command, "device": _device_name(device),
         "torch_version": torch.__version__, "threads": torch.get_num_threads(),
-        "params": sum(p.numel() for p in model.parameters()), "sizes": splits.sizes(),
-        "trainer": {"engine": "rene_onnx.engine.finetune (lambda_diss=0: cross-entropy only)", **tcfg.to_dict()},
+        "params": sum(p.numel() for p in model.parameters()), "sizes": splits.sizes(), **(extra or {}),
+        "trainer": {"engine": engine, **tcfg.to_dict()},
         "history": [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in h.items()} for h in res.history],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(model.state_dict(), tmp)
     os.replace(tmp, path)
-    atomic_write_text(info_path, json.dumps(info, indent=2) + "\n")
+    atomic_write_text(path.with_suffix(".json"), json.dumps(info, indent=2) + "\n")
     _log(f"trained: calib {info['calib_top1']:.2f}%, test {top1:.2f}% ({res.seconds:.0f} s) -> {path}")
     return info
 
@@ -231,7 +248,7 @@ def _device_name(device: str) -> str:
 # ----------------------------------------------------------------------------- variants
 
 
-def _configs(cfg: BenchConfig, method: str, ranks=None):
+def _configs(cfg: BenchConfig, method: str, ranks=None, model: str = MODEL):
     from rene_onnx.config import CompressConfig, RewriteConfig, ValidateConfig
     from rene_onnx.engine.finetune import FinetuneConfig
     from rene_onnx.engine.search import SearchConfig
@@ -244,23 +261,27 @@ def _configs(cfg: BenchConfig, method: str, ranks=None):
     ft = FinetuneConfig(epochs=cfg.ft_epochs, lr=cfg.ft_lr, batch_size=cfg.ft_batch, max_steps=cfg.ft_max_steps,
                         lambda_diss=cfg.lambda_diss, logit_kd=cfg.logit_kd, device=cfg.device, seed=cfg.seed,
                         select_on="calib", log_every=50)
-    return CompressConfig(model=MODEL, data=cfg.data, rewrite=RewriteConfig(method=method, ranks=ranks),
+    return CompressConfig(model=model, data=cfg.data, rewrite=RewriteConfig(method=method, ranks=ranks),
                           search=search, finetune=ft, validate=ValidateConfig(latency=False, seed=cfg.seed),
                           command="benchmarks/fashion_mnist.py")
 
 
 def run_variant(cfg: BenchConfig, name: str, handle, splits, shapes, test_arrays, plan=None,
-                plan_note: str = "") -> VariantResult:
-    """Search (when ``plan`` is None) -> factorize -> fine-tune -> rewrite the ONNX graph -> validate."""
+                plan_note: str = "", *, model: str = MODEL, label: str | None = None) -> VariantResult:
+    """Search (when ``plan`` is None) -> factorize -> fine-tune -> rewrite the ONNX graph -> validate.
+
+    ``handle``: the loaded zoo ``model`` (with its weights); ``label`` names the row (default ``LABELS[name]``).
+    """
     from rene_onnx import pipeline
 
     method = "cp" if name == "cp" else "tt"
-    ccfg = _configs(cfg, method, ranks=plan)
+    label = label or LABELS[name]
+    ccfg = _configs(cfg, method, ranks=plan, model=model)
     progress = _Throttled()
     t0 = time.perf_counter()
     search_seconds, search_section = None, None
     if plan is None:
-        _log(f"{LABELS[name]}: searching (target_params={cfg.target_params}, validation CE on calib)")
+        _log(f"{label}: searching (target_params={cfg.target_params}, validation CE on calib)")
         searched = pipeline.search_ranks(handle, ccfg, splits, progress)
         plan, search_seconds = searched.plan, searched.seconds
         search_section = pipeline._search_section(searched)
@@ -278,11 +299,11 @@ def run_variant(cfg: BenchConfig, name: str, handle, splits, shapes, test_arrays
     val = pipeline.validate(handle, student, rewritten.model, ccfg.validate, test_arrays, progress)
     report = pipeline.build_report(ccfg, handle, shapes, plan, rewritten, val, seconds=time.perf_counter() - t0)
     report.search = search_section
-    report.meta["label"] = LABELS[name]
+    report.meta["label"] = label
     p = {"before": val.counts_before.params, "after": val.counts_after.params}
     m = {"before": val.counts_before.macs, "after": val.counts_after.macs}
     res = VariantResult(
-        label=LABELS[name], method=method, test_top1_before_ft=round(before, 2),
+        label=label, method=method, test_top1_before_ft=round(before, 2),
         test_top1_after_ft=round(val.accuracy["after"], 2), original_test_top1=round(val.accuracy["before"], 2),
         calib_top1_after_ft=None if tuned.best_val_top1 is None else round(100 * tuned.best_val_top1, 2),
         params=p, macs=m, params_reduction_pct=round(100 * (1 - p["after"] / p["before"]), 2),

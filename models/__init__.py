@@ -3,7 +3,7 @@
 >>> from rene_onnx import models
 >>> models.list_models()
 ['digits_resnet', 'mobilenet_v2', 'resnet18', 'resnet20', 'resnet20_fmnist', 'resnet32', 'resnet34',
- 'resnet56', 'vgg16_bn']
+ 'resnet56', 'resnet8_fmnist', 'vgg16_bn']
 >>> net = models.build("resnet20")                 # random init, 10 classes
 >>> net = models.build("digits_resnet", pretrained=True)   # the shipped checkpoint
 
@@ -47,6 +47,8 @@ _SPECS = {
         ModelSpec("digits_resnet", "digits", 10, (1, 1, 8, 8), "digits", "demo ResNet for 8x8 digits"),
         ModelSpec("resnet20_fmnist", "resnet_cifar", 10, (1, 1, 28, 28), "fashion-mnist",
                   "ResNet-20 for 1x28x28 Fashion-MNIST"),
+        ModelSpec("resnet8_fmnist", "resnet_cifar", 10, (1, 1, 28, 28), "fashion-mnist",
+                  "ResNet-8 for 1x28x28 Fashion-MNIST, distilled from resnet20_fmnist"),
     )
 }
 

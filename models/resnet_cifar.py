@@ -65,3 +65,8 @@ def resnet56(num_classes: int = 10) -> CifarResNet:
 def resnet20_fmnist(num_classes: int = 10) -> CifarResNet:
     """ResNet-20 for 1x28x28 inputs (Fashion-MNIST): a 1-channel stem, otherwise ``resnet20``."""
     return CifarResNet((3, 3, 3), (16, 32, 64), num_classes, in_channels=1)
+
+
+def resnet8_fmnist(num_classes: int = 10) -> CifarResNet:
+    """ResNet-8 for 1x28x28 inputs: one block per stage (16-32-64), the distilled student of ``resnet20_fmnist``."""
+    return CifarResNet((1, 1, 1), (16, 32, 64), num_classes, in_channels=1)

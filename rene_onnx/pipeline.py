@@ -616,17 +616,9 @@ def _torch_top1(model: nn.Module, test_data, batch: int | None = None) -> float 
 
 
 def _search_section(searched) -> dict | None:
-    if searched is None:
-        return None
-    return {
-        "mode": searched.mode, "seconds": round(searched.seconds, 2), "stages": len(searched.stages),
-        "params_fraction": searched.params_fraction, "macs_fraction": searched.macs_fraction,
-        "calib_samples": searched.calib_samples, "backoffs": searched.backoffs,
-        "layers": {n: {"method": l.method, "chosen": list(l.chosen), "rbar": l.rbar,
-                       "candidates": list(l.candidates), "p": [round(float(v), 4) for v in l.p],
-                       "p_moved": round(float(l.p_moved), 4), "error": float(l.error)}
-                   for n, l in searched.layers.items()},
-    }
+    from rene_onnx.report.search import search_section
+
+    return search_section(searched)
 
 
 def build_report(cfg: CompressConfig, handle: ModelHandle, shapes: dict[str, LayerShape], plan: RankPlan,

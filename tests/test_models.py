@@ -11,7 +11,7 @@ from rene_onnx import models
 from rene_onnx.models import train_demo
 
 ALL = ["digits_resnet", "mobilenet_v2", "resnet18", "resnet20", "resnet20_fmnist", "resnet32", "resnet34", "resnet56",
-       "vgg16_bn"]
+       "resnet8_fmnist", "vgg16_bn"]
 
 # parameter counts: torchvision's published numbers for the ImageNet models; the CIFAR ResNets are
 # He et al.'s option-A counts plus the option-B projections (ResNet-20: 269,722 + 576 + 2,176)
@@ -20,6 +20,7 @@ PARAMS = {
     "resnet20": 272_474, "resnet32": 466_906, "resnet56": 855_770,
     "vgg16_bn": 15_253_578, "digits_resnet": 169_834,
     "resnet20_fmnist": 272_186,  # resnet20 with a 1-channel stem: 272,474 - 16 * 2 * 9
+    "resnet8_fmnist": 77_754,  # one block per stage: resnet20_fmnist less 2 blocks of each width
 }
 
 
@@ -215,7 +216,7 @@ def test_demo_model_exports_to_onnx(tmp_path):
 def test_zoo_model_exports_to_onnx(tmp_path, name):
     names = _export_and_compare(name, tmp_path / f"{name}.onnx")
     conv = {"resnet18": "layer4.1.conv2.weight", "resnet34": "layer3.5.conv2.weight", "resnet20": "layer3.2.conv2.weight",
-            "resnet20_fmnist": "layer3.2.conv2.weight",
+            "resnet20_fmnist": "layer3.2.conv2.weight", "resnet8_fmnist": "layer3.0.conv2.weight",
             "resnet32": "layer3.4.conv2.weight", "resnet56": "layer3.8.conv2.weight", "vgg16_bn": "features.40.weight",
             "mobilenet_v2": "features.17.conv.2.weight"}[name]
     assert conv in names  # BN folded into the conv, torch weight names kept

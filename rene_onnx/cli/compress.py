@@ -33,11 +33,13 @@ from rene_onnx.cli.options import (calib_option, latency_aware_option, model_opt
               help="Output ONNX path [default: <model>.rene.onnx].")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
               help="Write the report as JSON here.")
+@click.option("--plots", type=click.Path(file_okay=False), default=None,
+              help="Write ranks.png, layers.png and search.png (with a search) into this folder.")
 @validate_options
 @latency_aware_option
 def compress(model, weights, input_shape, method, target_params, target_macs, gamma, beta, preset, search_steps,
              rank_multiple, data, data_free, checkpoint_dir, fresh, seed, ranks, epochs, lr, optimizer, lambda_diss, batch_size,
-             calib, output, report_path, provider, latency, repeats, device_io, latency_aware):
+             calib, output, report_path, plots, provider, latency, repeats, device_io, latency_aware):
     """Compress MODEL (a zoo name or package.module:callable) into a factorized ONNX model.
 
     Ranks come from the RENE search unless --ranks is given. With no MODEL,
@@ -50,6 +52,7 @@ def compress(model, weights, input_shape, method, target_params, target_macs, ga
     from rene_onnx.engine.finetune import FinetuneConfig
     from rene_onnx.load import parse_input_shapes
     from rene_onnx.pipeline import compress as run
+    from rene_onnx.report.figures import plot_paths, write_plots
 
     if ranks is not None and (target_params is not None or target_macs is not None):
         raise click.UsageError("--ranks and --target-params/--target-macs conflict: give one of them")
@@ -59,6 +62,9 @@ def compress(model, weights, input_shape, method, target_params, target_macs, ga
             target_params = 0.3
     name = model.rsplit(":", 1)[-1].rsplit("/", 1)[-1].removesuffix(".onnx")
     output = output or f"{name}.rene.onnx"
+    protect = (model, weights, data, calib, ranks, output, report_path)
+    if plots:
+        plot_paths(plots, protect)  # refuse before the run, not after it
     if ranks is None and checkpoint_dir is None:
         checkpoint_dir = f"{output}.search"
     cfg = CompressConfig(
@@ -80,3 +86,5 @@ def compress(model, weights, input_shape, method, target_params, target_macs, ga
         result = run(cfg, progress)
     show_report(result.report, result.notes)
     click.echo(f"wrote {result.output}" + (f" and {report_path}" if report_path else ""), err=True)
+    if plots:
+        click.echo(f"wrote {', '.join(map(str, write_plots(result.report, plots, protect=protect)))}", err=True)

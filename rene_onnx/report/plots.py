@@ -2,7 +2,9 @@
 
 ``plot_ranks``: per-layer chosen rank and kept-parameter fraction, several
 methods / runs side by side (the paper's Fig. 5 style).
-``plot_layers``: parameters and MACs before / after per layer.
+``plot_layers``: parameters and MACs before / after per layer (and latency, where it was measured).
+``plot_search``: the multi-stage search of a few layers, each stage's candidate window and its p
+(the paper's Fig. 3), from ``Report.search["trace"]``.
 """
 from __future__ import annotations
 
@@ -47,27 +49,121 @@ def plot_ranks(report_or_dicts: Any, path: str | os.PathLike, *, title: str | No
 
 
 def plot_layers(report: Report | Mapping[str, Any], path: str | os.PathLike, *, title: str | None = None) -> Path:
-    """Grouped bars of parameters (top) and MACs (bottom) before / after per layer."""
+    """Grouped bars of parameters (top) and MACs (middle) before / after per layer, and the per-layer
+    latency (bottom) when any layer's was measured (a layer without a time gets no bar)."""
     report = _as_report(report)
     rows = report.layers
     if not rows:
         raise ValueError("report has no layers to plot")
     names = [r.name for r in rows]
-    fig, (ax_p, ax_m) = _figure(len(names), 2, rows=2)
+    panels = [("parameters", [r.params_before for r in rows], [r.params_after for r in rows]),
+              ("MACs", [r.macs_before for r in rows], [r.macs_after for r in rows])]
+    if any(r.latency_us_before is not None or r.latency_us_after is not None for r in rows):
+        panels.append(("latency (µs)", [_num(r.latency_us_before) for r in rows],
+                       [_num(r.latency_us_after) for r in rows]))
+    fig, axes = _figure(len(names), 1, rows=len(panels))  # before / after share one slot per layer
     x = np.arange(len(names))
     w = 0.4
-    for ax, b, a, label in (
-        (ax_p, [r.params_before for r in rows], [r.params_after for r in rows], "parameters"),
-        (ax_m, [r.macs_before for r in rows], [r.macs_after for r in rows], "MACs"),
-    ):
+    for ax, (label, b, a) in zip(axes, panels):
         ax.bar(x - w / 2, b, w, label="before", color="#999999")
         ax.bar(x + w / 2, a, w, label="after", color="#1f77b4")
         ax.set_ylabel(label)
-    _finish(fig, (ax_p, ax_m), names, title or f"Per-layer cost{_model_suffix(report)}", legend=True)
+    _finish(fig, axes, names, title or f"Per-layer cost{_model_suffix(report)}", legend=True)
+    return _save(fig, path)
+
+
+def plot_search(report: Report | Mapping[str, Any], path: str | os.PathLike, *, layers: Sequence[str] | None = None,
+                max_layers: int = 6, title: str | None = None) -> Path:
+    """The multi-stage rank search of a few layers (the paper's Fig. 3).
+
+    One panel per layer: a row per stage (stage 1 on top) with the stage's candidate window as a grey
+    band and its candidates as dots whose size and colour give their final p of that stage; the
+    stage's argmax (r̄, the centre of the next window) is ringed in red with its p; the dashed line is
+    the rank finally chosen (after the parameter budget, if any). ``layers``: which to show (default:
+    up to ``max_layers`` of those searched over the most stages, spread over the model).
+    """
+    report = _as_report(report)
+    trace = (report.search or {}).get("trace")
+    if not trace:
+        raise ValueError("report has no search trace to plot (no search, or a report from before traces)")
+    order = [r.name for r in report.layers] or []
+    traced: dict[str, list[tuple[int, dict]]] = {}
+    for st in trace:
+        for name, rec in st["layers"].items():
+            traced.setdefault(name, []).append((int(st["stage"]), rec))
+    names = _pick_traced(traced, order, layers, max_layers)
+    ncols = min(3, len(names))
+    nrows = -(-len(names) // ncols)
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.6 * ncols + 1.2, 2.6 * nrows + 0.8), constrained_layout=True)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    cmap, norm = colormaps["viridis"], Normalize(0.0, 1.0)
+    final = (report.search or {}).get("layers") or {}
+    for ax, name in zip(axes, names):
+        stages = traced[name]
+        for stage, rec in stages:
+            c, p = np.asarray(rec["candidates"], float), np.asarray(rec["p"], float)
+            lo, hi = (rec["window"][:2] if len(rec.get("window") or []) >= 2 else (c.min(), c.max()))
+            ax.plot([lo, hi], [stage, stage], color="#cccccc", lw=9, solid_capstyle="butt", zorder=1)
+            ax.scatter(c, np.full_like(c, stage), s=15 + 220 * p, c=p, cmap=cmap, norm=norm, zorder=2,
+                       edgecolors="none")
+            k = int(np.argmax(p))
+            ax.scatter([c[k]], [stage], s=15 + 220 * p[k], facecolors="none", edgecolors="red", lw=1.4, zorder=3)
+            ax.annotate(f"r̄={int(c[k])}, p={p[k]:.2f}", (c[k], stage), xytext=(0, 11), textcoords="offset points",
+                        ha="center", fontsize=7, color="red")
+        chosen = (final.get(name) or {}).get("chosen") or []
+        if chosen:
+            ax.axvline(chosen[0], color="black", ls="--", lw=1, label=f"final rank {chosen[0]}")
+            ax.legend(fontsize=7, loc="lower left")
+        elif name in final:
+            ax.text(0.01, 0.03, "final: kept dense", transform=ax.transAxes, fontsize=7)
+        ax.margins(x=0.06)
+        n = max(s for s, _ in stages)
+        ax.set_ylim(n + 0.7, 0.4)
+        ax.set_yticks(range(1, n + 1))
+        ax.set_ylabel("stage")
+        ax.set_xlabel("rank")
+        method = (final.get(name) or {}).get("method")
+        ax.set_title(name + (f" ({method})" if method else ""), fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes[:len(names)]), label="p (end of stage)",
+                 shrink=0.8)
+    fig.suptitle(title or f"Multi-stage rank search{_model_suffix(report)}")
     return _save(fig, path)
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _num(v: float | None) -> float:
+    return np.nan if v is None else float(v)
+
+
+def _pick_traced(traced: Mapping[str, list], order: list[str], layers: Sequence[str] | None,
+                 max_layers: int) -> list[str]:
+    """The layers to show: the ones asked for, else up to ``max_layers`` of the most-staged, spread evenly."""
+    if layers is not None:
+        missing = [n for n in layers if n not in traced]
+        if missing or not layers:
+            raise ValueError(f"no search trace for layer(s) {missing}; traced: {', '.join(traced)}")
+        return list(layers)
+    pos = {n: i for i, n in enumerate(order)}
+    names = sorted(traced, key=lambda n: pos.get(n, len(pos)))
+    most = max(len(v) for v in traced.values())
+    pool = [n for n in names if len(traced[n]) == most]
+    if len(pool) < max_layers:  # fill with the next most-staged
+        pool = sorted(names, key=lambda n: -len(traced[n]))[:max_layers]
+        pool = sorted(pool, key=lambda n: pos.get(n, len(pos)))
+    if len(pool) <= max_layers:
+        return pool
+    idx = np.unique(np.linspace(0, len(pool) - 1, max_layers).round().astype(int))
+    return [pool[i] for i in idx]
 
 
 def _as_report(obj: Any) -> Report:
