@@ -15,6 +15,9 @@ def fail(exc: BaseException, debug: bool) -> None:
     if debug:
         traceback.print_exception(exc)
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    option = getattr(exc, "option", None)
+    if option and isinstance(getattr(exc, "message", None), str) and exc.message.strip():
+        msg = f"--{option.replace('_', '-')}: {exc.message.strip().splitlines()[0]}"  # a library option -> its flag
     if isinstance(exc, KeyError):
         msg = f"not found: {msg}"
     click.echo(f"error: {msg}", err=True)
