@@ -40,6 +40,9 @@ CHOICES = {"quantization": ["auto", "static", "dynamic"], "method": ["minmax", "
 @click.option("--lossy-chains", type=click.Choice(["report", "float"]), default="report", show_default=True,
               help="Factorized chains that INT8 hurts clearly more than their dense layer: report them, or keep them "
                    "in float in the INT8 model (needs --original).")
+@click.option("--lossy-ratio", type=click.FloatRange(min=1.0), default=2.5, show_default=True,
+              help="A chain is lossy when its INT8 error is at least this many times its dense layer's (about 1.7x is "
+                   "what three quantized factors cost anyway).")
 @click.option("--keep-io-types/--no-keep-io-types", default=True, show_default=True,
               help="FP16: keep float32 graph inputs and outputs.")
 @click.option("--fixed-shape", multiple=True, metavar="[NAME:]DIMS|PARAM=N",
@@ -52,7 +55,7 @@ CHOICES = {"quantization": ["auto", "static", "dynamic"], "method": ["minmax", "
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads for latency.")
 def export(model, to, output_dir, calib, held_out, held_out_fraction, original, name, quantization,
            calibration_method, calib_samples, per_channel, activation_type, reduce_range, layer_errors, lossy_chains,
-           keep_io_types, fixed_shape, opset, runtime, latency, repeats, threads):
+           lossy_ratio, keep_io_types, fixed_shape, opset, runtime, latency, repeats, threads):
     """Export MODEL (any ONNX model, compressed or not) for edge runtimes, with a report that validates each file.
 
     Example: rene-onnx export model.onnx --to int8,fp16,ort --calib inputs.npz -o edge/
@@ -68,6 +71,7 @@ def export(model, to, output_dir, calib, held_out, held_out_fraction, original, 
                            quantization=quantization, calibration_method=calibration_method,
                            calib_samples=calib_samples, per_channel=per_channel, activation_type=activation_type,
                            reduce_range=reduce_range, layer_errors=layer_errors, lossy_chains=lossy_chains,
+                           lossy_ratio=lossy_ratio,
                            keep_io_types=keep_io_types, fixed_shape=list(fixed_shape) or None, opset=opset,
                            runtime=runtime, latency=latency, repeats=repeats, threads=threads)
     for r in render_export(res.report):

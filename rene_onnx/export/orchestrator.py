@@ -72,7 +72,7 @@ class ExportConfig:
     layer_errors: bool = True
     layer_error_samples: int = 8
     lossy_chains: str = "report"
-    lossy_ratio: float = 1.5
+    lossy_ratio: float = 2.5
     keep_io_types: bool = True
     fixed_shape: Mapping[str, Sequence[int] | int] | Sequence[str] | str | None = None
     opset: int | None = None

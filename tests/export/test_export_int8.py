@@ -95,9 +95,11 @@ def test_lossy_chain_kept_in_float(monkeypatch):
 
 def test_compare_dense_flags_only_clear_losses():
     E = layer_error.LayerError
-    chains = {"a": E("a", "tt", 3, 0.06, None), "b": E("b", "svd", 2, 0.021, None), "c": E("c", "dense", 1, 0.5, None)}
-    dense = {"a": E("a", "dense", 1, 0.02, None), "b": E("b", "dense", 1, 0.02, None), "c": E("c", "dense", 1, 0.01, None)}
-    assert layer_error.compare_dense(chains, dense, ratio=1.5) == ["a"]
+    chains = {"a": E("a", "tt", 3, 0.06, None), "b": E("b", "svd", 2, 0.034, None), "c": E("c", "dense", 1, 0.5, None),
+              "d": E("d", "tt", 3, 0.0025, None)}
+    dense = {"a": E("a", "dense", 1, 0.02, None), "b": E("b", "dense", 1, 0.02, None), "c": E("c", "dense", 1, 0.01, None),
+             "d": E("d", "dense", 1, 0.0005, None)}
+    assert layer_error.compare_dense(chains, dense) == ["a"]  # b: 1.7x (a chain's expected price); d: tiny gap
     assert chains["b"].dense_rel_error == 0.02 and not chains["b"].lossy
 
 
