@@ -95,7 +95,7 @@ def export(model: Path, calib: np.ndarray, held: np.ndarray, args, original: Pat
     log(f"export {model.name} -> {to} {options or ''}")
     return export_model(str(model), to=to, calib={"input": calib}, held_out={"input": held}, original=original,
                         calib_samples=args.calib_samples, latency=False, runtime="onnxruntime,openvino",
-                        layer_errors=original is not None, **options)
+                        **{"layer_errors": original is not None, **options})
 
 
 def save(model, path: Path) -> Path:
