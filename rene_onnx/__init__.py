@@ -25,6 +25,9 @@ _LAZY = {
     "LayerPlan": "rene_onnx.plan",
     "Factors": "rene_onnx.plan",
     "Report": "rene_onnx.report.report",
+    "export_model": "rene_onnx.export",
+    "ExportConfig": "rene_onnx.export",
+    "ExportReport": "rene_onnx.report.edge",
 }
 
 __all__ = ["__version__", *_LAZY]

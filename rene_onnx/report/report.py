@@ -107,7 +107,7 @@ class Report:
         d["params_reduction_pct"] = self.params_reduction_pct
         d["macs_ratio"] = self.macs_ratio
         d["latency_speedup"] = self.latency_speedup
-        return _jsonable(d)
+        return jsonable(d)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Report":
@@ -182,16 +182,16 @@ def _ratio(b: float | None, a: float | None) -> float | None:
     return None if b is None or a is None or a == 0 else b / a
 
 
-def _jsonable(v: Any) -> Any:
+def jsonable(v: Any) -> Any:
     """Plain JSON types: numpy scalars / arrays and tuples converted, NaN / inf -> None, dataclasses -> dicts."""
     if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
+        return {str(k): jsonable(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
+        return [jsonable(x) for x in v]
     if hasattr(v, "__dataclass_fields__"):
-        return _jsonable(asdict(v))
+        return jsonable(asdict(v))
     if hasattr(v, "tolist"):  # numpy scalar or array
-        return _jsonable(v.tolist())
+        return jsonable(v.tolist())
     if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
         return None
     if isinstance(v, os.PathLike):

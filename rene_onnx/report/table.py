@@ -94,7 +94,7 @@ def _numerics_lines(label: str, n: dict) -> list[str]:
     for key, name, fmt in (
         ("max_abs_diff", "max abs", "{:.3g}"), ("max_rel_diff", "max rel", "{:.3g}"),
         ("cosine", "cosine", "{:.6f}"), ("mean_sample_cosine", "mean cosine per sample", "{:.4f}"),
-        ("top1_agreement", "top-1 agreement", "{:.1%}"),
+        ("top1_agreement", "top-1 agreement", "{:.1%}"), ("top5_overlap", "top-5 overlap", "{:.1%}"),
     ):
         if isinstance(n.get(key), (int, float)):
             parts.append(f"{name} {fmt.format(n[key])}")

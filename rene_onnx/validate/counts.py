@@ -20,7 +20,8 @@ real shapes are used:
 
 Parameters are the element counts of all floating-point initializers plus
 floating-point ``Constant`` node tensors (int64 shape constants and the like
-are not parameters). A node's own ``params`` are those of its constant inputs.
+are not parameters), plus integer initializers that a ``DequantizeLinear``
+reads as its data (the quantized weights and biases of an INT8 QDQ model). A node's own ``params`` are those of its constant inputs.
 Nodes inside control-flow subgraphs (If / Loop / Scan) are not visited.
 """
 from __future__ import annotations
@@ -91,8 +92,9 @@ def count_onnx(
 
     const_numel: dict[str, int] = {}  # float constant tensor name -> element count
     total_params = 0
+    dequantized = {n.input[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input}
     for t in graph.initializer:
-        if t.data_type in FLOAT_TYPES:
+        if t.data_type in FLOAT_TYPES or t.name in dequantized:
             const_numel[t.name] = math.prod(t.dims)
             total_params += const_numel[t.name]
     for node in graph.node:

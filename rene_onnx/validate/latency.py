@@ -38,6 +38,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import onnx
 
+from rene_onnx.errors import MissingDependencyError, UserError
+
 from ._graph import load_model, model_path
 from .numerics import ProviderUnavailable, providers_for
 
@@ -85,6 +87,8 @@ def measure_latency(
     device_io: bool = False,
     cuda_graph: bool = False,
     timeout_s: float | None = None,
+    runtime: str = "onnxruntime",
+    precision: str | None = None,
 ) -> list[Latency]:
     """Median / p10 / p90 latency of each model, measured interleaved in one worker process.
 
@@ -101,6 +105,10 @@ def measure_latency(
     the model alone, without ``run``'s host <-> device copies.
     ``cuda_graph`` (CUDA provider, implies ``device_io``): the first run is
     captured as a CUDA graph and replayed, so kernel-launch overhead drops out.
+    ``runtime``: ``onnxruntime`` or another of ``rene_onnx.validate.runtimes`` (``openvino``: CPU,
+    ``threads`` as its thread count, ``precision`` its inference precision hint, default f32);
+    ``device_io`` / ``cuda_graph`` / ``spinning`` are onnxruntime's. The result's ``provider`` is
+    then the runtime's name.
     """
     paths = [model_path(p) for p in model_paths]
     if not paths:
@@ -114,8 +122,16 @@ def measure_latency(
         raise ValueError(f"cuda_graph needs provider 'cuda', got {provider!r}")
     spec["device_io"] = bool(device_io or cuda_graph)
     spec["cuda_graph"] = bool(cuda_graph)
+    spec["runtime"], spec["precision"] = runtime, precision
+    if runtime != "onnxruntime":
+        from .runtimes import check_runtime
+
+        check_runtime(runtime, provider)
+        if device_io or cuda_graph:
+            raise ValueError(f"device_io / cuda_graph are onnxruntime options, not {runtime}'s")
     out = run_worker(spec, timeout_s=timeout_s)
-    return [Latency.from_samples(r["samples_ms"], provider, r["model"]) for r in out["results"]]
+    label = provider if runtime == "onnxruntime" else runtime
+    return [Latency.from_samples(r["samples_ms"], label, r["model"]) for r in out["results"]]
 
 
 def profile_nodes(
@@ -193,7 +209,8 @@ def run_worker(spec: dict, *, timeout_s: float | None = None) -> dict:
         tail = proc.stderr.strip()[-2000:]
         raise RuntimeError(f"latency worker failed (exit code {proc.returncode}) without an answer:\n{tail}")
     if not answer.get("ok"):
-        kind = {"ProviderUnavailable": ProviderUnavailable, "ValueError": ValueError}.get(answer.get("error_type"), RuntimeError)
+        kind = {"ProviderUnavailable": ProviderUnavailable, "ValueError": ValueError, "UserError": UserError,
+                "MissingDependencyError": MissingDependencyError}.get(answer.get("error_type"), RuntimeError)
         msg = answer.get("error", "latency worker failed")
         log = proc.stderr.strip()
         if log:  # onnxruntime's own log says why a provider failed to start

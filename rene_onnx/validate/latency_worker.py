@@ -37,17 +37,8 @@ def _feeds(spec: dict, path: str, sess) -> dict:
 
 
 def _latency(spec: dict) -> list[dict]:
-    from .numerics import make_session
-
     paths = spec["models"]
-    options = {"enable_cuda_graph": "1"} if spec.get("cuda_graph") else None
-    sessions = [make_session(p, spec["provider"], threads=spec.get("threads"), spinning=spec.get("spinning", False),
-                             provider_options=options) for p in paths]
-    feeds = [_feeds(spec, p, s) for p, s in zip(paths, sessions)]
-    if spec.get("device_io"):
-        runs = [_bound_run(s, f, spec["provider"], p) for s, f, p in zip(sessions, feeds, paths)]
-    else:
-        runs = [lambda s=s, f=f: s.run(None, f) for s, f in zip(sessions, feeds)]
+    runs = _ort_runs(spec) if spec.get("runtime", "onnxruntime") == "onnxruntime" else _runtime_runs(spec)
     for run in runs:
         for _ in range(spec["warmup"]):
             run()
@@ -60,6 +51,36 @@ def _latency(spec: dict) -> list[dict]:
             runs[i]()
             samples[i].append((time.perf_counter_ns() - t0) / 1e6)
     return [{"model": p, "samples_ms": s} for p, s in zip(paths, samples)]
+
+
+def _ort_runs(spec: dict) -> list:
+    """One no-argument run per model on onnxruntime (``device_io``: inputs / outputs bound on the device)."""
+    from .numerics import make_session
+
+    paths = spec["models"]
+    options = {"enable_cuda_graph": "1"} if spec.get("cuda_graph") else None
+    sessions = [make_session(p, spec["provider"], threads=spec.get("threads"), spinning=spec.get("spinning", False),
+                             provider_options=options) for p in paths]
+    feeds = [_feeds(spec, p, s) for p, s in zip(paths, sessions)]
+    if spec.get("device_io"):
+        return [_bound_run(s, f, spec["provider"], p) for s, f, p in zip(sessions, feeds, paths)]
+    return [lambda s=s, f=f: s.run(None, f) for s, f in zip(sessions, feeds)]
+
+
+def _runtime_runs(spec: dict) -> list:
+    """One no-argument run per model on another runtime (``rene_onnx.validate.runtimes``; e.g. openvino)."""
+    from .numerics import feeds_from
+    from .runtimes import get_runtime
+
+    runtime = get_runtime(spec["runtime"], provider=spec["provider"], threads=spec.get("threads"),
+                          precision=spec.get("precision"))
+    runs = []
+    for path in spec["models"]:
+        sess = runtime.load(path)
+        given = feeds_from(spec.get("feeds_npz") or None, path, spec.get("input_shapes") or None)
+        feeds = {n: given[n] for n in sess.input_names}
+        runs.append(lambda s=sess, f=feeds: s.run(f))
+    return runs
 
 
 def _bound_run(sess, feeds: dict, provider: str, path: str):

@@ -122,13 +122,26 @@ def make_session(
     return sess
 
 
+_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
 def check_feeds(sess, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Feeds restricted to the session's inputs; ``ValueError`` if one is missing."""
-    names = [i.name for i in sess.get_inputs()]
+    """Feeds restricted to the session's inputs; ``ValueError`` if one is missing.
+
+    A float feed is cast to the input's float type where they differ (an FP16 model with float16
+    inputs takes the same float32 data).
+    """
+    inputs = sess.get_inputs()
+    names = [i.name for i in inputs]
     missing = [n for n in names if n not in feeds]
     if missing:
         raise ValueError(f"feeds miss graph inputs {missing} (graph inputs: {names}, given: {sorted(feeds)})")
-    return {n: np.asarray(feeds[n]) for n in names}
+    out = {}
+    for i in inputs:
+        v = np.asarray(feeds[i.name])
+        want = _FLOAT_TYPES.get(getattr(i, "type", ""))
+        out[i.name] = v.astype(want) if want is not None and v.dtype.kind == "f" and v.dtype != want else v
+    return out
 
 
 def run_onnx(
@@ -157,6 +170,8 @@ class Numerics:
     ``None`` when no output is. ``mean_sample_cosine`` is the mean over the
     rows (samples, axis 0) of the first output of each row's cosine similarity
     -- the fidelity measure of an embedding model; ``None`` for a 0-d output.
+    ``top5_overlap`` is, for that logits output when it has C >= 10 classes, the mean
+    over rows of |top-5(reference) & top-5(actual)| / 5; else ``None``.
     """
 
     max_abs_diff: float
@@ -165,6 +180,7 @@ class Numerics:
     cosine: float
     top1_agreement: float | None = None
     mean_sample_cosine: float | None = None
+    top5_overlap: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -200,12 +216,15 @@ def compare(reference: Sequence[np.ndarray], actual: Sequence[np.ndarray]) -> Nu
         cosine = 0.0
     else:
         cosine = float(np.dot(rf, af) / (nr * na))
-    top1 = None
+    top1 = top5 = None
     for r, a in zip(refs, acts):
         if r.ndim == 2 and r.shape[0] >= 1 and r.shape[1] > 1:
             top1 = float(np.mean(np.argmax(r, axis=1) == np.argmax(a, axis=1)))
+            if r.shape[1] >= 10:
+                tr, ta = np.argsort(-r, axis=1)[:, :5], np.argsort(-a, axis=1)[:, :5]
+                top5 = float(np.mean([len(set(x) & set(y)) / 5 for x, y in zip(tr, ta)]))
             break
-    return Numerics(max_abs, max(rel, default=0.0), mean_abs, cosine, top1, _mean_row_cosine(refs[0], acts[0]))
+    return Numerics(max_abs, max(rel, default=0.0), mean_abs, cosine, top1, _mean_row_cosine(refs[0], acts[0]), top5)
 
 
 def _mean_row_cosine(r: np.ndarray, a: np.ndarray) -> float | None:

@@ -27,11 +27,12 @@ class PairResult:
 
 
 def measure_pair(original: onnx.ModelProto, compressed: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
-                 provider: str = "cpu", warmup: int = 10, repeats: int = 50, device_io: bool = False
-                 ) -> dict[str, Any]:
+                 provider: str = "cpu", warmup: int = 10, repeats: int = 50, device_io: bool = False,
+                 runtime: str = "onnxruntime") -> dict[str, Any]:
     """Latency of both models, interleaved in one torch-free worker process (the ratio is what matters).
 
-    ``device_io``: inputs / outputs stay on the provider's device (see ``measure_latency``).
+    ``device_io``: inputs / outputs stay on the provider's device (see ``measure_latency``);
+    ``runtime``: onnxruntime or openvino (``rene_onnx.validate.runtimes``).
     """
     with tempfile.TemporaryDirectory(prefix="rene-lat-") as tmp:
         paths = [os.path.join(tmp, "original.onnx"), os.path.join(tmp, "compressed.onnx")]
@@ -39,9 +40,24 @@ def measure_pair(original: onnx.ModelProto, compressed: onnx.ModelProto, feeds: 
         onnx.save(compressed, paths[1])
         np.savez(os.path.join(tmp, "feeds.npz"), **feeds)
         lat = measure_latency(paths, os.path.join(tmp, "feeds.npz"), None, provider=provider,
-                              warmup=warmup, repeats=repeats, device_io=device_io)
-    return {"before": lat[0].median_ms, "after": lat[1].median_ms, "provider": lat[1].provider,
-            "repeats": repeats, "device_io": bool(device_io), "detail": [vars(t) for t in lat]}
+                              warmup=warmup, repeats=repeats, device_io=device_io, runtime=runtime)
+    out = {"before": lat[0].median_ms, "after": lat[1].median_ms, "provider": lat[1].provider,
+           "repeats": repeats, "device_io": bool(device_io), "detail": [vars(t) for t in lat]}
+    return out if runtime == "onnxruntime" else {**out, "runtime": runtime}
+
+
+def run_on(runtime: str, model: onnx.ModelProto | str | os.PathLike, inputs: Mapping[str, np.ndarray],
+           batch: int | None = None, limit: int | None = None) -> list[np.ndarray]:
+    """Outputs of ``model`` on ``inputs`` ((N, ...) arrays) run by ``runtime`` (CPU), ``batch`` samples at a time."""
+    from .runtimes import get_runtime, run_model
+
+    rt = get_runtime(runtime)
+    if not isinstance(model, onnx.ModelProto):
+        return run_model(rt, model, inputs, batch, limit, batch is not None)
+    with tempfile.TemporaryDirectory(prefix="rene-rt-") as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        onnx.save(model, path)
+        return run_model(rt, path, inputs, batch, limit, batch is not None)
 
 
 def onnx_top1(model: onnx.ModelProto, X: np.ndarray, y: np.ndarray, provider: str = "cpu",
@@ -62,11 +78,19 @@ def onnx_top1(model: onnx.ModelProto, X: np.ndarray, y: np.ndarray, provider: st
 def compare_pair(original: onnx.ModelProto, compressed: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
                  input_shapes: Mapping[str, tuple[int, ...]] | None = None, provider: str = "cpu",
                  latency: bool = True, warmup: int = 10, repeats: int = 50,
-                 test_data: tuple[np.ndarray, np.ndarray] | None = None, device_io: bool = False) -> PairResult:
-    """Counts, output differences on ``feeds``, latency and (with ``test_data``) top-1 of both models."""
+                 test_data: tuple[np.ndarray, np.ndarray] | None = None, device_io: bool = False,
+                 runtime: str = "onnxruntime") -> PairResult:
+    """Counts, output differences on ``feeds``, latency and (with ``test_data``) top-1 of both models.
+
+    ``runtime``: where numerics and latency are measured (``onnxruntime`` or ``openvino``); top-1 on
+    ``test_data`` is onnxruntime's.
+    """
     counts = (count_onnx(original, input_shapes), count_onnx(compressed, input_shapes))
-    numerics = compare(run_onnx(original, feeds, provider), run_onnx(compressed, feeds, provider))
-    lat = measure_pair(original, compressed, feeds, provider, warmup, repeats, device_io) if latency else None
+    if runtime == "onnxruntime":
+        numerics = compare(run_onnx(original, feeds, provider), run_onnx(compressed, feeds, provider))
+    else:
+        numerics = compare(*(run_on(runtime, m, feeds) for m in (original, compressed)))
+    lat = measure_pair(original, compressed, feeds, provider, warmup, repeats, device_io, runtime) if latency else None
     acc = None
     if test_data is not None:
         X, y = test_data
