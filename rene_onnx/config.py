@@ -27,7 +27,7 @@ def _check_choices(cfg: Any, choices: dict[str, Any], show=str) -> None:
             raise ConfigError(f"{name} must be one of {show(allowed)}, got {value!r}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class RewriteConfig:
     """How layers are factorized when the ranks are given (not searched).
 
@@ -41,7 +41,7 @@ class RewriteConfig:
     rank_multiple: int = 1
 
 
-@dataclass
+@dataclass(frozen=True)
 class ValidateConfig:
     provider: str = "cpu"
     latency: bool = True
@@ -59,7 +59,7 @@ class ValidateConfig:
         _check_choices(self, {"provider": PROVIDERS})
 
 
-@dataclass
+@dataclass(frozen=True)
 class SearchConfig:
     """Options of :func:`rene_onnx.engine.search.search` (its module docstring explains the method)."""
 
@@ -147,10 +147,10 @@ class SearchConfig:
         if self.factor < 2:
             raise ConfigError(f"factor must be >= 2, got {self.factor}")
         if self.bounds is not None:
-            self.bounds = tuple(int(b) for b in self.bounds)
+            object.__setattr__(self, "bounds", tuple(int(b) for b in self.bounds))
             if len(self.bounds) != 3:
                 raise ConfigError(f"bounds must be (lower, upper, step), got {self.bounds}")
-        self.exclude = list(self.exclude)
+        object.__setattr__(self, "exclude", list(self.exclude))
 
     def fingerprint(self) -> str:
         """Hash of everything that changes the search's stages (not the budget, checkpointing or progress).
@@ -172,7 +172,7 @@ OUTPUT_LOSSES = ("kd", "mse", "cosine")
 SELECT_METRICS = ("top1", "cosine", "mse")
 
 
-@dataclass
+@dataclass(frozen=True)
 class FinetuneConfig:
     """Settings of :func:`rene_onnx.engine.finetune.finetune`.
 
@@ -237,7 +237,7 @@ class FinetuneConfig:
         if self.log_every < 1:
             raise ConfigError(f"log_every must be >= 1, got {self.log_every}")
         if self.distill_layers is not None:
-            self.distill_layers = tuple(self.distill_layers)
+            object.__setattr__(self, "distill_layers", tuple(self.distill_layers))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -254,16 +254,18 @@ class FinetuneConfig:
         return cls(**d)
 
 
-@dataclass
+@dataclass(frozen=True)
 class CompressConfig:
-    """Everything ``rene_onnx.compress`` needs; the CLI fills it from its options."""
+    """Everything the compress pipeline needs (:func:`rene_onnx.pipeline.compress`), built from the user's options
+    (:meth:`rene_onnx.options.CompressOptions.compress_config`). A value: nothing changes it."""
 
     model: str = "digits_resnet"
     weights: str | Path | None = None
     #: one shape (batch included) for a single-input model, or {graph input name: shape} for several inputs
     input_shape: tuple[int, ...] | dict[str, tuple[int, ...]] | None = None
-    output: str | Path = "compressed.onnx"
+    output: str | Path | None = None  # the compressed model is written here (nothing written when None)
     report: str | Path | None = None
+    plots: str | Path | None = None  # ranks.png, layers.png, search.png are written into this folder
     data: str | None = None  # dataset name or path, for accuracy (and search / fine-tuning)
     rewrite: RewriteConfig = field(default_factory=RewriteConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)

@@ -65,22 +65,22 @@ def _inside(key: _Key, folder: _Key) -> bool:
 
 
 def check_io(reads: Mapping[str, Iterable[str | os.PathLike] | str | os.PathLike | None],
-             writes: Mapping[str, str | os.PathLike | None]) -> None:
+             writes: Mapping[str, Iterable[str | os.PathLike] | str | os.PathLike | None], *,
+             new_folders: Iterable[str] = ("plots", "output_dir")) -> None:
     """Refuse a write that would land on a read or on another write; check every write can be created.
 
     ``reads`` / ``writes`` map a role (an option name such as ``"model"``, ``"weights"``,
-    ``"output"``, ``"report"``) to a path, several paths, or None (not used). A read that is a
+    ``"output"``, ``"report"``, ``"plots"``) to a path, several paths, or None (not used). A read that is a
     folder (a dataset, a checkpoint folder) protects every file already inside it. Raises
-    :class:`PathConflictError` naming both roles.
+    :class:`PathConflictError` naming both roles. The writes of the roles in ``new_folders`` go into
+    a folder that is created when missing (its parent must exist and take a new folder).
     """
     read_keys = []
     for role, paths in reads.items():
         for p in _as_list(paths):
             read_keys.append((role, p, _key(p), os.path.isdir(p)))
     seen_writes = []
-    for role, p in writes.items():
-        if p is None:
-            continue
+    for role, p in ((role, p) for role, paths in writes.items() for p in _as_list(paths)):
         k = _key(p)
         for other_role, other, ok, is_dir in read_keys:
             if _same(k, ok) or (is_dir and k.dev_ino is not None and _inside(k, ok)):
@@ -91,7 +91,10 @@ def check_io(reads: Mapping[str, Iterable[str | os.PathLike] | str | os.PathLike
                 raise PathConflictError(f"{p} is also where {other_role} {other} goes: give them different paths",
                                         option=role)
         seen_writes.append((role, p, k))
-        check_writable(p, role)
+        if role in new_folders and not Path(p).parent.exists():
+            check_folder_writable(Path(p).parent, role)
+        else:
+            check_writable(p, role)
 
 
 def _as_list(paths) -> list[str]:

@@ -8,7 +8,7 @@ Inputs: a handle holds one :class:`InputSpec` per graph input, in graph order
 an embedding table the table's size). The torch model takes them positionally
 (``model(*x)``); ``example_input()`` is the tensor itself for a single input
 and a tuple in graph order otherwise. Example values follow one rule (see
-``rene_onnx.validate._graph.example_array``): floats standard normal, an
+``rene_onnx.graph.example_array``): floats standard normal, an
 integer input that reaches a ``Gather`` of a constant table through
 value-preserving ops (``_graph.index_ranges``) uniform in ``[0, rows)``, any
 other integer input ones (a full attention mask), bool inputs True.
@@ -90,7 +90,7 @@ def example_tensors(specs: Sequence[InputSpec], seed: int = 0) -> dict[str, torc
     Float inputs come from ``torch.randn`` with a generator seeded ``seed``
     (drawn in graph order), the others from ``_graph.example_array``.
     """
-    from rene_onnx.validate._graph import example_array
+    from rene_onnx.graph import example_array
 
     g = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)

@@ -52,6 +52,7 @@ import torch
 from onnx import numpy_helper
 from torch import fx, nn
 
+from rene_onnx.graph import Constants, constant_tensor
 from rene_onnx.load import INPUT_DTYPES, InputSpec, LoadError, ModelHandle, OnnxRef, example_tensors
 
 IR_RANGE = (6, 10)  # onnxruntime-gpu reads up to 13; the supported range is what the tools here are tested on
@@ -127,28 +128,6 @@ def _read_checked(path: Path) -> tuple[onnx.ModelProto, onnx.ModelProto, bool]:
     external = _check_external_data(light, path)
     _run_checker(path)
     return light, (_with_external_data(light, path) if external else light), external
-
-
-def onnx_dense_updates(handle: ModelHandle, dense: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``Factors.dense`` (torch names) -> ``apply_factors``' dense updates (ONNX tensor names).
-
-    ``param_map`` entries, plus the weight of every dense layer whose ONNX
-    weight is the torch weight transposed (``OnnxRef.transposed``: MatMul,
-    Gemm with transB=0), which ``param_map`` cannot express: written back
-    transposed, unless that ONNX tensor is shared with another layer.
-    """
-    out = {handle.param_map[k]: np.asarray(v) for k, v in dense.items() if k in handle.param_map}
-    consts = _Constants(handle.onnx_model)
-    roots = {name: consts.root(ref.weight) for name, ref in handle.layer_map.items() if ref.weight}
-    uses = Counter(roots.values())
-    for name, ref in handle.layer_map.items():
-        value = dense.get(f"{name}.weight")
-        root = roots.get(name)
-        if ref.transposed and value is not None and root and uses[root] == 1 and root not in out:
-            value = np.asarray(value)
-            if value.ndim == 2:
-                out[root] = np.ascontiguousarray(value.T)
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -247,7 +226,7 @@ def _with_external_data(light: onnx.ModelProto, path: Path) -> onnx.ModelProto:
 
 def input_specs(model: onnx.ModelProto, input_shape, name: str) -> tuple[list[InputSpec], list[str]]:
     """One InputSpec per graph input (dtype checked, shape static: batch 1 unless given) and notes."""
-    from rene_onnx.validate._graph import graph_inputs, index_ranges, resolve_input_shapes
+    from rene_onnx.graph import graph_inputs, index_ranges, resolve_input_shapes
 
     inputs = graph_inputs(model)
     names = [vi.name for vi in inputs]
@@ -449,7 +428,7 @@ def _fold_constants(graph: onnx.GraphProto) -> None:
         t = None
         if out is not None and out not in outputs and node.domain in _DEFAULT:
             if node.op_type == "Constant":
-                t = _constant_tensor(node)
+                t = constant_tensor(node)
             elif node.op_type == "Identity" and node.input and node.input[0] in inits:
                 t = onnx.TensorProto()
                 t.CopyFrom(inits[node.input[0]])
@@ -463,17 +442,6 @@ def _fold_constants(graph: onnx.GraphProto) -> None:
     graph.node.extend(keep)
 
 
-def _constant_tensor(node: onnx.NodeProto) -> onnx.TensorProto | None:
-    for a in node.attribute:
-        if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
-            t = onnx.TensorProto()
-            t.CopyFrom(a.t)
-            return t
-        value = {"value_float": lambda: np.float32(a.f), "value_floats": lambda: np.asarray(a.floats, np.float32),
-                 "value_int": lambda: np.int64(a.i), "value_ints": lambda: np.asarray(a.ints, np.int64)}.get(a.name)
-        if value is not None:
-            return numpy_helper.from_array(np.asarray(value()))
-    return None  # sparse_value, strings: left to onnx2torch
 
 
 def _relax_reshape(graph: onnx.GraphProto) -> None:
@@ -628,7 +596,7 @@ def _linearize(gm: fx.GraphModule, original: onnx.ModelProto, layers, tnames: di
     Returns ``{module name: bias tensor name}`` for MatMuls whose bias ``Add``
     became the Linear's bias.
     """
-    consts = _Constants(original)
+    consts = Constants(original)
     calls = _call_nodes(gm)
     consumers = _consumers(original.graph)
     ranks = None
@@ -668,7 +636,7 @@ def _linearize(gm: fx.GraphModule, original: onnx.ModelProto, layers, tnames: di
     return absorbed
 
 
-def _gemm_to_linear(gm: fx.GraphModule, node: fx.Node, name: str, ol, w: np.ndarray, consts: "_Constants") -> None:
+def _gemm_to_linear(gm: fx.GraphModule, node: fx.Node, name: str, ol, w: np.ndarray, consts: Constants) -> None:
     """``alpha * A' @ W^T + beta * C`` -> [transpose] -> Linear(W) [* alpha] [+ beta * C]."""
     graph = gm.graph
     alpha = float(ol.attrs.get("alpha", 1.0))
@@ -756,38 +724,6 @@ def _ranks(model: onnx.ModelProto) -> dict[str, int]:
     return out
 
 
-class _Constants:
-    """Values known before run time in the original graph, through ``Identity`` chains, and where they live."""
-
-    def __init__(self, model: onnx.ModelProto):
-        self.inits = {t.name: t for t in model.graph.initializer}
-        self.producer = {o: n for n in model.graph.node for o in n.output}
-
-    def root(self, name: str) -> str | None:
-        """The initializer or ``Constant`` output behind ``name`` (what a dense update can write)."""
-        for _ in range(64):
-            if name in self.inits:
-                return name
-            node = self.producer.get(name)
-            if node is None or node.domain not in _DEFAULT:
-                return None
-            if node.op_type == "Constant":
-                return name
-            if node.op_type != "Identity" or not node.input:
-                return None
-            name = node.input[0]
-        return None
-
-    def value(self, name: str) -> np.ndarray | None:
-        root = self.root(name)
-        if root is None:
-            return None
-        if root in self.inits:
-            return numpy_helper.to_array(self.inits[root])
-        t = _constant_tensor(self.producer[root])
-        return numpy_helper.to_array(t) if t is not None else None
-
-
 # ------------------------------------------------------------------------------------------------ maps
 
 
@@ -832,7 +768,7 @@ def _layer_map(gm: fx.GraphModule, layers, tnames: dict[int, str]) -> tuple[dict
 def _param_map(gm: fx.GraphModule, original: onnx.ModelProto, tnames: dict[int, str],
                layer_map: dict[str, OnnxRef], absorbed: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     """torch parameter / float buffer name -> the ONNX tensor holding the same value (checked)."""
-    consts = _Constants(original)
+    consts = Constants(original)
     found: dict[str, str] = {}
     for i, name in sorted(tnames.items()):
         if name not in gm._modules:

@@ -26,6 +26,7 @@ from rene_onnx.engine.finetune import (
 )
 from rene_onnx.engine.layers import factorize_
 from rene_onnx.plan import LayerPlan, RankPlan
+from rene_onnx.progress import listen
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -168,10 +169,11 @@ def test_finetune_recovers_damaged_model(teacher, digits):
     student = _student(teacher, _plan(conv2=(3, 3), fc=(3,))).train()
     val, test = _loader(digits["val"]), _loader(digits["test"])
     before_val, before_test = evaluate(student, val), evaluate(student, test)
-    calls = []
     cfg = FinetuneConfig(epochs=8, lr=0.02, device="cpu", log_every=8)
-    res = finetune(student, teacher, _loader(digits["train"], shuffle=True), val, cfg,
-                   progress=lambda *a: calls.append(a))
+    events = []
+    with listen(events.append):
+        res = finetune(student, teacher, _loader(digits["train"], shuffle=True), val, cfg)
+    calls = [(int(e.message.split()[1]), e.step, e.total, dict(e.info)) for e in events if e.stage == "finetune"]
     after_val, after_test = evaluate(student, val), evaluate(student, test)
     assert res.epochs_run == 8 and len(res.history) == 8 and res.steps == 8 * 16
     assert res.initial_val_top1 == pytest.approx(before_val)

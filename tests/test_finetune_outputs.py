@@ -10,6 +10,7 @@ from torch import nn
 from rene_onnx.engine.finetune import FinetuneConfig, finetune, output_agreement_sums, output_match_loss
 from rene_onnx.engine.layers import factorize_
 from rene_onnx.plan import LayerPlan, RankPlan
+from rene_onnx.progress import listen
 
 
 class Embedder(nn.Module):
@@ -66,8 +67,10 @@ def test_unlabeled_two_input_embedder_distills_with_cosine_loss_and_selection(ki
     before = _mean_cos(student, teacher, val)
     cfg = FinetuneConfig(epochs=4, lr=3e-3, optimizer="adam", weight_decay=0.0, lambda_diss=0.0, logit_kd=1.0,
                          output_loss="cosine", select_metric="cosine", use_labels=False, device="cpu")
-    seen = []
-    res = finetune(student, teacher, train, val, cfg, lambda e, s, t, info: seen.append(info))
+    events = []
+    with listen(events.append):
+        res = finetune(student, teacher, train, val, cfg)
+    seen = [dict(e.info) for e in events if e.stage == "finetune"]
     after = _mean_cos(student, teacher, val)
     assert res.metric == "cosine" and res.best_val_top1 is None
     assert res.initial_val_metric == pytest.approx(before, abs=1e-6)

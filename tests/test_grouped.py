@@ -364,7 +364,7 @@ def test_onnx_depthwise_stays_dense_and_bad_grouped_factors_fail():
 
 
 def test_latency_aware_dense_weights_from_grouped_factors():
-    from rene_onnx.validate.latency_aware import dense_from_factors
+    from rene_onnx.pipeline.rewrite import dense_from_factors
 
     method, w, b, x, model = _case("svd_2d_kxk_nobias")
     arrays = decompose("svd", w, (2,), groups=3)

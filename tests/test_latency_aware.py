@@ -19,9 +19,8 @@ from onnx import numpy_helper as nh
 from rene_onnx.decompose import reconstruct
 from rene_onnx.plan import LayerFactors
 from rene_onnx.validate import run_onnx
+from rene_onnx.pipeline.rewrite import dense_from_factors, latency_aware_rewrite
 from rene_onnx.validate.latency_aware import (
-    dense_from_factors,
-    latency_aware_rewrite,
     layer_latency,
     layer_nodes_from_records,
     reorder_neighbours,

@@ -23,7 +23,8 @@ from rene_onnx import passes, pipeline
 from rene_onnx.decompose.choose import plan_from_fraction
 from rene_onnx.engine.layers import collect_factors
 from rene_onnx.load import LoadError
-from rene_onnx.load_onnx import load_onnx, onnx_dense_updates
+from rene_onnx.load_onnx import load_onnx
+from rene_onnx.pipeline.rewrite import onnx_dense_updates
 from rene_onnx.plan import LayerPlan, RankPlan
 
 F32 = TensorProto.FLOAT

@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 from rene_onnx.data import unlabeled_dataset, unlabeled_input_arrays
 from rene_onnx.load import InputSpec, LoadError, parse_input_shapes
 from rene_onnx.load_onnx import load_onnx
-from rene_onnx.validate._graph import index_ranges
+from rene_onnx.graph import index_ranges
 from rene_onnx.validate.counts import count_onnx
 from rene_onnx.validate.numerics import input_feeds, make_session
 
@@ -159,7 +159,7 @@ def test_count_onnx_on_a_dynamic_transformer_graph(b, t):
     m, k = _dynamic_encoder()
     d, ff = k["d"], k["ff"]
     from rene_onnx.validate import counts
-    from rene_onnx.validate._graph import with_static_inputs
+    from rene_onnx.graph import with_static_inputs
 
     static = counts._without_stored_shapes(with_static_inputs(m, {"ids": [b, t]}))
     dims = counts._shape_table(onnx.shape_inference.infer_shapes(static, data_prop=True).graph)

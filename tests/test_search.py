@@ -15,6 +15,7 @@ from rene_onnx.engine.search import SearchConfig, SearchError, _Guard, search
 from rene_onnx.engine.search_banks import LayerFrame
 from rene_onnx.engine.search_budget import LayerOptions, allocate
 from rene_onnx.engine.search_ladder import initial_window, ladder
+from rene_onnx.progress import listen
 
 PLANTED = {"c1": 6, "c2": 10, "c3": 13, "fc": 8}
 NOISE = 1e-3
@@ -250,9 +251,11 @@ def test_validation_ce_search_finds_planted_ranks_and_leaves_the_model_alone():
     m.train()
     before = copy.deepcopy(m.state_dict())
     loader = [(x[i:i + 32], y[i:i + 32]) for i in range(0, len(x), 32)]
-    calls = []
     cfg = SearchConfig(calib_batch_size=32, **FAST)
-    res = search(m, x[:1], cfg, calib_loader=loader, progress=lambda *a: calls.append(a))
+    events = []
+    with listen(events.append):
+        res = search(m, x[:1], cfg, calib_loader=loader)
+    calls = [(int(e.message.split()[1]), e.step, e.total, dict(e.info)) for e in events if e.stage == "search"]
     assert res.mode == "validation-ce" and res.calib_samples == 4 * 32
     for name, planted in PLANTED.items():
         assert abs(res.layers[name].rbar - planted) <= 1, (name, res.layers[name])

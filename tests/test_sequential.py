@@ -12,6 +12,7 @@ from rene_onnx.engine.calibrate import input_moments, whitened_factors
 from rene_onnx.engine.layers import SVDLinear, factorize_
 from rene_onnx.engine.sequential import PairedMoments, corrected_svd, input_stages, sequential_factorize_
 from rene_onnx.plan import LayerPlan, RankPlan
+from rene_onnx.progress import listen
 
 
 def _moments(x: np.ndarray, xp: np.ndarray) -> PairedMoments:
@@ -97,8 +98,10 @@ def test_sequential_beats_plain_whitening_on_a_toy_net():
     plain = copy.deepcopy(teacher)
     factorize_(plain, plan, whitened_factors(teacher, plan, input_moments(teacher, calib, list(plan.layers))))
     seq = copy.deepcopy(teacher)
-    stages = []
-    f = sequential_factorize_(teacher, seq, plan, calib, progress=lambda i, n, s: stages.append((i, n, s)))
+    events = []
+    with listen(events.append):
+        f = sequential_factorize_(teacher, seq, plan, calib)
+    stages = [(e.step, e.total, e.info["layers"]) for e in events if e.stage == "sequential"]
     assert sorted(f.layers) == ["0", "2", "4"] and stages == [(1, 3, ["0"]), (2, 3, ["2"]), (3, 3, ["4"])]
     assert all(isinstance(seq.get_submodule(n), SVDLinear) for n in plan.layers) and not seq.training
 

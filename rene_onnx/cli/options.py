@@ -1,113 +1,71 @@
-"""Option decorators shared by several commands."""
+"""click options built from the option dataclasses of :mod:`rene_onnx.options` (their one source)."""
 from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
 
 import click
 
 
-def _compose(*decorators):
-    def wrap(f):
-        for d in reversed(decorators):
-            f = d(f)
-        return f
+class LazyChoice(click.Choice):
+    """A choice whose values are read at each use (e.g. the registered decomposition methods)."""
 
-    return wrap
-
-
-input_shape_option = click.option(
-    "--input-shape", multiple=True, metavar="[NAME:]DIMS",
-    help="Input shape with batch, e.g. 1,3,32,32 (zoo models know theirs); for a model with several inputs "
-         "NAME:DIMS, repeated for each input with dynamic dims, e.g. --input-shape input_ids:1,128 "
-         "--input-shape attention_mask:1,128.")
-
-model_options = _compose(
-    click.option("--weights", type=click.Path(dir_okay=False), default=None,
-                 help="State dict (.pt) to load into the model (loaded with weights_only=True)."),
-    input_shape_option,
-)
-
-validate_options = _compose(
-    click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default=None,
-                 help="onnxruntime execution provider for numerics and latency; fails if not really active "
-                      "[default: cpu]."),
-    click.option("--latency/--no-latency", default=True, show_default=True, help="Measure onnxruntime latency."),
-    click.option("--repeats", type=click.IntRange(min=1), default=50, show_default=True,
-                 help="Timed runs per model (median reported)."),
-    click.option("--device-io", is_flag=True, default=False,
-                 help="Time with inputs and outputs kept on the provider's device (onnxruntime I/O binding): the "
-                      "model alone, without run()'s host <-> GPU copies. Same as the default on the CPU."),
-)
-
-
-class MethodChoice(click.Choice):
-    """``auto`` and the registered decomposition methods (``rene_onnx.decompose.registry``), read at each use."""
-
-    def __init__(self) -> None:
+    def __init__(self, values: Callable[[], Any]) -> None:
+        self._values = values
         super().__init__(())
 
     @property
     def choices(self) -> tuple[str, ...]:
-        from rene_onnx.decompose.choose import method_choices  # numpy only
-
-        return ("auto",) + tuple(m for m in method_choices() if m != "auto")
+        return tuple(self._values())
 
     @choices.setter
-    def choices(self, value) -> None:  # click.Choice.__init__ assigns it; the registry is the source
+    def choices(self, value) -> None:  # click.Choice.__init__ assigns it; the callable is the source
         pass
 
 
-calib_option = click.option(
-    "--calib", type=click.Path(dir_okay=False), default=None,
-    help="Unlabeled real inputs for a model without labeled data: .npy/.npz, or for a model with several inputs an "
-         ".npz with one array per input name (integer inputs as integers). Without --data-free the search runs "
-         "on them (output error to the original; SVD layers decomposed activation-aware, i.e. truncated for the "
-         "least output error on these inputs); fine-tuning distills on them; both models are compared on them.")
-
-latency_aware_option = click.option(
-    "--latency-aware/--no-latency-aware", default=None,
-    help="Keep a layer dense when its factorized chain is not faster on the provider (onnxruntime's per-node "
-         "profile on the CPU; on a GPU each dense node and chain timed as a model of its own) "
-         "[default: on when --provider is given, i.e. a deployment target is named].")
-
-search_options = _compose(
-    click.option("--method", type=MethodChoice(), default="auto", show_default=True,
-                 help="The registered decompositions: tt, cp.. for k x k convs, svd for Linear and 1x1 convs (and "
-                      "any conv); auto = per layer among the methods that are auto candidates for it (tt.. for "
-                      "k x k, svd otherwise), by the least error at equal cost when searched."),
-    click.option("--target-params", type=float, default=None, metavar="FRACTION",
-                 help="Keep this fraction of the model's parameters (lands within +-2%)."),
-    click.option("--target-macs", type=float, default=None, metavar="FRACTION",
-                 help="Keep this fraction of the model's MACs (lands within +-2%)."),
-    click.option("--gamma", type=float, default=0.4, show_default=True, help="Rank-loss weight (Eq. 5)."),
-    click.option("--beta", type=float, default=0.8, show_default=True, help="Rank-loss exponent (Eq. 5)."),
-    click.option("--preset", type=click.Choice(["auto", "paper-cifar", "paper-imagenet"]), default="auto",
-                 show_default=True, help="Candidate ranks: scaled to each layer, or the paper's grids."),
-    click.option("--search-steps", type=click.IntRange(min=1), default=60, show_default=True,
-                 help="Alternating weight / alpha steps per search stage."),
-    click.option("--rank-multiple", type=click.IntRange(min=1), default=1, show_default=True,
-                 help="Round ranks to a multiple of this (hardware-friendly shapes)."),
-    click.option("--data", default=None,
-                 help="Dataset name (digits, fashion-mnist) or folder (CIFAR pickles, idx files, ImageFolder) "
-                      "[default: the zoo model's own]."),
-    click.option("--data-free", is_flag=True, help="Search on the weights only (no forward pass, no labels)."),
-    click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
-                 help="Each finished search stage's rank plan is kept here, and a rerun of the same search "
-                      "resumes from it [default: <output>.search/]."),
-    click.option("--fresh", is_flag=True, default=False,
-                 help="Start the search over, ignoring (and replacing) the plans in --checkpoint-dir."),
-    click.option("--seed", type=int, default=0, show_default=True),
-)
+def _click_option(f: dataclasses.Field) -> Callable:
+    meta, name = f.metadata, f.name
+    flag = "--" + name.replace("_", "-")
+    decls = [meta["short"], flag] if meta.get("short") else [flag]
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    kw: dict[str, Any] = {"help": meta["help"], "default": default, "show_default": meta.get("show_default", True)}
+    kind = meta.get("kind")
+    if kind == "flag":
+        kw.update(is_flag=True, show_default=False)
+    elif kind == "switch":
+        decls = [f"{flag}/--no-{name.replace('_', '-')}"]
+    elif kind in ("file", "folder"):
+        kw["type"] = click.Path(dir_okay=kind == "folder", file_okay=kind == "file")
+    elif meta.get("choices") is not None:
+        choices = meta["choices"]
+        kw["type"] = LazyChoice(choices) if callable(choices) else click.Choice(list(choices))
+    elif meta.get("min") is not None:
+        number = click.IntRange if isinstance(default, int) and not isinstance(default, bool) else click.FloatRange
+        kw["type"] = number(min=meta["min"])
+    elif isinstance(default, float) or (default is None and "float" in str(f.type)):
+        kw["type"] = float
+    elif isinstance(default, int) and not isinstance(default, bool):
+        kw["type"] = int
+    if meta.get("multiple"):
+        kw.update(multiple=True, default=(), show_default=False)
+    if meta.get("metavar"):
+        kw["metavar"] = meta["metavar"]
+    return click.option(*decls, name, **kw)
 
 
-def search_config(method, target_params, target_macs, gamma, beta, preset, search_steps, rank_multiple, seed,
-                  checkpoint_dir, fresh=False):
-    """A SearchConfig from the shared search options (one place, used by compress and search)."""
-    from rene_onnx.engine.search import SearchConfig
+def from_fields(cls: type, *, exclude: tuple[str, ...] = ()) -> Callable:
+    """A decorator adding one click option per field of the options dataclass ``cls`` (in field order)."""
+    opts = [_click_option(f) for f in dataclasses.fields(cls) if f.name not in exclude]
 
-    for key, value in (("--target-params", target_params), ("--target-macs", target_macs)):
-        if value is not None and not 0 < value < 1:
-            raise click.BadParameter(f"must be in (0, 1), got {value}", param_hint=key)
-    if target_params is not None and target_macs is not None:
-        raise click.UsageError("give --target-params or --target-macs, not both")
-    return SearchConfig(method=method, preset=preset, gamma=gamma, beta=beta, target_params=target_params,
-                        target_macs=target_macs, steps=search_steps, rank_multiple=rank_multiple, seed=seed,
-                        checkpoint_dir=checkpoint_dir, resume=not fresh)
+    def wrap(fn):
+        for decorate in reversed(opts):
+            fn = decorate(fn)
+        return fn
+
+    return wrap
+
+
+def given(ctx: click.Context, values: dict[str, Any]) -> dict[str, Any]:
+    """The options the user gave on the command line (the library fills in the rest with the same defaults)."""
+    source = click.core.ParameterSource
+    return {k: v for k, v in values.items() if ctx.get_parameter_source(k) not in (source.DEFAULT, None)}

@@ -11,7 +11,7 @@ it for its SVD candidates and error curves (``SearchConfig.whiten``), and
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from torch import nn
 
 from ..decompose.svd import WhitenedSVDTruncations
 from ..plan import Factors, LayerFactors, RankPlan
+from ..progress import emit
 from .batches import forward, model_device, split_batch, to_device
 
 _CONVS = (nn.Conv1d, nn.Conv2d)
@@ -38,7 +39,7 @@ def moment_supported(module: nn.Module) -> str | None:
     return f"{type(module).__name__} is not a Linear / Conv1d / Conv2d"
 
 
-def _rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def input_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The layer's inputs as rows ``(n, in)`` in the layout of its weight reshaped to ``(out, in)``."""
     if isinstance(module, nn.Linear):
         return x.reshape(-1, x.shape[-1])
@@ -58,7 +59,6 @@ def input_moments(
     layers: Iterable[str] | None = None,
     *,
     max_batches: int | None = None,
-    progress: Callable[[int, int | None], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """``{layer: C}`` with ``C = E[x x^T]`` (float64, ``(in, in)``) of each layer's inputs over ``batches``.
 
@@ -66,7 +66,7 @@ def input_moments(
     understands (labels are ignored). ``layers``: module names (default: every
     supported Linear / Conv); an unsupported one raises ``ValueError``. Runs in
     eval mode on the model's device and restores the training flags.
-    ``progress(batch_index, max_batches)`` is called after each batch.
+    A ``moments`` event goes out after each batch.
     """
     named = dict(model.named_modules())
     if layers is None:
@@ -84,7 +84,7 @@ def input_moments(
 
     def hook(name: str):
         def fn(module, args):
-            rows = _rows(module, args[0].detach()).double()
+            rows = input_rows(module, args[0].detach()).double()
             sums[name] = sums[name] + rows.T @ rows if name in sums else rows.T @ rows
             counts[name] += int(rows.shape[0])
 
@@ -102,8 +102,7 @@ def input_moments(
             x, _ = split_batch(batch, use_labels=False)
             forward(model, to_device(x, device))
             seen += 1
-            if progress is not None:
-                progress(i + 1, max_batches)
+            emit("moments", step=i + 1, total=max_batches)
     finally:
         for h in handles:
             h.remove()

@@ -38,20 +38,24 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import DISS_NORMS, OUTPUT_LOSSES, FinetuneConfig  # noqa: F401 (FinetuneConfig re-exported: its home is rene_onnx.config)
-from . import distributed as dist_utils
+from . import ddp as dist_utils
+from ..progress import emit
 from .batches import forward, model_device, split_batch, to_device
 
-#: progress(epoch, step, total, info): epoch is 1-based, step the global optimizer step (1-based),
-#: total the planned number of steps (None when the loader has no length); info holds the loss terms
-#: (phase "train") or the validation accuracy (phase "val"). Called on rank 0 only.
-ProgressFn = Callable[[int, int, "int | None", dict], None]
+
+
+def _progress(epoch: int, step: int, total: int | None, info: dict) -> None:
+    """A ``finetune`` event (:func:`rene_onnx.progress.emit`): ``step`` is the global optimizer step (1-based),
+    ``total`` the planned steps (None when the loader has no length), ``epoch`` 1-based (0: before training);
+    ``info`` holds the loss terms (phase "train") or the validation metric (phase "val"). Rank 0 only."""
+    emit("finetune", step=step, total=total, message=f"epoch {epoch}", **info)
 
 @dataclass
 class FinetuneResult:
@@ -415,7 +419,6 @@ def finetune(
     train_loader: Any,
     val_loader: Any = None,
     config: FinetuneConfig | None = None,
-    progress: ProgressFn | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``student`` (in place) with ``L_ce + lambda * L_diss`` against the frozen ``teacher``.
 
@@ -494,8 +497,8 @@ def finetune(
         best = result.initial_val_metric = result.best_val_metric = validate()
         if top1:
             result.initial_val_top1 = result.best_val_top1 = best
-        if progress is not None and info.rank == 0:
-            progress(0, 0, planned, val_info(best))
+        if info.rank == 0:
+            _progress(0, 0, planned, val_info(best))
 
     step = 0
     student.train()
@@ -528,9 +531,9 @@ def finetune(
                 step += 1
                 nb += 1
                 sums += terms
-                if progress is not None and info.rank == 0 and (step % cfg.log_every == 0 or step == planned):
+                if info.rank == 0 and (step % cfg.log_every == 0 or step == planned):
                     t = terms.tolist()
-                    progress(epoch, step, planned, {"phase": "train", "loss": t[0], "ce": t[1], "kd": t[2],
+                    _progress(epoch, step, planned, {"phase": "train", "loss": t[0], "ce": t[1], "kd": t[2],
                                                     "diss_weight": t[3], "diss_output": t[4], "lr": opt.param_groups[0]["lr"]})
             distiller.clear()
             totals = dist_utils.all_reduce_sum(sums.tolist() + [nb], info, device)
@@ -556,8 +559,8 @@ def finetune(
             if not finite:
                 result.stopped = f"non-finite loss in epoch {epoch} (lower the lr?); kept epoch {result.best_epoch}"
                 break
-            if progress is not None and info.rank == 0 and rec["val_metric"] is not None:
-                progress(epoch, step, planned, val_info(rec["val_metric"]))
+            if info.rank == 0 and rec["val_metric"] is not None:
+                _progress(epoch, step, planned, val_info(rec["val_metric"]))
             if not use_val or rec["val_metric"] > best:
                 best = rec["val_metric"] if use_val else best
                 best_state = _snapshot(student)

@@ -27,7 +27,6 @@ by a :class:`RankPlan`; :func:`collect_factors` reads them back as
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import numpy as np
 import torch
@@ -37,6 +36,7 @@ from ..decompose import decompose
 from ..decompose import registry as decompositions
 from ..decompose.grouped import chain_weight
 from ..plan import Factors, LayerFactors, RankPlan, factor_keys
+from ..progress import emit
 from . import registry, search_banks
 from .registry import EngineMethod
 
@@ -290,7 +290,7 @@ def _lookup(model: nn.Module, name: str) -> nn.Module:
     return mod
 
 
-def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+def set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
@@ -300,8 +300,6 @@ def factorize_(
     model: nn.Module,
     plan: RankPlan,
     factors: Factors | None = None,
-    *,
-    progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, str]:
     """Swap the plan's layers in ``model`` (in place) for factorized modules; return ``{name: status}``.
 
@@ -309,7 +307,7 @@ def factorize_(
     the others are decomposed from their current weights. ``factors.dense``
     (updated dense parameters, by torch parameter name) is loaded too.
     Everything is validated and built before the first swap, so a bad plan
-    leaves the model untouched. ``progress(name, i, n)`` is called per layer.
+    leaves the model untouched. A ``factorize`` event goes out per layer.
     """
     targets = {name: _lookup(model, name) for name in plan.layers}
     if factors is not None:
@@ -328,8 +326,7 @@ def factorize_(
     status: dict[str, str] = {}
     n = len(plan.layers)
     for i, (name, lp) in enumerate(plan.layers.items()):
-        if progress is not None:
-            progress(name, i, n)
+        emit("factorize", step=i + 1, total=n, layer=name)
         if lp.method == "dense":
             status[name] = f"dense: {lp.reason}" if lp.reason else "dense"
             continue
@@ -347,7 +344,7 @@ def factorize_(
         new[name] = built
         status[name] = f"{lp.method} ranks {list(built.ranks)} ({source})"
     for name, built in new.items():
-        _set_submodule(model, name, built)
+        set_submodule(model, name, built)
     if factors is not None and factors.dense:
         params = dict(model.named_parameters())
         with torch.no_grad():
@@ -381,7 +378,7 @@ def densify_(model: nn.Module, names: list[str]) -> None:
     if missing:
         raise ValueError(f"not factorized modules: {', '.join(missing)}")
     for n in names:
-        _set_submodule(model, n, dense_module(fmods[n]))
+        set_submodule(model, n, dense_module(fmods[n]))
 
 
 def collect_factors(model: nn.Module, *, buffers: bool = False) -> Factors:

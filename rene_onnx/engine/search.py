@@ -105,6 +105,7 @@ from ..decompose import ranks as R
 from ..decompose.choose import auto_methods, pick_by_error, resolve_method
 from ..decompose.ranks import LayerShape
 from ..plan import Factors, LayerPlan, RankPlan
+from ..progress import emit
 from .batches import model_device, n_samples
 from .calibrate import input_moments, moment_supported, whitened_factors
 from . import registry as engine_methods
@@ -117,7 +118,6 @@ from .search_state import Guard, SearchError, State, checkpoint, model_fingerpri
 
 _Guard = Guard  # the name the tests know
 
-Progress = Callable[[int, int, int, dict], None]
 
 MODES = ("data-free", "validation-ce", "validation-distill")
 
@@ -231,7 +231,6 @@ def search(
     example_input: Any,
     config: SearchConfig | None = None,
     calib_loader: Iterable | None = None,
-    progress: Progress | None = None,
     moments: dict[str, np.ndarray] | None = None,
     totals: tuple[int, int] | None = None,
 ) -> SearchResult:
@@ -249,8 +248,8 @@ def search(
     ``target_params`` / ``target_macs`` are fractions of (default: the torch
     model's parameters and its layers' MACs; a model imported from ONNX passes
     the graph's counts, which also hold e.g. embedding tables that the import
-    keeps as buffers). ``progress(stage, step, total, info)`` is called every
-    ``config.progress_every`` steps (stage 0: the decompositions).
+    keeps as buffers). Progress goes out as ``search`` events
+    (:func:`rene_onnx.progress.emit`) every ``config.progress_every`` steps (stage 0: the decompositions).
     """
     cfg = config or SearchConfig()
     t0 = time.perf_counter()
@@ -262,7 +261,10 @@ def search(
         raise ValueError("importance='measured' needs calibration data (it measures L_val)")
     if data_free and cfg.whiten and moments is None:
         raise ValueError("whiten needs calibration inputs or precomputed input moments (data-free stays plain SVD)")
-    report = progress or (lambda *a: None)
+
+    def report(stage: int, step: int, total: int, info: dict) -> None:
+        emit("search", step=step, total=total, message=f"stage {stage}", **info)
+
     shapes = layer_shapes(model, example_input)
     if not shapes:
         raise ValueError("the model has no Conv1d / Conv2d / Linear layer that runs on the example input")

@@ -31,8 +31,9 @@ from torch import nn
 
 from ..decompose.svd import WhitenedSVDTruncations
 from ..plan import Factors, LayerFactors, RankPlan
+from ..progress import emit
 from .batches import forward, model_device, split_batch, to_device
-from .calibrate import _rows
+from .calibrate import input_rows
 
 RowMask = Callable[[Any], "torch.Tensor | None"]
 
@@ -156,7 +157,7 @@ def _collect(model: nn.Module, x: Any, names: list[str], row_mask: torch.Tensor 
 
     def hook(name: str):
         def fn(module, args):
-            rows = _rows(module, args[0].detach())
+            rows = input_rows(module, args[0].detach())
             if row_mask is not None:
                 rows = rows[row_mask]
             got[name] = rows
@@ -190,7 +191,6 @@ def sequential_factorize_(
     center: bool = True,
     row_mask: RowMask | None = None,
     stages: Sequence[Sequence[str]] | None = None,
-    progress: Callable[[int, int, list[str]], None] | None = None,
 ) -> Factors:
     """Factorize the plan's ``svd`` Linear layers of ``student`` (in place) stage by stage, error-corrected.
 
@@ -203,7 +203,7 @@ def sequential_factorize_(
     ``stages``: layer groups in forward order (default: :func:`input_stages`).
     Returns the factors (``U``, ``V``, ``bias``) of the layers it replaced.
     """
-    from .layers import _set_submodule, module_from_arrays
+    from .layers import module_from_arrays, set_submodule
 
     batches = list(batches)
     if not batches:
@@ -251,10 +251,9 @@ def sequential_factorize_(
                                          device=template.weight.device, dtype=template.weight.dtype)
                 new = module_from_arrays(template, "svd", arrays)
                 new.train(flags[student])
-                _set_submodule(student, n, new)
+                set_submodule(student, n, new)
                 out.add(LayerFactors(n, "svd", plan.layers[n].ranks, arrays))
-            if progress is not None:
-                progress(i + 1, len(stages), stage)
+            emit("sequential", step=i + 1, total=len(stages), layers=list(stage))
     finally:
         for m, flag in flags.items():
             m.training = flag

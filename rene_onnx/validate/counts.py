@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 import onnx
 from onnx import TensorProto
 
-from ._graph import load_model, resolve_input_shapes, with_static_inputs
+from rene_onnx.graph import load_model, resolve_input_shapes, with_static_inputs
 
 MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ._graph import load_model
+from rene_onnx.graph import load_model
 from .latency import measure_latency
 from .numerics import feeds_from, make_session
 

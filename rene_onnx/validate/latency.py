@@ -40,7 +40,7 @@ import onnx
 
 from rene_onnx.errors import MissingDependencyError, UserError
 
-from ._graph import load_model, model_path
+from rene_onnx.graph import load_model, model_path
 from .numerics import ProviderUnavailable, providers_for
 
 WORKER_MODULE = "rene_onnx.validate.latency_worker"

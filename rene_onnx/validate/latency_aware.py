@@ -1,11 +1,9 @@
-"""Latency-aware factorization: per-layer times of the dense node vs its factorized chain, and the layers to keep dense.
+"""Latency-aware factorization, the measuring half: per-layer times of the dense node vs its factorized chain.
 
-No torch here. The flow (``--latency-aware``): rewrite every planned layer,
-profile the original and the rewritten model with onnxruntime
-(:func:`rene_onnx.validate.latency.profile_nodes`, torch-free worker), compare
-each layer's dense node with its chain (:func:`layer_latency`), then rewrite
-again without the layers whose chain is not faster (:func:`slower_layers`,
-:func:`latency_aware_rewrite`).
+No torch here, and no rewriting: the rewrite stage (:func:`rene_onnx.pipeline.rewrite.latency_aware_rewrite`)
+rewrites every planned layer, asks :func:`layer_latency` to profile the original and the rewritten model
+with onnxruntime (:func:`rene_onnx.validate.latency.profile_nodes`, torch-free worker) and compare each
+layer's dense node with its chain, and rewrites again without the layers :func:`slower_layers` names.
 
 Layout conversions. On CPU, onnxruntime runs convs in the blocked NCHWc
 layout where it can and inserts ``ReorderInput`` / ``ReorderOutput`` nodes
@@ -21,17 +19,15 @@ session; optimization does not depend on thread count).
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import onnx
 
-from ._graph import load_model, model_path
+from rene_onnx.graph import model_path
 from .latency import name_mapper, profile_nodes
 from .numerics import providers_for
 
@@ -279,95 +275,7 @@ def slower_layers(times: Mapping[str, tuple[float | None, float | None]], margin
     return out
 
 
-@dataclass
-class LatencyAwareRewrite:
-    """The model rewritten without its slow layers, and why."""
-
-    model: onnx.ModelProto  # the final model (slow layers left dense)
-    records: list  # passes.PassRecord of the final rewrite
-    times: LayerTimes  # {node: (us_dense, us_factorized)} of the full rewrite
-    kept_dense: list[str] = field(default_factory=list)  # nodes whose chain was not faster
-    first_model: onnx.ModelProto | None = None  # the full rewrite (every layer factorized)
-
-
-def latency_aware_rewrite(
-    original: onnx.ModelProto | str | os.PathLike,
-    layers: Mapping[str, object],
-    dense_updates: Mapping[str, np.ndarray] | None = None,
-    feeds: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
-    provider: str = "cpu",
-    repeats: int = 20,
-    *,
-    margin: float = 1.0,
-    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
-    threads: int | None = None,
-    warmup: int = 3,
-    rounds: int = 2,
-    timeout_s: float | None = None,
-) -> LatencyAwareRewrite:
-    """Rewrite ``layers`` (``{ONNX node: LayerFactors}``), profile, and rewrite again without the slow ones.
-
-    Uses :func:`rene_onnx.passes.apply_factors` twice (the second time only
-    when some layer is slower); ``kept_dense`` lists the nodes left dense.
-    ``original`` is not modified.
-    """
-    from rene_onnx import passes
-
-    original = load_model(original)
-    first, records = passes.apply_factors(original, dict(layers), dict(dense_updates or {}))
-    nodes = layer_nodes_from_records(records)
-    if not nodes:
-        return LatencyAwareRewrite(first, records, {}, [], first)
-    with tempfile.TemporaryDirectory(prefix="rene-la-") as tmp:
-        p_orig, p_comp = os.path.join(tmp, "original.onnx"), os.path.join(tmp, "compressed.onnx")
-        onnx.save(original, p_orig)
-        onnx.save(first, p_comp)
-        times = layer_latency(p_orig, p_comp, nodes, feeds, provider, repeats, input_shapes=input_shapes,
-                              warmup=warmup, threads=threads, rounds=rounds, timeout_s=timeout_s)
-    slow = slower_layers(times, margin)
-    if not slow:
-        return LatencyAwareRewrite(first, records, times, [], first)
-    keep = {k: v for k, v in layers.items() if k not in set(slow)}
-    updates = {**dict(dense_updates or {}), **dense_from_factors(original, {k: layers[k] for k in slow})}
-    final, final_records = passes.apply_factors(original, keep, updates)
-    return LatencyAwareRewrite(final, final_records, times, slow, first)
-
-
-def dense_from_factors(original: onnx.ModelProto, layers: Mapping[str, object]) -> dict[str, np.ndarray]:
-    """Dense updates ``{initializer: value}`` that give nodes the weight (and bias) their factors represent.
-
-    A layer kept dense for speed should still compute what the (possibly
-    fine-tuned) factors compute, not the weight it had before compression.
-    The weight is rebuilt in torch layout (:func:`rene_onnx.decompose.reconstruct`)
-    and stored in the node's ONNX layout (transposed for ``x @ W`` and Gemm
-    without ``transB``).
-    """
-    from rene_onnx import passes
-    from rene_onnx.decompose import reconstruct
-
-    found = {layer.name: layer for layer in passes.find_layers(original)}
-    stored = {t.name: tuple(t.dims) for t in original.graph.initializer}
-    out: dict[str, np.ndarray] = {}
-    for key, lf in layers.items():
-        layer = found.get(key)
-        if layer is None or layer.weight_array is None:
-            raise ValueError(f"node {key!r}: no layer with a constant weight of that name in the graph")
-        w = reconstruct(lf.method, lf.arrays, layer.torch_weight().shape)
-        out[layer.weight] = _onnx_layout(layer, w).astype(layer.weight_array.dtype)
-        bias = lf.arrays.get("bias")
-        if bias is not None and layer.bias in stored:
-            out[layer.bias] = np.asarray(bias).reshape(stored[layer.bias]).astype(layer.weight_array.dtype)
-    return out
-
-
-def _onnx_layout(layer, w: np.ndarray) -> np.ndarray:
-    """A torch-layout weight in the layout ``layer`` stores: ``OnnxLayer.torch_weight`` is its own inverse
-    (a transpose or nothing, chosen by op, side and trans flags), so apply it to ``w``."""
-    return dataclasses.replace(layer, weight_array=w).torch_weight()
-
-
 __all__ = [
-    "LatencyAwareRewrite", "REORDER_OPS", "attribute_layout_nodes", "dense_from_factors", "fastest",
-    "latency_aware_rewrite", "layer_latency",
-    "layer_nodes_from_records", "nchwc_block_size", "optimized_graph", "reorder_neighbours", "slower_layers",
+    "REORDER_OPS", "attribute_layout_nodes", "fastest", "layer_latency", "layer_nodes_from_records",
+    "nchwc_block_size", "optimized_graph", "reorder_neighbours", "slower_layers",
 ]

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import onnx
 
-from ._graph import example_array, graph_inputs, index_ranges, load_model, model_path, resolve_input_shapes
+from rene_onnx.graph import example_array, graph_inputs, index_ranges, load_model, model_path, resolve_input_shapes
 
 #: provider name -> onnxruntime providers list (in priority order)
 PROVIDERS: dict[str, list[str]] = {

@@ -1,4 +1,4 @@
-"""Small ONNX graph helpers shared by the validate modules (no torch)."""
+"""Small ONNX graph helpers shared by the loaders, the rewrite stage and the validate modules (no torch)."""
 from __future__ import annotations
 
 import os
@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from rene_onnx.errors import LoadError
 
@@ -178,3 +179,49 @@ def example_array(dtype: np.dtype, shape: tuple[int, ...], rng: np.random.Genera
 
 def _fmt(dims: list) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+
+
+class Constants:
+    """Values known before run time in the original graph, through ``Identity`` chains, and where they live."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.inits = {t.name: t for t in model.graph.initializer}
+        self.producer = {o: n for n in model.graph.node for o in n.output}
+
+    def root(self, name: str) -> str | None:
+        """The initializer or ``Constant`` output behind ``name`` (what a dense update can write)."""
+        for _ in range(64):
+            if name in self.inits:
+                return name
+            node = self.producer.get(name)
+            if node is None or node.domain not in ("", "ai.onnx"):
+                return None
+            if node.op_type == "Constant":
+                return name
+            if node.op_type != "Identity" or not node.input:
+                return None
+            name = node.input[0]
+        return None
+
+    def value(self, name: str) -> np.ndarray | None:
+        root = self.root(name)
+        if root is None:
+            return None
+        if root in self.inits:
+            return numpy_helper.to_array(self.inits[root])
+        t = constant_tensor(self.producer[root])
+        return numpy_helper.to_array(t) if t is not None else None
+
+
+def constant_tensor(node: onnx.NodeProto) -> onnx.TensorProto | None:
+    """The tensor a ``Constant`` node holds (None for sparse / string values)."""
+    for a in node.attribute:
+        if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
+            t = onnx.TensorProto()
+            t.CopyFrom(a.t)
+            return t
+        value = {"value_float": lambda: np.float32(a.f), "value_floats": lambda: np.asarray(a.floats, np.float32),
+                 "value_int": lambda: np.int64(a.i), "value_ints": lambda: np.asarray(a.ints, np.int64)}.get(a.name)
+        if value is not None:
+            return numpy_helper.from_array(np.asarray(value()))
+    return None  # sparse_value, strings: left to onnx2torch

@@ -1,0 +1,142 @@
+"""The spine: load -> ranks (given or searched) -> factorize -> fine-tune -> rewrite -> validate -> report.
+
+:func:`compress` chains the stages of this package on a :class:`~rene_onnx.config.CompressConfig` and
+returns the compressed model in memory; it writes ``cfg.output`` / ``cfg.report`` / ``cfg.plots`` only
+when they are set, after every stage has succeeded, and refuses (before any work) a write that would
+land on one of its reads (:func:`compress_io`, :func:`rene_onnx.files.check_io`).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from rene_onnx.config import CompressConfig
+from rene_onnx.files import check_io, existing, model_reads, onnx_outputs, save_onnx
+from rene_onnx.plan import Factors, RankPlan
+from rene_onnx.progress import emit
+
+from .factorize import factorize, init_factors, torch_top1
+from .finetune import Tuned, finetune_student
+from .inputs import calib_inputs, layer_shapes, load_data, load_model, static_batch, test_arrays
+from .ranks import parse_ranks, plan_ranks, search_ranks
+from .report import build_report, finetune_meta
+from .rewrite import rewrite
+from .validate import validate
+
+
+@dataclass
+class CompressResult:
+    """A compress run: the report, the compressed ONNX model (in memory), the plan, and what was written."""
+
+    report: Any  # rene_onnx.report.Report
+    model: onnx.ModelProto
+    plan: RankPlan
+    notes: list[str] = field(default_factory=list)
+    paths: dict[str, Path] = field(default_factory=dict)  # output / report / plots written (empty: none)
+
+    @property
+    def output(self) -> Path | None:
+        return self.paths.get("output")
+
+
+def compress(cfg: CompressConfig) -> CompressResult:
+    """Load -> ranks (given or searched) -> factorize -> fine-tune -> rewrite -> validate -> report.
+
+    Writes ``cfg.output`` (and ``cfg.report``, ``cfg.plots``) when set; nothing is written when a stage fails.
+    """
+    t0 = time.perf_counter()
+    check_io(*compress_io(cfg))
+    if cfg.rewrite.ranks is not None:
+        parse_ranks(cfg.rewrite.ranks)  # fail fast on bad ranks, before loading anything
+
+    emit("load", message=str(cfg.model))
+    handle = load_model(cfg)
+    splits = load_data(cfg, handle)
+    calib = calib_inputs(cfg, handle) if splits is None else None
+    shapes = layer_shapes(handle)
+    searched = None
+    if cfg.rewrite.ranks is not None:
+        emit("plan", message="ranks given")
+        plan = plan_ranks(shapes, cfg.rewrite)
+    else:
+        emit("search", message="RENE search")
+        searched = search_ranks(handle, cfg, splits, calib)
+        plan = searched.plan
+    emit("factorize", message=f"{len(plan.factorized())} layers")
+    init = init_factors(handle, plan, calib, searched=searched.factors if searched is not None else None,
+                        was_searched=searched is not None, data_free=cfg.data_free)
+    student = factorize(handle, plan, init)
+    test_data = test_arrays(splits)
+    acc_decomposed = torch_top1(student, test_data, static_batch(handle))
+    tuned = finetune_student(handle, student, cfg, splits, calib)
+    emit("rewrite", message="ONNX graph")
+    v = cfg.validate
+    rewritten = rewrite(handle, student, v if (v.latency_aware if v.latency_aware is not None else v.latency) else None)
+    emit("validate", message="start")
+    val = validate(handle, student, rewritten.model, cfg.validate, test_data, calib)
+    if val.accuracy is not None:
+        val.accuracy["after_decomposition"] = acc_decomposed
+        if tuned is not None:
+            val.accuracy["after_finetune"] = val.accuracy.pop("after")
+        else:
+            val.accuracy.pop("after")
+
+    report = build_report(cfg, handle, shapes, plan, rewritten, val, seconds=time.perf_counter() - t0)
+    report.search = _search_section(searched)
+    _add_meta(report, cfg, tuned, init, splits, calib)
+    notes = handle.notes + (searched.notes if searched else [])
+    return CompressResult(report, rewritten.model, plan, notes,
+                          write_outputs(cfg, rewritten.model, report, handle.external_data))
+
+
+def _search_section(searched) -> dict | None:
+    from rene_onnx.report.search import search_section
+
+    return search_section(searched)
+
+
+def _add_meta(report, cfg: CompressConfig, tuned: Tuned | None, init: Factors | None, splits, calib) -> None:
+    if tuned is not None:
+        report.meta["finetune"] = finetune_meta(tuned)
+    if init is not None and init.meta.get("sequential"):
+        report.meta["init"] = {"sequential": init.meta["sequential"]}  # Linear layers fitted error-corrected
+    if splits is not None:
+        report.meta["data"] = {"name": splits.name, "sizes": splits.sizes()}
+    elif calib is not None:
+        report.meta["calib"] = {"path": str(cfg.calib), "samples": int(len(calib[0]))}
+
+
+def write_outputs(cfg: CompressConfig, model: onnx.ModelProto, report, external_data: bool) -> dict[str, Path]:
+    """Write what ``cfg`` names (model, report, plots); returns ``{kind: path}`` of the files written."""
+    paths: dict[str, Path] = {}
+    if cfg.output is not None:
+        paths["output"] = save_onnx(model, cfg.output, external_data)
+    if cfg.report is not None:
+        report.save_json(cfg.report)
+        paths["report"] = Path(cfg.report)
+    if cfg.plots is not None:
+        from rene_onnx.report.figures import write_plots
+
+        for p in write_plots(report, cfg.plots):
+            paths[f"plot:{p.name}"] = p
+    return paths
+
+
+def compress_io(cfg: CompressConfig) -> tuple[dict, dict]:
+    """(reads, writes) of a compress run, by option name, for :func:`rene_onnx.files.check_io`."""
+    from rene_onnx.report.figures import plot_paths
+
+    ranks = cfg.rewrite.ranks
+    ckpt = cfg.search.checkpoint_dir if cfg.search is not None and ranks is None else None
+    reads = {"model": model_reads(cfg.model), "weights": cfg.weights, "calib": cfg.calib, "data": existing(cfg.data),
+             "ranks": existing(ranks) if isinstance(ranks, (str, Path)) else None, "checkpoint_dir": existing(ckpt)}
+    writes: dict[str, Any] = {"report": cfg.report}
+    if cfg.output is not None:
+        writes.update(onnx_outputs(cfg.output, external_data=len(reads["model"]) > 1))
+    if cfg.plots is not None:
+        writes["plots"] = plot_paths(cfg.plots)
+    return reads, writes
