@@ -1,4 +1,4 @@
-"""ONNX files in (rene_onnx.load_onnx): legacy / dynamo exports of zoo models, hand-built graphs (Gemm and
+"""ONNX files in (rene_onnx.load): legacy / dynamo exports of zoo models, hand-built graphs (Gemm and
 MatMul variants, Constant-node weights, unfused BatchNorm, padded / grouped / run-time-weight convs),
 every refused input, external data. The torch import is compared with onnxruntime on the original, and the
 full path (factorize -> collect_factors -> maps -> apply_factors) with onnxruntime on the rewritten graph."""
@@ -23,7 +23,7 @@ from rene_onnx import passes, pipeline
 from rene_onnx.decompose.choose import plan_from_fraction
 from rene_onnx.engine.layers import collect_factors
 from rene_onnx.load import LoadError
-from rene_onnx.load_onnx import load_onnx
+from rene_onnx.load import load_onnx
 from rene_onnx.pipeline.rewrite import onnx_dense_updates
 from rene_onnx.plan import LayerPlan, RankPlan
 
@@ -499,7 +499,7 @@ def test_conv1d(tmp_path):
 
 
 def test_an_import_that_computes_something_else_is_refused(tmp_path, monkeypatch):
-    mod = importlib.import_module("rene_onnx.load_onnx")
+    mod = importlib.import_module("rene_onnx.load.onnx_layers")
 
     path = save(conv_bn_model(), tmp_path / "convbn.onnx")
     real = mod._linear

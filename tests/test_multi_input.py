@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from rene_onnx.data import unlabeled_dataset, unlabeled_input_arrays
 from rene_onnx.load import InputSpec, LoadError, parse_input_shapes
-from rene_onnx.load_onnx import load_onnx
+from rene_onnx.load import load_onnx
 from rene_onnx.graph import index_ranges
 from rene_onnx.validate.counts import count_onnx
 from rene_onnx.validate.numerics import input_feeds, make_session

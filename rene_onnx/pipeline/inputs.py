@@ -19,7 +19,7 @@ from rene_onnx.load import ModelHandle, load_torch
 def load_model(cfg: CompressConfig) -> ModelHandle:
     """A zoo name or ``package.module:callable`` (+ weights), or an ``.onnx`` file -> ModelHandle."""
     if str(cfg.model).endswith(".onnx"):
-        from rene_onnx.load_onnx import load_onnx
+        from rene_onnx.load import load_onnx
 
         if cfg.weights is not None:
             raise LoadError("does not apply to an ONNX model (its weights are in the file)", option="weights")

@@ -115,7 +115,7 @@ def validate_models(original: str | os.PathLike, compressed: str | os.PathLike, 
                     latency: bool = True, repeats: int = 50, device_io: bool = False,
                     runtime: str = "onnxruntime") -> PairValidation:
     """Counts, numerics (random inputs, and ``calib`` inputs), latency and top-1 on ``data``'s test split."""
-    from rene_onnx.load_onnx import read_onnx
+    from rene_onnx.load import read_onnx
     from rene_onnx.report.report import Report, environment_meta
     from rene_onnx.validate.numerics import input_feeds
     from rene_onnx.validate.pair import compare_pair
@@ -154,7 +154,7 @@ def validate_models(original: str | os.PathLike, compressed: str | os.PathLike, 
 def _pair_calib_numerics(a, b, name, shapes, calib, provider, runtime="onnxruntime"):
     """Both models compared on up to :data:`CALIB_COMPARE` samples of the ``calib`` inputs (a dict, or None)."""
     from rene_onnx.data.arrays import unlabeled_input_arrays
-    from rene_onnx.load_onnx import input_specs
+    from rene_onnx.load import input_specs
     from rene_onnx.validate.numerics import compare, compare_on_inputs
     from rene_onnx.validate.pair import run_on
 

@@ -1,38 +1,21 @@
-"""Loaders: a torch model (zoo name, ``module:callable``) -> ModelHandle, and the layer map.
+"""A torch model in: a zoo name or ``package.module:callable`` (+ a state dict) -> ModelHandle.
 
-A ModelHandle holds the torch module used for search and fine-tuning, the
-ONNX graph that is rewritten and shipped, and the layer map between them.
-
-Inputs: a handle holds one :class:`InputSpec` per graph input, in graph order
-(name, static shape with batch, dtype, and for an integer input that indexes
-an embedding table the table's size). The torch model takes them positionally
-(``model(*x)``); ``example_input()`` is the tensor itself for a single input
-and a tuple in graph order otherwise. Example values follow one rule (see
-``rene_onnx.graph.example_array``): floats standard normal, an
-integer input that reaches a ``Gather`` of a constant table through
-value-preserving ops (``_graph.index_ranges``) uniform in ``[0, rows)``, any
-other integer input ones (a full attention mask), bool inputs True.
-
-Torch input: a copy with BatchNorm folded into the preceding conv *in torch*
-(``engine.fold``) is exported with the dynamo exporter. The exporter keeps
-parameter names as initializer names, so the layer map matches
-``<module>.weight`` by name and checks the values; a layer whose values do
-not match is matched by value instead, or left out with a reason. Search and
-fine-tuning run on the original (BatchNorm kept, as in the paper); before the
-rewrite the student is folded the same way (``ModelHandle.deployable``), and
-a BatchNorm after a factorized conv folds into the chain's last 1x1 conv.
+A copy with BatchNorm folded into the preceding conv *in torch* (``engine.fold``) is exported with the
+dynamo exporter. The exporter keeps parameter names as initializer names, so the layer map matches
+``<module>.weight`` by name and checks the values; a layer whose values do not match is matched by
+value instead, or left out with a reason. Search and fine-tuning run on the original (BatchNorm kept,
+as in the paper); before the rewrite the student is folded the same way (``ModelHandle.deployable``),
+and a BatchNorm after a factorized conv folds into the chain's last 1x1 conv.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from contextlib import redirect_stderr, redirect_stdout
 import copy
 import importlib
 import io
-import re
-import warnings
-from contextlib import redirect_stderr, redirect_stdout
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+import warnings
 
 import numpy as np
 import onnx
@@ -40,203 +23,11 @@ import torch
 from torch import nn
 
 from rene_onnx.engine.fold import fold_batchnorm_
+from rene_onnx.errors import LoadError, first_line
 
-OPSET = 18
+from .handle import ModelHandle, OnnxRef
 
-
-from rene_onnx.errors import LoadError, first_line  # noqa: E402  (LoadError re-exported: loaders raise it)
-
-
-@dataclass
-class OnnxRef:
-    """Where a torch layer lives in the ONNX graph."""
-
-    node: str
-    op_type: str
-    weight: str
-    bias: str | None = None
-    transposed: bool = False  # ONNX weight is the torch weight transposed (MatMul x @ W^T)
-
-
-#: graph input dtypes a handle supports (numpy names); integer inputs are token ids / masks / indices
-INPUT_DTYPES = ("float32", "int64", "int32", "bool")
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """One graph input as the torch model takes it (positionally, in graph order)."""
-
-    name: str
-    shape: tuple[int, ...]  # static, batch included
-    dtype: str = "float32"  # numpy dtype name, one of INPUT_DTYPES
-    high: int | None = None  # an integer input indexing a table of this many rows: example values in [0, high)
-    dynamic: tuple[int, ...] = ()  # axes that are symbolic in the graph (data may differ there)
-
-    def __post_init__(self) -> None:
-        if self.dtype not in INPUT_DTYPES:
-            raise ValueError(f"input {self.name!r}: dtype {self.dtype} is not supported (supported: "
-                             f"{', '.join(INPUT_DTYPES)})")
-        if not self.shape or any(int(d) <= 0 for d in self.shape):
-            raise ValueError(f"input {self.name!r}: shape must be positive integers, got {list(self.shape)}")
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        return torch.from_numpy(np.zeros(0, self.dtype)).dtype
-
-
-def example_tensors(specs: Sequence[InputSpec], seed: int = 0) -> dict[str, torch.Tensor]:
-    """Example inputs, name -> tensor (the rule is in the module docstring).
-
-    Float inputs come from ``torch.randn`` with a generator seeded ``seed``
-    (drawn in graph order), the others from ``_graph.example_array``.
-    """
-    from rene_onnx.graph import example_array
-
-    g = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    out = {}
-    for s in specs:
-        if s.dtype == "float32":
-            out[s.name] = torch.randn(s.shape, generator=g)
-        else:
-            out[s.name] = torch.from_numpy(example_array(np.dtype(s.dtype), s.shape, rng, s.high))
-    return out
-
-
-@dataclass
-class ModelHandle:
-    torch_model: nn.Module  # the original, eval mode (BatchNorm kept: search and fine-tuning use it)
-    onnx_model: onnx.ModelProto  # the original graph: rewritten and shipped
-    layer_map: dict[str, OnnxRef]  # torch module name -> ONNX node
-    param_map: dict[str, str]  # torch parameter name -> ONNX initializer name
-    input_shape: tuple[int, ...]
-    source: str
-    notes: list[str] = field(default_factory=list)
-    unmapped: dict[str, str] = field(default_factory=dict)  # torch layer -> why it is not in the ONNX graph
-    external_data: bool = False  # the ONNX input came with external data: save the output that way too
-    fold_bn: bool = False  # the ONNX graph has BatchNorm folded into the convs: fold before writing back
-    #: the graph inputs in graph order; empty: one float32 input, the graph's first, of shape ``input_shape``
-    inputs: list[InputSpec] = field(default_factory=list)
-    #: torch parameters the ONNX graph cannot take back (their tensor is shared, or unmatched): not fine-tuned
-    frozen: list[str] = field(default_factory=list)
-
-    def deployable(self, model: nn.Module) -> nn.Module:
-        """An eval-mode copy of ``model`` (the original or a student) in the ONNX graph's form (BN folded)."""
-        out = copy.deepcopy(model).eval()
-        if self.fold_bn:
-            fold_batchnorm_(out)
-        return out
-
-    @property
-    def specs(self) -> list[InputSpec]:
-        """The graph inputs the torch model takes, in order (a single float input when ``inputs`` is empty)."""
-        if self.inputs:
-            return list(self.inputs)
-        init = {i.name for i in self.onnx_model.graph.initializer}
-        first = next(i.name for i in self.onnx_model.graph.input if i.name not in init)
-        return [InputSpec(first, tuple(self.input_shape))]
-
-    @property
-    def input_name(self) -> str:
-        """The first graph input's name (the only one of a single-input model)."""
-        return self.specs[0].name
-
-    @property
-    def input_names(self) -> list[str]:
-        return [s.name for s in self.specs]
-
-    @property
-    def input_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Graph input name -> static shape (batch included), in graph order."""
-        return {s.name: tuple(s.shape) for s in self.specs}
-
-    @property
-    def input_dtypes(self) -> dict[str, str]:
-        """Graph input name -> numpy dtype name (float32, int64, int32, bool)."""
-        return {s.name: s.dtype for s in self.specs}
-
-    @property
-    def multi_input(self) -> bool:
-        return len(self.specs) > 1
-
-    def example_inputs(self, seed: int = 0) -> dict[str, torch.Tensor]:
-        """Example inputs, graph input name -> tensor (the module docstring has the rule)."""
-        return example_tensors(self.specs, seed)
-
-    def example_input(self, seed: int = 0) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        """What the torch model is called with: the tensor (one input) or a tuple in graph order (``model(*x)``)."""
-        x = tuple(self.example_inputs(seed).values())
-        return x[0] if len(x) == 1 else x
-
-    def feeds(self, x: torch.Tensor | Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
-        """onnxruntime feeds for torch inputs ``x`` (a tensor, or a tuple in graph order)."""
-        xs = (x,) if isinstance(x, torch.Tensor) else tuple(x)
-        if len(xs) != len(self.specs):
-            raise ValueError(f"the model takes {len(self.specs)} input(s) ({', '.join(self.input_names)}), "
-                             f"got {len(xs)}")
-        return {s.name: t.detach().cpu().numpy().astype(s.dtype, copy=False) for s, t in zip(self.specs, xs)}
-
-
-#: the largest single input (in elements) a shape may ask for; far above any real model input, and
-#: small enough that building an example tensor of it cannot exhaust memory
-MAX_INPUT_ELEMENTS = 1 << 28  # 1 GiB of float32
-
-
-def parse_shape(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        shape = tuple(int(t) for t in re.split(r"[,x\s]+", text.strip()) if t)
-    except ValueError:
-        raise LoadError("must be integers like 1,3,32,32", option="input_shape") from None
-    if not shape or any(d <= 0 for d in shape):
-        raise LoadError(f"must be positive integers like 1,3,32,32, got {text!r}", option="input_shape")
-    check_input_size(shape)
-    return shape
-
-
-def check_input_size(shape: Sequence[int], name: str | None = None) -> None:
-    """Refuse a shape whose example tensor would not fit in memory (more than :data:`MAX_INPUT_ELEMENTS`)."""
-    n = 1
-    for d in shape:
-        n *= int(d)
-    if n > MAX_INPUT_ELEMENTS:
-        what = f"input {name!r}" if name else "the input"
-        raise LoadError(f"{what} of shape {list(shape)} has {n:.3g} elements ({4 * n / 2**30:.3g} GiB as float32); "
-                        f"the most one input may have is {MAX_INPUT_ELEMENTS:,}", option="input_shape")
-
-
-def parse_input_shapes(texts: str | Sequence[str] | None) -> tuple[int, ...] | dict[str, tuple[int, ...]] | None:
-    """``--input-shape`` values -> a shape (one plain ``1,3,32,32``) or ``{name: shape}`` (``name:1,32``, repeatable).
-
-    A plain shape is for single-input models; a multi-input model takes one
-    ``NAME:DIMS`` per input whose dims are dynamic. Mixing the two forms,
-    several plain shapes, or the same name twice is a ``LoadError``.
-    """
-    if texts is None or isinstance(texts, str):
-        texts = [] if texts is None else [texts]
-    texts = list(texts)
-    if not texts:
-        return None
-    named: dict[str, tuple[int, ...]] = {}
-    plain = []
-    for text in texts:
-        name, sep, dims = str(text).rpartition(":")
-        if not sep:
-            plain.append(parse_shape(text))
-            continue
-        name = name.strip()
-        if not name:
-            raise LoadError(f"{text!r}: the input name before ':' is empty (use NAME:1,32)", option="input_shape")
-        if name in named:
-            raise LoadError(f"names {name!r} twice", option="input_shape")
-        named[name] = parse_shape(dims)
-    if plain and named:
-        raise LoadError("give either one plain shape (single-input models) or NAME:DIMS for each "
-                        "input, not both", option="input_shape")
-    if len(plain) > 1:
-        raise LoadError("several plain shapes; a multi-input model takes NAME:DIMS for each input", option="input_shape")
-    return plain[0] if plain else named
+OPSET = 18  # the opset torch models are exported at
 
 
 def build_torch_model(spec: str, weights: str | Path | None = None, input_shape: tuple[int, ...] | None = None,
