@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_passes import CONV_CASES, conv_model, conv_setup, inits, ops, rel_err, rewrite, run
+from onnx_cases import CONV_CASES, conv_model, conv_setup, inits, ops, rel_err, rewrite, run
 from torch import nn
 
 from rene_onnx import passes

@@ -28,7 +28,7 @@ from rene_onnx.engine.layers import factorize_
 from rene_onnx.plan import LayerPlan, RankPlan
 from rene_onnx.progress import listen
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _net(bn: bool = False) -> nn.Sequential:

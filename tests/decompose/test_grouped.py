@@ -12,7 +12,7 @@ import onnx
 import pytest
 import torch
 from onnx import helper
-from test_passes import make_model, rel_err, rewrite, run, vi
+from onnx_cases import make_model, rel_err, rewrite, run, vi
 from torch import nn
 from torch.nn import functional as F
 
@@ -32,7 +32,7 @@ from rene_onnx.engine.layers import (
     module_from_arrays,
 )
 from rene_onnx.engine.profile import count, layer_shapes
-from rene_onnx.plan import LayerFactors, LayerPlan, RankPlan
+from rene_onnx.plan import LayerFactors
 from rene_onnx.validate.counts import count_onnx
 
 

