@@ -14,7 +14,10 @@ output and two processes writing the same path never collide. New files get the 
 ``open(path, "w")`` would give them (:func:`default_file_mode`), the external data file of a model
 included. :func:`save_onnx` writes an ONNX model (with its tensors in ``<name>.data`` when asked).
 
-No torch here; onnx is imported only by :func:`save_onnx`.
+**Reads.** :func:`check_array_file` reads only the headers of a ``.npy`` / ``.npz`` before any command
+loads it: no pickled objects, and no more declared bytes than there is memory for (a zip bomb).
+
+No torch here; onnx is imported only by :func:`save_onnx`, numpy only by the array checks.
 """
 from __future__ import annotations
 
@@ -25,10 +28,14 @@ import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 from pathlib import Path
 from typing import Callable
 
-from rene_onnx.errors import PathConflictError
+from rene_onnx.errors import PathConflictError, UnsafeFileError, first_line
 
 #: a temporary file older than this (seconds) is a leftover of a killed run and may be removed
 STALE_TEMP_SECONDS = 3600
@@ -70,31 +77,45 @@ def check_io(reads: Mapping[str, Iterable[str | os.PathLike] | str | os.PathLike
     """Refuse a write that would land on a read or on another write; check every write can be created.
 
     ``reads`` / ``writes`` map a role (an option name such as ``"model"``, ``"weights"``,
-    ``"output"``, ``"report"``, ``"plots"``) to a path, several paths, or None (not used). A read that is a
+    ``"output"``, ``"report"``, ``"plots"``) to a path, several paths, or None (not used); a write role
+    ``OPTION/WHAT`` names one of several files an option writes. A read that is a
     folder (a dataset, a checkpoint folder) protects every file already inside it. Raises
     :class:`PathConflictError` naming both roles. The writes of the roles in ``new_folders`` go into
     a folder that is created when missing (its parent must exist and take a new folder).
     """
     read_keys = []
     for role, paths in reads.items():
-        for p in _as_list(paths):
-            read_keys.append((role, p, _key(p), os.path.isdir(p)))
+        for i, p in enumerate(_as_list(paths)):
+            # a role's later paths are the files its first one brings along (a model's external data)
+            shown = role.replace("_", " ")
+            read_keys.append((shown if i == 0 else f"{shown} file", p, _key(p), os.path.isdir(p)))
     seen_writes = []
     for role, p in ((role, p) for role, paths in writes.items() for p in _as_list(paths)):
         k = _key(p)
+        option, shown = _write_role(role, p)
         for other_role, other, ok, is_dir in read_keys:
             if _same(k, ok) or (is_dir and k.dev_ino is not None and _inside(k, ok)):
                 what = f"a file in {other_role} {other}" if is_dir and not _same(k, ok) else f"{other_role} {other}"
-                raise PathConflictError(f"{p} would overwrite {what}: write it somewhere else", option=role)
+                raise PathConflictError(f"{shown} would overwrite {what}: write it somewhere else", option=option)
         for other_role, other, ok in seen_writes:
             if _same(k, ok):
-                raise PathConflictError(f"{p} is also where {other_role} {other} goes: give them different paths",
-                                        option=role)
+                raise PathConflictError(f"{shown} is also where {other_role} {other} goes: give them different paths",
+                                        option=option)
         seen_writes.append((role, p, k))
-        if role in new_folders and not Path(p).parent.exists():
-            check_folder_writable(Path(p).parent, role)
+        if option in new_folders and not Path(p).parent.exists():
+            check_folder_writable(Path(p).parent, option)
         else:
-            check_writable(p, role)
+            check_writable(p, option)
+
+
+def _write_role(role: str, path) -> tuple[str, str]:
+    """(the option to name, how to show the path) for a write role.
+
+    ``OPTION/WHAT`` is one of several files an option writes (``output/its external data file``, a file
+    of an export's ``output_dir``): errors name OPTION and say which file it is.
+    """
+    option, _, what = role.partition("/")
+    return option, f"{path} ({what})" if what else str(path)
 
 
 def _as_list(paths) -> list[str]:
@@ -150,8 +171,80 @@ def onnx_outputs(path: str | os.PathLike, external_data: bool) -> dict[str, str]
     """The files :func:`save_onnx` writes for ``path``: the model, and ``<name>.data`` with external data."""
     out = {"output": os.fspath(path)}
     if external_data:
-        out["output_data"] = os.fspath(external_data_path(path))
+        out["output/its external data file"] = os.fspath(external_data_path(path))
     return out
+
+
+# ------------------------------------------------------------------------------------------------ reads
+
+
+def memory_limit() -> int:
+    """Bytes an input file's arrays may take in all: half the memory available now (4 GiB if unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def check_array_file(p: str | os.PathLike, limit: int | None = None) -> dict[str, tuple[tuple[int, ...], "np.dtype"]]:
+    """Read only the headers of a ``.npy`` / ``.npz``: name -> (shape, dtype); refuse what must not be loaded.
+
+    Refused (:class:`~rene_onnx.errors.UnsafeFileError`): a file that is neither (no numpy or zip magic),
+    an array of Python objects (loading it would unpickle), and arrays whose declared sizes add up to
+    more than ``limit`` bytes (default :func:`memory_limit`) -- a small compressed ``.npz`` can declare
+    gigabytes (a member that is not a ``.npy`` counts with its uncompressed size).
+    """
+    import zipfile
+
+    import numpy as np
+
+    p = Path(p)
+    limit = memory_limit() if limit is None else limit
+    headers: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    raw = 0  # a member that is not an array: numpy hands its bytes over, uncompressed
+    with open(p, "rb") as f:
+        magic = f.read(6)
+        f.seek(0)
+        if magic == b"\x93NUMPY":
+            headers["arr_0"] = _npy_header(f, p)
+        elif magic[:4] == b"PK\x03\x04":
+            try:
+                with zipfile.ZipFile(f) as z:
+                    for info in z.infolist():
+                        if not info.filename.endswith(".npy"):
+                            raw += info.file_size
+                            continue
+                        with z.open(info) as member:
+                            headers[info.filename[:-4]] = _npy_header(member, p, info.filename)
+            except zipfile.BadZipFile as e:
+                raise UnsafeFileError(f"{p}: a damaged .npz ({first_line(e)})") from None
+        else:
+            raise UnsafeFileError(f"{p}: not a .npy or .npz file (no numpy or zip header)")
+    total = raw
+    for name, (shape, dtype) in headers.items():
+        if dtype.hasobject:
+            raise UnsafeFileError(f"{p}: array {name!r} holds Python objects (pickled); only numeric arrays are read")
+        total += int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if total > limit:
+        raise UnsafeFileError(f"{p}: its arrays declare {total / 2**30:.3g} GiB, more than the {limit / 2**30:.3g} GiB "
+                              f"that may be loaded here")
+    return headers
+
+
+def _npy_header(f, p: Path, member: str = "") -> tuple[tuple[int, ...], "np.dtype"]:
+    import numpy as np
+    from numpy.lib import format as npf
+
+    where = f"{p}{':' + member if member else ''}"
+    try:
+        version = npf.read_magic(f)
+        read = {(1, 0): npf.read_array_header_1_0, (2, 0): npf.read_array_header_2_0}.get(version)
+        if read is None:
+            raise ValueError(f"unsupported .npy version {version}")
+        shape, _, dtype = read(f)
+    except Exception as e:  # a damaged header
+        raise UnsafeFileError(f"{where}: not a readable .npy header ({first_line(e)})") from None
+    return tuple(int(d) for d in shape), np.dtype(dtype)
 
 
 # ------------------------------------------------------------------------------------------------ writes

@@ -11,11 +11,20 @@ def _one_blas_thread():
         yield
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_threads():
-    """A test that sets torch's thread count must not change the numerics of the tests after it."""
+@pytest.fixture(autouse=True, scope="session")
+def _torch_threads() -> int:
+    """torch's thread count when the session starts (before any module fixture changes it)."""
     import torch
 
-    n = torch.get_num_threads()
+    return torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads(_torch_threads):
+    """Every test starts and ends with the session's torch thread count: a test or a module fixture that
+    sets it must not change the numerics of the tests after it (the digits e2e test's accuracy does)."""
+    import torch
+
+    torch.set_num_threads(_torch_threads)
     yield
-    torch.set_num_threads(n)
+    torch.set_num_threads(_torch_threads)

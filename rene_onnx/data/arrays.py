@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rene_onnx.errors import LoadError, UnsafeFileError, first_line
+from rene_onnx.errors import LoadError, first_line
+from rene_onnx.files import check_array_file, memory_limit  # noqa: F401 (re-exported: the check lives with the other read rules)
 
 INPUT_KEYS = ("inputs", "input", "x", "data", "images")
 
@@ -114,69 +115,6 @@ def _read_arrays(p: Path, expected: str) -> dict[str, np.ndarray] | None:
             return {k: loaded[k] for k in loaded.files}
     except Exception as e:  # numpy raises several types for corrupt files
         raise LoadError(f"{p}: cannot read ({first_line(e)})") from None
-
-
-def memory_limit() -> int:
-    """Bytes an input file's arrays may take in all: half the memory available now (4 GiB if unknown)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") // 2
-    except (ValueError, OSError, AttributeError):
-        return 4 << 30
-
-
-def check_array_file(p: Path, limit: int | None = None) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Read only the headers of a ``.npy`` / ``.npz``: name -> (shape, dtype); refuse what must not be loaded.
-
-    Refused (:class:`~rene_onnx.errors.UnsafeFileError`): a file that is neither (no numpy or zip magic),
-    an array of Python objects (loading it would unpickle), and arrays whose declared sizes add up to
-    more than ``limit`` bytes (default :func:`memory_limit`) -- a small compressed ``.npz`` can declare
-    gigabytes.
-    """
-    import zipfile
-
-    limit = memory_limit() if limit is None else limit
-    headers: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
-    with open(p, "rb") as f:
-        magic = f.read(6)
-        f.seek(0)
-        if magic == b"\x93NUMPY":
-            headers["arr_0"] = _npy_header(f, p)
-        elif magic[:4] == b"PK\x03\x04":
-            try:
-                with zipfile.ZipFile(f) as z:
-                    for info in z.infolist():
-                        if not info.filename.endswith(".npy"):
-                            continue
-                        with z.open(info) as member:
-                            headers[info.filename[:-4]] = _npy_header(member, p, info.filename)
-            except zipfile.BadZipFile as e:
-                raise UnsafeFileError(f"{p}: a damaged .npz ({first_line(e)})") from None
-        else:
-            raise UnsafeFileError(f"{p}: not a .npy or .npz file (no numpy or zip header)")
-    total = 0
-    for name, (shape, dtype) in headers.items():
-        if dtype.hasobject:
-            raise UnsafeFileError(f"{p}: array {name!r} holds Python objects (pickled); only numeric arrays are read")
-        total += int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
-    if total > limit:
-        raise UnsafeFileError(f"{p}: its arrays declare {total / 2**30:.3g} GiB, more than the {limit / 2**30:.3g} GiB "
-                              f"that may be loaded here")
-    return headers
-
-
-def _npy_header(f, p: Path, member: str = "") -> tuple[tuple[int, ...], np.dtype]:
-    from numpy.lib import format as npf
-
-    where = f"{p}{':' + member if member else ''}"
-    try:
-        version = npf.read_magic(f)
-        read = {(1, 0): npf.read_array_header_1_0, (2, 0): npf.read_array_header_2_0}.get(version)
-        if read is None:
-            raise ValueError(f"unsupported .npy version {version}")
-        shape, _, dtype = read(f)
-    except Exception as e:  # a damaged header
-        raise UnsafeFileError(f"{where}: not a readable .npy header ({first_line(e)})") from None
-    return tuple(int(d) for d in shape), np.dtype(dtype)
 
 
 def _names(specs) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import ast
 import gzip
-import os
 import random
 import re
 import sysconfig

@@ -114,7 +114,8 @@ def resume(ckpt: Path, fp: dict, layers: list) -> State:
     except UserError as e:
         if e.refs:
             raise
-        raise UserError(f"{last} is not a readable search checkpoint ({e.message}): remove it, or start over with "
+        why = e.message.removeprefix(f"{last}: ")
+        raise UserError(f"{last} is not a readable search checkpoint ({why}): remove it, or start over with "
                         f"{{fresh}}", **start_over) from None
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise UserError(f"{last} is a damaged search checkpoint ({type(e).__name__}: {first_line(e)}): remove it, or "

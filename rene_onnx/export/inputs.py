@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from rene_onnx.errors import UserError
+from rene_onnx.errors import UnsafeFileError, UserError
+from rene_onnx.files import check_array_file
 
 GROUPS_KEY = "groups"
 
@@ -65,6 +66,10 @@ def read_inputs(source: Mapping[str, np.ndarray] | str | os.PathLike | None, mod
         path = Path(source)
         if not path.is_file():
             raise UserError(f"{path}: no such file", option=option)
+        try:  # headers first: no pickled objects, no more declared bytes than there is memory for
+            check_array_file(path)
+        except UnsafeFileError as e:
+            raise UnsafeFileError(e.message, option=option) from None
         try:
             if path.suffix == ".npy":
                 raw = {names[0] if len(names) == 1 else "": np.load(path, allow_pickle=False)}

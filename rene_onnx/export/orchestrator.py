@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from rene_onnx.errors import LoadError, PathConflictError, StageError, UserError
+from rene_onnx.errors import LoadError, PathConflictError, StageError, UserError, first_line
 from rene_onnx.progress import emit
 from rene_onnx.report.edge import ArtifactRow, ExportReport
 from rene_onnx.report.report import environment_meta
@@ -128,13 +128,14 @@ def run(model: onnx.ModelProto | str | os.PathLike, cfg: ExportConfig) -> Export
     src, src_path = _load(model, "model")
     stem = cfg.name or (Path(src_path).name.removesuffix(".onnx") if src_path else "model")
     original, original_path = _load(cfg.original, "original") if cfg.original is not None else (None, None)
+    fixed = fixed_shape_mod.parse(cfg.fixed_shape) if not isinstance(cfg.fixed_shape, Mapping) else dict(cfg.fixed_shape)
+    _check_writes(cfg, src_path, original_path, _planned_files(stem, targets, cfg, fixed))
     opts = cfg.int8_options()
     calib = read_inputs(cfg.calib, src, "calib")
     held = read_inputs(cfg.held_out, src, "held_out")
     if calib is not None and held is None:
         calib, held = split(calib, cfg.held_out_fraction)
     mode = int8_mod.choose_mode(src, opts, calib is not None) if "int8" in targets else None
-    fixed = fixed_shape_mod.parse(cfg.fixed_shape) if not isinstance(cfg.fixed_shape, Mapping) else dict(cfg.fixed_shape)
     out_dir, created = _output_dir(cfg.output_dir, src_path)
     try:
         with tempfile.TemporaryDirectory(prefix=".rene-export-", dir=out_dir) as tmp:
@@ -324,8 +325,32 @@ def _load(model, option: str) -> tuple[onnx.ModelProto, str | None]:
         m = onnx.load(str(path))
         onnx.checker.check_model(m)
     except Exception as e:
-        raise LoadError(f"{path}: not a valid ONNX model ({str(e).splitlines()[0][:160]})", option=option) from None
+        raise LoadError(f"{path}: not a valid ONNX model ({first_line(e)})", option=option) from None
     return m, os.fspath(path)
+
+
+def _planned_files(stem: str, targets: Sequence[str], cfg: ExportConfig, fixed) -> dict[str, str]:
+    """kind -> the file name :func:`_publish` will give it in ``output_dir`` (the module docstring's list)."""
+    base_kind = "opset" if cfg.opset is not None else ("fixed" if fixed else None)
+    names = {base_kind: f"{stem}.{_base_name(base_kind, cfg)}.onnx"} if base_kind else {}
+    for kind in targets:
+        if kind == "ort":
+            names.update(ort=f"{stem}.ort", ort_config=f"{stem}.required_operators.config")
+        else:
+            names[kind] = f"{stem}.{kind}.onnx"
+    names["report"] = f"{stem}.export.json"
+    return names
+
+
+def _check_writes(cfg: ExportConfig, src_path, original_path, names: dict[str, str]) -> None:
+    """Refuse, before any work, an artifact that would land on a file this export reads (links included)."""
+    from rene_onnx.files import check_io, model_reads
+
+    if cfg.output_dir is None or not Path(cfg.output_dir).is_dir():
+        return  # nothing is written, or into a new folder, where nothing can be read yet
+    reads = {"model": model_reads(src_path) or src_path, "original": model_reads(original_path) or original_path,
+             **{k: v for k, v in (("calib", cfg.calib), ("held_out", cfg.held_out)) if isinstance(v, (str, os.PathLike))}}
+    check_io(reads, {f"output_dir/the {k.replace('_', ' ')} file": Path(cfg.output_dir) / n for k, n in names.items()})
 
 
 def _output_dir(output_dir, src_path) -> tuple[Path | None, bool]:

@@ -61,9 +61,12 @@ def plan_ranks(shapes: dict[str, LayerShape], cfg: RewriteConfig) -> RankPlan:
         if isinstance(ranks, RankPlan):
             return _checked_plan(ranks, shapes, cfg)
         return plan_from_mapping(shapes, cfg.method, ranks, rank_multiple=cfg.rank_multiple)
+    except UserError as e:  # a rank the rules refuse: name --ranks and the file it came from
+        source = f"rank plan {cfg.ranks}: " if isinstance(cfg.ranks, (str, Path)) else ""
+        if e.refs:  # the message is a format string: keep braces in the file name literal
+            source = source.replace("{", "{{").replace("}", "}}")
+        raise type(e)(f"{source}{e.message}", option=e.option or "ranks", refs=e.refs) from None
     except ValueError as e:
-        if isinstance(e, UserError):
-            raise
         raise UserError(f"the rank plan does not fit the model: {first_line(e)}", option="ranks") from None
 
 

@@ -82,7 +82,7 @@ X1 = torch.zeros(1, 16, 8, 8)
 FAST = dict(steps=40, warmup_steps=5)
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(autouse=True)
 def one_thread():
     """Tiny models: one thread is as fast and does not stall when other jobs share the cores."""
     n = torch.get_num_threads()
