@@ -30,14 +30,17 @@ DEMO_TARGET_PARAMS = 0.3
 
 def option(default: Any, help: str, *, short: str | None = None, kind: str | None = None,
            choices: Sequence[str] | Callable[[], Sequence[str]] | None = None, min: float | None = None,
-           multiple: bool = False, metavar: str | None = None, show_default: bool = True) -> Any:
+           multiple: bool = False, metavar: str | None = None, show_default: bool = True,
+           required_on_cli: bool = False) -> Any:
     """A dataclass field that is also a command-line option (see the module docstring).
 
     ``kind``: ``"file"`` / ``"folder"`` for paths, ``"flag"`` for a bool switched on by its presence,
-    ``"switch"`` for ``--x/--no-x``; otherwise the type follows the default (int, float, str).
+    ``"switch"`` for ``--x/--no-x``; otherwise the type follows the default (int, float, str), or the
+    annotation when the default is None. ``required_on_cli``: the library's default is None (e.g. write
+    nothing) but a command must be told.
     """
     meta = {"help": help, "short": short, "kind": kind, "choices": choices, "min": min, "multiple": multiple,
-            "metavar": metavar, "show_default": show_default}
+            "metavar": metavar, "show_default": show_default, "required": required_on_cli}
     if isinstance(default, (list, dict, set)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)

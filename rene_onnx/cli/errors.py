@@ -19,7 +19,7 @@ import click
 from rene_onnx.errors import ReneError, exit_code, first_line
 
 #: option names whose flag is not simply ``--name-with-dashes``
-FLAGS = {"steps": "--search-steps", "output": "-o/--output", "report_path": "--report", "fresh": "--fresh"}
+FLAGS = {"steps": "--search-steps", "output": "-o/--output", "output_dir": "-o/--output-dir", "report_path": "--report", "fresh": "--fresh"}
 
 
 def flag(name: str | None, value: Any = None) -> str:

@@ -40,17 +40,26 @@ def _click_option(f: dataclasses.Field) -> Callable:
         choices = meta["choices"]
         kw["type"] = LazyChoice(choices) if callable(choices) else click.Choice(list(choices))
     elif meta.get("min") is not None:
-        number = click.IntRange if isinstance(default, int) and not isinstance(default, bool) else click.FloatRange
-        kw["type"] = number(min=meta["min"])
-    elif isinstance(default, float) or (default is None and "float" in str(f.type)):
-        kw["type"] = float
-    elif isinstance(default, int) and not isinstance(default, bool):
-        kw["type"] = int
+        kw["type"] = (click.IntRange if _number(f, default) is int else click.FloatRange)(min=meta["min"])
+    elif _number(f, default) is not None:
+        kw["type"] = _number(f, default)
     if meta.get("multiple"):
         kw.update(multiple=True, default=(), show_default=False)
+    if meta.get("required"):
+        kw.update(required=True, show_default=False)
     if meta.get("metavar"):
         kw["metavar"] = meta["metavar"]
     return click.option(*decls, name, **kw)
+
+
+def _number(f: dataclasses.Field, default: Any) -> type | None:
+    """int / float for a numeric option (from its default, or its annotation when the default is None)."""
+    if isinstance(default, bool):
+        return None
+    if isinstance(default, (int, float)):
+        return type(default)
+    annotation = str(f.type).replace(" ", "").split("|")
+    return float if "float" in annotation else int if "int" in annotation else None
 
 
 def from_fields(cls: type, *, exclude: tuple[str, ...] = ()) -> Callable:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from rene_onnx.options import option
 from rene_onnx.errors import LoadError, PathConflictError, StageError, UserError, first_line
 from rene_onnx.progress import emit
 from rene_onnx.report.edge import ArtifactRow, ExportReport
@@ -56,32 +57,59 @@ LOSSY_CHAIN_ACTIONS = ("report", "float")
 class ExportConfig:
     """Every option of :func:`export_model` (the CLI's long options, snake_case, same defaults)."""
 
-    to: Sequence[str] | str = ("int8",)
-    calib: Mapping[str, np.ndarray] | str | os.PathLike | None = None
-    held_out: Mapping[str, np.ndarray] | str | os.PathLike | None = None
-    held_out_fraction: float = 0.25
-    output_dir: str | os.PathLike | None = None
-    original: onnx.ModelProto | str | os.PathLike | None = None
-    name: str | None = None
-    quantization: str = "auto"
-    calibration_method: str = "minmax"
-    calib_samples: int = 128
-    per_channel: bool = True
-    activation_type: str = "uint8"
-    reduce_range: bool = False
-    layer_errors: bool = True
-    layer_error_samples: int = 8
-    lossy_chains: str = "report"
-    lossy_ratio: float = 2.5
-    keep_io_types: bool = True
-    fixed_shape: Mapping[str, Sequence[int] | int] | Sequence[str] | str | None = None
-    opset: int | None = None
-    runtime: Sequence[str] | str = ("onnxruntime",)
-    latency: bool = True
-    repeats: int = 50
-    warmup: int = 10
-    threads: int | None = None
-    fidelity_samples: int | None = None
+    to: Sequence[str] | str = option(
+        "int8", "Comma-separated artifacts: int8 (onnxruntime QDQ), fp16 (onnxconverter-common), ort (ORT format "
+        "+ required_operators.config).", metavar="TARGETS")
+    output_dir: str | os.PathLike | None = option(
+        None, "Folder for <stem>.int8.onnx, <stem>.fp16.onnx, <stem>.ort and <stem>.export.json (created if "
+        "missing; nothing is left there when the export fails). In Python, None writes nothing.", short="-o",
+        kind="folder", required_on_cli=True)
+    calib: Mapping[str, np.ndarray] | str | os.PathLike | None = option(
+        None, "Real inputs (.npz, one array per graph input; may hold 'groups', e.g. the photo of each crop): "
+        "INT8 calibrates on them; --held-out-fraction of them (whole groups) is held out for fidelity.", kind="file")
+    held_out: Mapping[str, np.ndarray] | str | os.PathLike | None = option(
+        None, "Held-out real inputs for fidelity (.npz); then all of --calib calibrates.", kind="file")
+    held_out_fraction: float = option(
+        0.25, "Share of --calib held out for fidelity when --held-out is not given (0: none).", min=0.0)
+    original: onnx.ModelProto | str | os.PathLike | None = option(
+        None, "The uncompressed model: fidelity is measured against it, and factorized chains' INT8 errors are "
+        "compared with its dense layers' [default: MODEL itself].", kind="file")
+    name: str | None = option(None, "File stem of the artifacts [default: MODEL's].")
+    quantization: str = option(
+        "auto", "INT8 kind: static (QDQ, calibrated), dynamic (weights only; for MatMul-heavy models); auto = "
+        "static with --calib, dynamic for a model without convs and no --calib.", choices=("auto", "static", "dynamic"))
+    calibration_method: str = option("minmax", "How static INT8 sets activation ranges from the calibration inputs.",
+                                     choices=("minmax", "entropy", "percentile"))
+    calib_samples: int = option(128, "Calibration samples used for INT8 at most.", min=1)
+    per_channel: bool = option(True, "INT8 weight scales per output channel (--no-per-channel: per tensor).",
+                               kind="switch")
+    activation_type: str = option("uint8", "INT8 activations: uint8 for x86 CPUs, int8 for ARM.",
+                                  choices=("uint8", "int8"))
+    reduce_range: bool = option(False, "7-bit weights (x86 CPUs without VNNI).", kind="flag")
+    layer_errors: bool = option(True, "Per-layer INT8 error, each layer quantized alone (factorized chains vs their "
+                                "dense layer).", kind="switch")
+    layer_error_samples: int = option(8, "Held-out samples the per-layer INT8 errors are measured on.", min=1)
+    lossy_chains: str = option(
+        "report", "Factorized chains that INT8 hurts clearly more than their dense layer: report them, or keep them "
+        "in float in the INT8 model (needs --original).", choices=LOSSY_CHAIN_ACTIONS)
+    lossy_ratio: float = option(
+        2.5, "A chain is lossy when its INT8 error is at least this many times its dense layer's (about 1.7x is "
+        "what three quantized factors cost anyway).", min=1.0)
+    keep_io_types: bool = option(True, "FP16: keep float32 graph inputs and outputs.", kind="switch")
+    fixed_shape: Mapping[str, Sequence[int] | int] | Sequence[str] | str | None = option(
+        None, "Make dynamic dims static (NNAPI / CoreML), e.g. input:1,3,224,224 or batch=1; repeatable.",
+        multiple=True, metavar="[NAME:]DIMS|PARAM=N")
+    opset: int | None = option(None, "Convert to this opset first (onnx.version_converter).", metavar="INTEGER")
+    runtime: Sequence[str] | str = option(
+        "onnxruntime", "Comma-separated runtimes for numerics and latency: onnxruntime, openvino (extra 'openvino').",
+        metavar="RUNTIMES")
+    latency: bool = option(True, "Measure each artifact's latency (and the original's) on every runtime.",
+                           kind="switch")
+    repeats: int = option(50, "Timed runs per latency measurement (the median is reported).", min=1)
+    warmup: int = option(10, "Untimed runs before each latency measurement.", min=0)
+    threads: int | None = option(None, "Intra-op threads for latency [default: the runtime's].", metavar="INTEGER")
+    fidelity_samples: int | None = option(None, "Held-out samples fidelity is measured on at most [default: all].",
+                                          metavar="INTEGER")
 
     def targets(self) -> list[str]:
         items = _csv(self.to)
@@ -110,7 +138,7 @@ class ExportResult:
     lossy_chains: list[str] = field(default_factory=list)  # factorized layers that INT8 hurts clearly more than dense
 
 
-def export_model(model: onnx.ModelProto | str | os.PathLike, to: Sequence[str] | str = ("int8",),
+def export_model(model: onnx.ModelProto | str | os.PathLike, to: Sequence[str] | str = "int8",
                  **options: Any) -> ExportResult:
     """Export ``model`` to the edge targets ``to`` (int8, fp16, ort); see the module docstring and ExportConfig."""
     try:

@@ -92,8 +92,13 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def data_free_result(one_thread):
-    return search(planted_model(), X1, SearchConfig(**FAST))
+def data_free_result():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return search(planted_model(), X1, SearchConfig(**FAST))
+    finally:
+        torch.set_num_threads(n)
 
 
 # ------------------------------------------------------------------------------------------------ ladder
