@@ -19,9 +19,9 @@ def tiny_classifier_onnx(path: Path) -> Path:
 
 
 def marked_calib(path: Path, n: int = 60, groups: int | None = 15) -> Path:
-    """``n`` random inputs; sample i carries the marker ``1000 + i`` at x[i, 0, 0, 0] (and ``groups`` ids)."""
+    """``n`` random inputs; sample i carries the marker ``i / 100`` at x[i, 0, 0, 0] (and ``groups`` ids)."""
     x = np.random.default_rng(0).standard_normal((n, 3, 8, 8)).astype(np.float32)
-    x[:, 0, 0, 0] = 1000 + np.arange(n)
+    x[:, 0, 0, 0] = np.arange(n) / 100
     arrays = {"x": x}
     if groups:
         arrays["groups"] = np.repeat(np.arange(groups), n // groups)
@@ -31,4 +31,4 @@ def marked_calib(path: Path, n: int = 60, groups: int | None = 15) -> Path:
 
 def markers(t) -> set[int]:
     """The sample markers in a (N, 3, 8, 8) tensor or array."""
-    return {int(round(float(v))) - 1000 for v in np.asarray(t)[:, 0, 0, 0]}
+    return {int(round(float(v) * 100)) for v in np.asarray(t)[:, 0, 0, 0]}

@@ -42,7 +42,16 @@ def compress_to_floor(cfg: CompressConfig, run_once: Callable[[CompressConfig], 
         run_cfg = cfg if f is None else dataclasses.replace(
             cfg, search=dataclasses.replace(search, target_params=f, checkpoint_dir=None))
         emit("min_fidelity", i + 1, total, f"try {i + 1}/{total}: " + (_target(fixed) if f is None else f"keep {f:.3g} of params"))
-        run = run_once(run_cfg)
+        try:
+            run = run_once(run_cfg)
+        except ValueError as e:  # a budget below the smallest ranks: go up
+            if f is None or "cannot be met" not in str(e):
+                raise
+            tries.append({"target_params": f, "unreachable": str(e).split(":")[0], "met": False})
+            emit("min_fidelity", i + 1, total, f"keeping {f:.3g} of params is not reachable")
+            lo = f
+            budgets.append(round((lo + hi) / 2, 4))
+            continue
         metric, value = _measured(run[0])
         params = run[0].params
         kept = params["after"] / params["before"] if params.get("before") else None
@@ -59,7 +68,8 @@ def compress_to_floor(cfg: CompressConfig, run_once: Callable[[CompressConfig], 
         if f is not None and i + 1 < total:
             budgets.append(round((lo + hi) / 2, 4))
     n = int(held.held_idx.size)
-    meta = {"floor": floor, "metric": metric, "inputs": "calib-heldout", "n": _compared(run), "tries": tries}
+    if best_any is None:
+        raise FidelityError(f"none of the {len(tries)} budgets tried could be reached", option="min_fidelity")
     if best_ok is None:
         f, value = best_any
         where = _target(fixed) if f is None else f"the best of {len(tries)} budgets (keeping {f:g} of the params)"
@@ -68,7 +78,8 @@ def compress_to_floor(cfg: CompressConfig, run_once: Callable[[CompressConfig], 
                             + ("; loosen the target or lower the floor" if fixed else "; lower the floor"),
                             option="min_fidelity", best=value, required=floor)
     run, chosen = best_ok
-    run[0].meta["min_fidelity"] = {**meta, "chosen": chosen}
+    run[0].meta["min_fidelity"] = {"floor": floor, "metric": metric, "inputs": "calib-heldout",
+                                   "n": int(run[0].numerics["calib"]["n"]), "tries": tries, "chosen": chosen}
     return run
 
 
@@ -77,10 +88,6 @@ def _measured(report) -> tuple[str, float]:
     if got is None:
         raise FidelityError("no fidelity could be measured on the held-out --calib inputs", option="min_fidelity")
     return got
-
-
-def _compared(run) -> int:
-    return int((run[0].numerics.get("calib") or {}).get("n", 0))
 
 
 def _target(fixed: dict) -> str:
