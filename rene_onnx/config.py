@@ -276,6 +276,10 @@ class CompressConfig:
     data_free: bool = False  # search on the weights only, even when data is available
     calib: str | Path | None = None  # unlabeled inputs (.npy/.npz; one array per input name) for distillation
     command: str = ""  # the command line, recorded in the report
+    #: the share of ``calib`` held out for fidelity (never searched, initialized, distilled or selected on); 0: none
+    holdout: float = 0.2
+    #: the fidelity floor on the held-out inputs after fine-tuning (rene_onnx.pipeline.floor); None: none
+    min_fidelity: float | None = None
 
     def __post_init__(self) -> None:
         for key in ("target_params", "target_macs"):

@@ -217,6 +217,15 @@ class CompressOptions(MeasureOptions, SearchOptions):
         None, "Output ONNX path [CLI default: <model>.rene.onnx; in Python nothing is written without it].",
         short="-o", kind="file", show_default=False)
     report: str | os.PathLike | None = option(None, "Write the report as JSON here.", kind="file")
+    holdout: float = option(0.2, "Share of --calib held out for fidelity: never used for the search, the "
+                                 "initialization, distillation or epoch selection; whole groups when the .npz has a "
+                                 "'groups' array (N,) (e.g. the photo of each crop). 0: no held-out part.", min=0,
+                            metavar="FRACTION")
+    min_fidelity: float | None = option(
+        None, "Fidelity floor in (0, 1], measured on the held-out --calib inputs after fine-tuning: top-1 "
+              "agreement with the original for a classifier, mean per-sample output cosine otherwise. Without "
+              "--target-params/--target-macs the most compressed model that meets it (a short search over the "
+              "parameter budget); with one, a constraint on it. Exit 1 when missed.", metavar="X")
 
     #: the options a fine-tuning run reads (the rest are the search's and the measurement's)
     FINETUNE = ("epochs", "lr", "optimizer", "lambda_diss", "batch_size", "seed")
@@ -225,6 +234,22 @@ class CompressOptions(MeasureOptions, SearchOptions):
         super().__post_init__()
         if self.ranks is not None and (self.target_params is not None or self.target_macs is not None):
             raise ConfigError("conflicts with target_params / target_macs: give one of them", option="ranks")
+        if not 0 <= self.holdout < 1:
+            raise ConfigError(f"must be in [0, 1), got {self.holdout}", option="holdout")
+        _fraction("min_fidelity", self.min_fidelity, closed=True)
+        if self.min_fidelity is not None:
+            if self.data_free:
+                raise ConfigError("needs real inputs to measure fidelity on; --data-free has none (give --calib "
+                                  "without --data-free)", option="min_fidelity")
+            if self.calib is None:
+                raise ConfigError("needs real inputs to measure fidelity on: give --calib FILE.npz (a share is "
+                                  "held out, see --holdout)", option="min_fidelity")
+            if self.holdout == 0:
+                raise ConfigError("is measured on the held-out part of --calib: --holdout 0 leaves none",
+                                  option="min_fidelity")
+            if self.ranks is not None:
+                raise ConfigError("conflicts with --ranks (nothing to search over): give a target or none",
+                                  option="min_fidelity")
 
     def searched(self) -> bool:
         return self.ranks is None
@@ -253,7 +278,7 @@ class CompressOptions(MeasureOptions, SearchOptions):
             search=self.search_config(self.output) if self.searched() else None,
             finetune=self.finetune_config(),
             validate=self.validate_config(latency_aware=self.latency_aware_on()),
-            command=command)
+            command=command, holdout=self.holdout, min_fidelity=self.min_fidelity)
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,8 @@ def unlabeled_input_arrays(path: str | os.PathLike, specs: Sequence) -> tuple[to
             raise LoadError(f"{p}: a .npy holds one array; the model has {len(specs)} inputs ({_names(specs)}): "
                              "save a .npz with one array per input name")
         arrays = {specs[0].name: np.load(p, allow_pickle=False)}
+    if "groups" in arrays and all(s.name != "groups" for s in specs):  # per-sample group ids, not an input
+        arrays = {k: v for k, v in arrays.items() if k != "groups"}
     if len(specs) == 1 and specs[0].name not in arrays:
         key = next((k for k in INPUT_KEYS if k in arrays), next(iter(arrays)) if len(arrays) == 1 else None)
         if key is None:

@@ -15,12 +15,14 @@ from typing import Any
 import onnx
 
 from rene_onnx.config import CompressConfig
+from rene_onnx.errors import UserError
 from rene_onnx.files import check_io, existing, model_reads, onnx_outputs, save_onnx
 from rene_onnx.plan import Factors, RankPlan
 from rene_onnx.progress import emit
 
 from .factorize import factorize, init_factors, torch_top1
 from .finetune import Tuned, finetune_student
+from .heldout import Heldout, hold_out
 from .inputs import calib_inputs, layer_shapes, load_data, load_model, static_batch, test_arrays
 from .ranks import parse_ranks, plan_ranks, search_ranks
 from .report import build_report, finetune_meta
@@ -57,6 +59,29 @@ def compress(cfg: CompressConfig) -> CompressResult:
     handle = load_model(cfg)
     splits = load_data(cfg, handle)
     calib = calib_inputs(cfg, handle) if splits is None else None
+    held = None
+    if calib is not None and cfg.holdout > 0:  # the held-out part only ever reaches validate()
+        held = hold_out(calib, cfg.calib, cfg.holdout, cfg.search.seed if cfg.search else 0)
+        calib = held.used
+    if cfg.min_fidelity is not None:
+        from .floor import compress_to_floor
+
+        if held is None:
+            raise UserError("needs held-out real inputs to measure on: give --calib (and --holdout > 0)",
+                            option="min_fidelity")
+        report, model, plan, notes = compress_to_floor(
+            cfg, lambda c: compress_once(c, handle, splits, calib, held, t0), held)
+    else:
+        report, model, plan, notes = compress_once(cfg, handle, splits, calib, held, t0)
+    return CompressResult(report, model, plan, notes, write_outputs(cfg, model, report, handle.external_data))
+
+
+def compress_once(cfg: CompressConfig, handle, splits, calib, held: Heldout | None, t0: float):
+    """One run on a loaded model: ranks -> factorize -> fine-tune -> rewrite -> validate -> report (nothing written).
+
+    ``calib``: the used part of the ``calib`` inputs (search, initialization, fine-tuning); ``held``: the
+    held-out part, only measured on. Returns ``(report, model, plan, notes)``.
+    """
     shapes = layer_shapes(handle)
     searched = None
     if cfg.rewrite.ranks is not None:
@@ -77,7 +102,8 @@ def compress(cfg: CompressConfig) -> CompressResult:
     v = cfg.validate
     rewritten = rewrite(handle, student, v if (v.latency_aware if v.latency_aware is not None else v.latency) else None)
     emit("validate", message="start")
-    val = validate(handle, student, rewritten.model, cfg.validate, test_data, calib)
+    val = validate(handle, student, rewritten.model, cfg.validate, test_data,
+                   held.held if held is not None else calib, "calib-heldout" if held is not None else "calib")
     if val.accuracy is not None:
         val.accuracy["after_decomposition"] = acc_decomposed
         if tuned is not None:
@@ -88,9 +114,11 @@ def compress(cfg: CompressConfig) -> CompressResult:
     report = build_report(cfg, handle, shapes, plan, rewritten, val, seconds=time.perf_counter() - t0)
     report.search = _search_section(searched)
     _add_meta(report, cfg, tuned, init, splits, calib)
+    if held is not None:
+        report.meta["calib"]["samples"] += len(held.held_idx)
+        report.meta["holdout"] = held.meta(cfg.holdout, cfg.search.seed if cfg.search else 0)
     notes = handle.notes + (searched.notes if searched else [])
-    return CompressResult(report, rewritten.model, plan, notes,
-                          write_outputs(cfg, rewritten.model, report, handle.external_data))
+    return report, rewritten.model, plan, notes
 
 
 def _search_section(searched) -> dict | None:

@@ -41,11 +41,11 @@ def build_report(cfg: CompressConfig, handle: ModelHandle, shapes: dict[str, Lay
         macs={"before": val.counts_before.macs, "after": val.counts_after.macs,
               "torch_before": tb[1], "torch_after": ta[1]},
         latency_ms=val.latency,
-        numerics={"max_abs_diff": val.numerics["vs_torch"].max_abs_diff,
-                  "max_rel_diff": val.numerics["vs_torch"].max_rel_diff,
-                  "vs_original": vars(val.numerics["vs_original"]),
-                  **({"calib": vars(val.numerics["calib"]) if val.numerics["calib"] is not None else None}
-                     if "calib" in val.numerics else {})},
+        numerics={"max_abs_diff": val.numerics["vs_torch"]["max_abs_diff"],
+                  "max_rel_diff": val.numerics["vs_torch"]["max_rel_diff"],
+                  "inputs": "random", "n": val.numerics["vs_torch"]["n"],  # vs the torch student
+                  "vs_original": val.numerics["vs_original"],
+                  **({"calib": val.numerics["calib"]} if "calib" in val.numerics else {})},
         layers=rows,
         search=None,
         accuracy=val.accuracy,

@@ -35,13 +35,15 @@ class Validation:
 
 def validate(handle: ModelHandle, student: nn.Module, compressed: onnx.ModelProto, cfg: ValidateConfig,
              test_data: tuple[np.ndarray, np.ndarray] | None = None,
-             calib: tuple[torch.Tensor, ...] | None = None) -> Validation:
+             calib: tuple[torch.Tensor, ...] | None = None, calib_label: str = "calib-heldout") -> Validation:
     """Counts (ONNX and torch), ORT numerics vs the torch student, latency, and top-1 when data is given.
 
-    Numerics run on the example inputs (``cfg.seed``); with ``calib`` (the ``calib``
-    inputs) the original and compressed ONNX models are also compared on up to
-    :data:`CALIB_COMPARE` of them (``numerics["calib"]``).
+    Numerics run on the example inputs (``cfg.seed``; ``inputs: "random"``, no top-1); with ``calib`` (the
+    held-out ``calib`` inputs, named ``calib_label``) the original and compressed ONNX models are also
+    compared on up to :data:`HELDOUT_COMPARE` of them (``numerics["calib"]``). Each entry is a dict with
+    ``inputs`` and ``n`` (:func:`rene_onnx.validate.fidelity.labelled`).
     """
+    from rene_onnx.validate.fidelity import labelled
     from rene_onnx.engine.profile import count as torch_count
     from rene_onnx.validate.counts import count_onnx
     from rene_onnx.validate.numerics import compare, run_onnx
@@ -60,12 +62,14 @@ def validate(handle: ModelHandle, student: nn.Module, compressed: onnx.ModelProt
         ref_student = [student(*args).numpy()]
     out_orig = run_onnx(handle.onnx_model, feeds, cfg.provider)
     out_new = run_onnx(compressed, feeds, cfg.provider)
+    n_random = int(len(next(iter(feeds.values()))))
     numerics = {
-        "vs_torch": compare(ref_student, out_new),  # the rewrite is exact up to float error
-        "vs_original": compare(out_orig, out_new),  # the approximation error of the compression
+        "vs_torch": labelled(compare(ref_student, out_new), "random", n_random),  # exact up to float error
+        "vs_original": labelled(compare(out_orig, out_new), "random", n_random),  # the approximation error
     }
     if calib is not None:
-        numerics["calib"] = calib_numerics(handle, compressed, calib, cfg.provider)
+        res = calib_numerics(handle, compressed, calib, cfg.provider, limit=HELDOUT_COMPARE)
+        numerics["calib"] = None if res is None else labelled(res, calib_label, min(len(calib[0]), HELDOUT_COMPARE))
 
     latency = None
     if cfg.latency:
@@ -78,7 +82,7 @@ def validate(handle: ModelHandle, student: nn.Module, compressed: onnx.ModelProt
         emit("validate", message="accuracy")
         X, y = test_data
         accuracy = {
-            "metric": "top1",
+            "metric": "top1", "inputs": "data-test", "n": int(len(y)),
             "samples": int(len(y)),
             "before": onnx_top1(handle.onnx_model, X, y, cfg.provider),
             "after": onnx_top1(compressed, X, y, cfg.provider),
@@ -88,15 +92,17 @@ def validate(handle: ModelHandle, student: nn.Module, compressed: onnx.ModelProt
 
 #: how many ``calib`` samples the original and compressed ONNX models are compared on
 CALIB_COMPARE = 64
+#: how many held-out ``calib`` samples they are compared on in a compress run
+HELDOUT_COMPARE = 1024
 
 
 def calib_numerics(handle: ModelHandle, compressed: onnx.ModelProto, calib: tuple[torch.Tensor, ...],
-                   provider: str):
-    """Original vs compressed ONNX outputs on the first ``CALIB_COMPARE`` calibration samples."""
+                   provider: str, limit: int = CALIB_COMPARE):
+    """Original vs compressed ONNX outputs on the first ``limit`` calibration samples."""
     from rene_onnx.validate.numerics import compare_on_inputs
 
     arrays = {s.name: t.numpy() for s, t in zip(handle.specs, calib)}
-    return compare_on_inputs(handle.onnx_model, compressed, arrays, provider, limit=CALIB_COMPARE,
+    return compare_on_inputs(handle.onnx_model, compressed, arrays, provider, limit=limit,
                              batch_size=static_batch(handle))
 
 
@@ -118,6 +124,7 @@ def validate_models(original: str | os.PathLike, compressed: str | os.PathLike, 
     from rene_onnx.load import read_onnx
     from rene_onnx.report.report import Report, environment_meta
     from rene_onnx.validate.numerics import input_feeds
+    from rene_onnx.validate.fidelity import labelled
     from rene_onnx.validate.pair import compare_pair
 
     from .inputs import test_split_arrays
@@ -145,7 +152,8 @@ def validate_models(original: str | os.PathLike, compressed: str | os.PathLike, 
     report = Report(
         params={"before": ca.params, "after": cb.params}, macs={"before": ca.macs, "after": cb.macs},
         latency_ms=res.latency, layers=[], search=None, accuracy=res.accuracy,
-        numerics={**vars(res.numerics), **({"calib": pair_calib} if calib else {})},
+        numerics={**labelled(res.numerics, "random", len(next(iter(feeds.values())))),
+                  **({"calib": pair_calib} if calib else {})},
         meta={"original": str(original), "compressed": str(compressed), "runtime": runtime, **environment_meta()},
     )
     return PairValidation(report)
@@ -155,6 +163,7 @@ def _pair_calib_numerics(a, b, name, shapes, calib, provider, runtime="onnxrunti
     """Both models compared on up to :data:`CALIB_COMPARE` samples of the ``calib`` inputs (a dict, or None)."""
     from rene_onnx.data.arrays import unlabeled_input_arrays
     from rene_onnx.load import input_specs
+    from rene_onnx.validate.fidelity import labelled
     from rene_onnx.validate.numerics import compare, compare_on_inputs
     from rene_onnx.validate.pair import run_on
 
@@ -164,13 +173,14 @@ def _pair_calib_numerics(a, b, name, shapes, calib, provider, runtime="onnxrunti
     except LoadError as e:
         raise LoadError(e.message, option="calib") from None
     arrays = {s.name: t.numpy() for s, t in zip(specs, tensors)}
+    n = min(len(tensors[0]), CALIB_COMPARE)
     if runtime != "onnxruntime":  # both models on the other runtime, in the graphs' batch (fixed or 1 .. all)
         first = a.graph.input[0].type.tensor_type.shape.dim
         fixed = first[0].dim_value if first and first[0].HasField("dim_value") else None
-        return vars(compare(run_on(runtime, a, arrays, fixed, CALIB_COMPARE),
-                            run_on(runtime, b, arrays, fixed, CALIB_COMPARE)))
+        return labelled(compare(run_on(runtime, a, arrays, fixed, CALIB_COMPARE),
+                                run_on(runtime, b, arrays, fixed, CALIB_COMPARE)), "calib", n)
     res = compare_on_inputs(a, b, arrays, provider, limit=CALIB_COMPARE)
-    return None if res is None else vars(res)
+    return None if res is None else labelled(res, "calib", n)
 
 
 def _named_shapes(model: onnx.ModelProto, given):

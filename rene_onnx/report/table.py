@@ -77,11 +77,13 @@ def summary_panel(report: Report) -> Panel:
     if n:
         lines += _numerics_lines("output", n)
         lines += [ln for k, v in n.items() if isinstance(v, dict) for ln in _numerics_lines(k.replace("_", " "), v)]
+    lines += fidelity_lines(report)
     acc = report.accuracy
     if acc:
-        vals = {k: v for k, v in acc.items() if isinstance(v, (int, float)) and k not in ("samples",)}
+        vals = {k: v for k, v in acc.items() if isinstance(v, (int, float)) and k not in ("samples", "n")}
         if vals:
-            lines.append(f"{acc.get('metric', 'accuracy')}     " + ", ".join(f"{k} {_num(v)}" for k, v in vals.items()))
+            lines.append(f"{acc.get('metric', 'accuracy')}     " + ", ".join(f"{k} {_num(v)}" for k, v in vals.items())
+                         + (f"   [{acc['inputs']}, n={acc.get('n')}]" if acc.get("inputs") else ""))
     if report.layers:
         n_fact = sum(r.status == "factorized" for r in report.layers)
         lines.append(f"layers   {n_fact} factorized, {len(report.layers) - n_fact} dense")
@@ -98,7 +100,29 @@ def _numerics_lines(label: str, n: dict) -> list[str]:
     ):
         if isinstance(n.get(key), (int, float)):
             parts.append(f"{name} {fmt.format(n[key])}")
-    return [f"{label:<8} " + ", ".join(parts)] if parts else []
+    where = f"   [{n['inputs']} inputs, n={n.get('n')}]" if n.get("inputs") else ""
+    return [f"{label:<8} " + ", ".join(parts) + where] if parts else []
+
+
+def fidelity_lines(report: Report) -> list[str]:
+    """Where the fidelity figure comes from, or that accuracy is unknown (random inputs only)."""
+    from rene_onnx.validate.fidelity import UNKNOWN_ACCURACY, fidelity, real_entries
+
+    real = real_entries(report.numerics or {})
+    if not real and not report.accuracy:
+        return [UNKNOWN_ACCURACY]
+    lines = []
+    for entry in real.values():
+        got = fidelity(entry)
+        if got is not None:
+            name = "top-1 agreement" if got[0] == "top1_agreement" else "mean per-sample cosine"
+            lines.append(f"fidelity {name} {got[1]:.4f} with the original on {entry.get('n')} {entry['inputs']} "
+                         "samples" + (" (never used for search or fine-tuning)" if entry["inputs"] == "calib-heldout"
+                                      else ""))
+    floor = report.meta.get("min_fidelity")
+    if floor:
+        lines.append(f"floor    --min-fidelity {floor['floor']:g} met after {len(floor['tries'])} tries")
+    return lines
 
 
 def human(v: float) -> str:

@@ -94,6 +94,6 @@ def compare_pair(original: onnx.ModelProto, compressed: onnx.ModelProto, feeds: 
     acc = None
     if test_data is not None:
         X, y = test_data
-        acc = {"metric": "top1", "samples": int(len(y)), "before": onnx_top1(original, X, y, provider),
+        acc = {"metric": "top1", "inputs": "data-test", "n": int(len(y)), "samples": int(len(y)), "before": onnx_top1(original, X, y, provider),
                "after": onnx_top1(compressed, X, y, provider)}
     return PairResult(counts, numerics, lat, acc)

@@ -345,8 +345,9 @@ def test_cli_distills_on_calibration_inputs(tiny, tmp_path):
     assert after["meta"]["calib"] == {"path": "calib.npz", "samples": 24}
     ft = after["meta"]["finetune"]
     assert ft["epochs_run"] >= 1 and (ft["output_loss"], ft["select_metric"]) == ("cosine", "cosine")
-    # --batch-size: 24 samples, the first 2 validate, 22 train -> 6 steps of <= 4 per epoch
-    assert ft["batch_size"] == 4 and ft["steps"] == 6 * ft["epochs_run"]
+    # --batch-size: 24 samples, 5 held out for fidelity; of the 19 used 1 selects, 18 train -> 5 steps of <= 4
+    assert after["meta"]["holdout"]["held_out"] == 5 and after["numerics"]["calib"]["n"] == 5
+    assert ft["batch_size"] == 4 and ft["steps"] == 5 * ft["epochs_run"]
     assert after["numerics"]["max_abs_diff"] < 1e-4
     # distillation brings the compressed model closer to the original on the calibration sentences
     assert after["numerics"]["calib"]["cosine"] > before["numerics"]["calib"]["cosine"]
@@ -361,8 +362,12 @@ def test_cli_distills_on_calibration_inputs(tiny, tmp_path):
     assert (adam["meta"]["finetune"]["optimizer"], adam["meta"]["finetune"]["lr"]) == ("adamw", 1e-3)
     assert adam["numerics"]["calib"]["cosine"] > before["numerics"]["calib"]["cosine"]
 
-    # rene-onnx validate on the pair, on the same real inputs: the same comparison as the compress report
-    r = _run("validate", str(path), "b.onnx", *SHAPES, "--calib", "calib.npz", "--no-latency", "--report", "v.json",
+    # rene-onnx validate on the pair, on the held-out inputs: the same comparison as the compress report
+    from rene_onnx.pipeline.heldout import split_heldout
+
+    held = split_heldout(24, 0.2, seed=0)[1]
+    np.savez(tmp_path / "held.npz", input_ids=ids[held], attention_mask=mask[held])
+    r = _run("validate", str(path), "b.onnx", *SHAPES, "--calib", "held.npz", "--no-latency", "--report", "v.json",
              cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "mean cosine per sample" in r.stdout
