@@ -94,6 +94,9 @@ class ModelHandle:
     inputs: list[InputSpec] = field(default_factory=list)
     #: torch parameters the ONNX graph cannot take back (their tensor is shared, or unmatched): not fine-tuned
     frozen: list[str] = field(default_factory=list)
+    #: the only batch size the torch model runs (a fixed-batch graph whose import could not be made
+    #: batch-dynamic: search and fine-tuning use it); None: any batch
+    torch_batch: int | None = None
 
     def deployable(self, model: nn.Module) -> nn.Module:
         """An eval-mode copy of ``model`` (the original or a student) in the ONNX graph's form (BN folded)."""

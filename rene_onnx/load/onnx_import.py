@@ -3,7 +3,9 @@
 ``Constant`` nodes and ``Identity``-of-constant outputs become initializers, opset >= 18 is converted
 down to 17 (:data:`IMPORT_OPSET`), ``Reshape(allowzero=1)`` without a literal 0 loses the flag, and what
 onnx2torch cannot convert (``Gelu``-20, ``GreaterOrEqual`` / ``LessOrEqual``, a Conv with a run-time
-weight) goes through converters registered here under :data:`SHIM_DOMAIN`.
+weight, a ``BatchNormalization`` whose input rank shape inference cannot tell) goes through converters
+registered here under :data:`SHIM_DOMAIN`. A batch fixed in ``Reshape`` targets is made the input's
+(:mod:`.batch`).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from torch import fx, nn
 from rene_onnx.errors import LoadError
 from rene_onnx.graph import constant_tensor
 
+from .batch import free_batch
 from .onnx_file import DEFAULT_DOMAINS, IMPORT_OPSET, line
 
 
@@ -53,8 +56,12 @@ def to_torch(light: onnx.ModelProto, path: Path, external: bool) -> tuple[fx.Gra
             o.domain = ""
     _fold_constants(m.graph)
     _relax_reshape(m.graph)
+    freed = free_batch(m)
     _route_to_shims(m)
     m, notes = _convert_opset(m)
+    if freed:
+        notes.append(f"the batch fixed in {freed} Reshape target(s) is the input's batch in the torch import "
+                     f"(the output keeps the graph's input shapes)")
 
     opsets = {o.domain: o.version for o in m.opset_import}
     missing = set()
@@ -166,14 +173,16 @@ def _relax_reshape(graph: onnx.GraphProto) -> None:
 _shims_registered = False
 
 
-_SHIM_OPS = ("Gelu", "GreaterOrEqual", "LessOrEqual")
+_SHIM_OPS = ("Gelu", "GreaterOrEqual", "LessOrEqual")  # (and BatchNormalization of an input of unknown rank)
 
 
 def _route_to_shims(model: onnx.ModelProto) -> None:
     inits = {t.name for t in model.graph.initializer}
+    unranked = _unranked_bn_inputs(model)
     routed = [node for node in model.graph.node if node.domain in DEFAULT_DOMAINS and (
         node.op_type in _SHIM_OPS or (node.op_type == "Conv" and len(node.input) > 1 and any(
-            t and t not in inits for t in node.input[1:])))]
+            t and t not in inits for t in node.input[1:])) or (node.op_type == "BatchNormalization"
+                                                               and node.input[0] in unranked))]
     if routed:
         # shape inference cannot see through an op of our own domain, and some onnx2torch converters read
         # their input's rank from value_info (GlobalAveragePool after a run-time-weight Conv): record every
@@ -185,6 +194,22 @@ def _route_to_shims(model: onnx.ModelProto) -> None:
     if moved:
         _register_shims()
         model.opset_import.append(onnx.helper.make_opsetid(SHIM_DOMAIN, 1))
+
+
+def _unranked_bn_inputs(model: onnx.ModelProto) -> set[str]:
+    """BatchNormalization inputs whose rank shape inference cannot tell (onnx2torch picks BatchNorm1d/2d/3d by it)."""
+    bn = {node.input[0] for node in model.graph.node if node.op_type == "BatchNormalization"
+          and node.domain in DEFAULT_DOMAINS and len(node.output) == 1}
+    if not bn:
+        return set()
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:
+        inferred = model
+    g = inferred.graph
+    ranked = {vi.name for vi in list(g.value_info) + list(g.input) + list(g.output)
+              if vi.type.tensor_type.HasField("shape")}
+    return bn - ranked
 
 
 def _keep_inferred_shapes(model: onnx.ModelProto) -> None:
@@ -218,6 +243,14 @@ class RuntimeWeightConv(nn.Module):
         return conv(x, weight, bias, self.strides or 1, begin, self.dilations or 1, self.group)
 
 
+class AnyRankBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """ONNX ``BatchNormalization`` on an input of any rank >= 2 (N, C, ...): the rank is the run-time input's."""
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"BatchNormalization expects an (N, C, ...) input, got {input.dim()}D")
+
+
 class Compare(nn.Module):
     """ONNX ``GreaterOrEqual`` / ``LessOrEqual``: elementwise, broadcasting, a bool tensor."""
 
@@ -234,7 +267,7 @@ def _register_shims() -> None:
     if _shims_registered:
         return
     from onnx2torch.node_converters.registry import add_converter
-    from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
+    from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, onnx_mapping_from_node
 
     def gelu(node, graph):  # Gelu-20: approximate "none" | "tanh", as torch's
         approximate = "tanh" if node.attributes.get("approximate", "none") == "tanh" else "none"
@@ -252,7 +285,22 @@ def _register_shims() -> None:
         return OperationConverterResult(torch_module=Compare(node.operation_type),
                                         onnx_mapping=onnx_mapping_from_node(node))
 
-    for op, fn in (("Gelu", gelu), ("Conv", conv), ("GreaterOrEqual", compare), ("LessOrEqual", compare)):
+    def batchnorm(node, graph):  # its input's rank unknown to shape inference: onnx2torch's converter refuses it
+        a, names = node.attributes, node.input_values
+        if not all(n in graph.initializers for n in names[1:5]):
+            raise NotImplementedError("BatchNormalization of unknown rank with run-time scale / mean / var")
+        scale, bias, mean, var = (graph.initializers[n].to_torch() for n in names[1:5])
+        module = AnyRankBatchNorm(scale.numel(), eps=a.get("epsilon", 1e-5), momentum=1 - a.get("momentum", 0.9))
+        with torch.no_grad():
+            module.weight.copy_(scale)
+            module.bias.copy_(bias)
+            module.running_mean.copy_(mean)
+            module.running_var.copy_(var)
+        return OperationConverterResult(torch_module=module,
+                                        onnx_mapping=OnnxMapping(inputs=(names[0],), outputs=node.output_values))
+
+    for op, fn in (("Gelu", gelu), ("Conv", conv), ("GreaterOrEqual", compare), ("LessOrEqual", compare),
+                   ("BatchNormalization", batchnorm)):
         try:
             add_converter(operation_type=op, version=1, domain=SHIM_DOMAIN)(fn)
         except ValueError:  # already registered (module reloaded)

@@ -20,6 +20,7 @@ from torch import fx, nn
 
 from rene_onnx.errors import LoadError
 
+from .batch import batch_is_free, fixed_batch
 from .handle import InputSpec, ModelHandle, example_tensors
 from .onnx_file import check_compressible, input_specs, line, read_checked
 from .onnx_import import to_torch
@@ -66,8 +67,14 @@ def load_onnx(path: str | os.PathLike,
     gm.eval()
     if verify:
         _verify(gm, path, specs)
+    batch = fixed_batch(original)
+    if batch is not None and batch_is_free(gm, example_tensors(specs, seed=0)):
+        batch = None
+    elif batch is not None:
+        notes.append(f"the graph fixes the batch at {batch} and its torch import runs only that batch: search "
+                     f"and fine-tuning use batches of {batch}")
     return ModelHandle(gm, original, layer_map, param_map, specs[0].shape, source=str(path), notes=notes,
-                       unmapped=unmapped, external_data=external, inputs=specs, frozen=frozen)
+                       unmapped=unmapped, external_data=external, inputs=specs, frozen=frozen, torch_batch=batch)
 
 
 def _verify(gm: fx.GraphModule, path: Path, specs: list[InputSpec]) -> None:

@@ -84,7 +84,7 @@ def sequential_init(handle: ModelHandle, plan: RankPlan, calib: tuple[torch.Tens
     student = copy.deepcopy(handle.torch_model).eval()
     with numpy_blas_one_thread():
         factors = sequential_factorize_(handle.torch_model, student, plan, list(calib_loader(calib, max_samples,
-                                        batch_size)), row_mask=row_mask)
+                                        handle.torch_batch or batch_size)), row_mask=row_mask)
     return factors if factors.layers else None
 
 
@@ -99,7 +99,7 @@ def calib_moments(handle: ModelHandle, calib: tuple[torch.Tensor, ...], layers: 
     layers = [n for n in layers if n in named and moment_supported(named[n]) is None]
     if not layers:
         return {}
-    return input_moments(handle.torch_model, calib_loader(calib, max_samples, batch_size), layers)
+    return input_moments(handle.torch_model, calib_loader(calib, max_samples, handle.torch_batch or batch_size), layers)
 
 
 def with_sequential(handle: ModelHandle, plan: RankPlan, calib: tuple[torch.Tensor, ...],

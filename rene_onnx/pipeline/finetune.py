@@ -13,7 +13,7 @@ from rene_onnx.config import CompressConfig, FinetuneConfig
 from rene_onnx.errors import UserError
 from rene_onnx.load import ModelHandle
 
-from .inputs import calib_inputs, static_batch
+from .inputs import calib_inputs
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def finetune_student(handle: ModelHandle, student: nn.Module, cfg: CompressConfi
                 changes.update(output_loss="cosine", select_metric="cosine")
     else:
         return None
-    batch = static_batch(handle)
+    batch = handle.torch_batch
     if batch is not None and ft.batch_size != batch:
         changes["batch_size"] = batch  # the graph (and so its torch import) only runs this batch size
     ft = dataclasses.replace(ft, **changes)

@@ -108,6 +108,8 @@ def search_ranks(handle: ModelHandle, cfg: CompressConfig, splits, calib: tuple[
     scfg = dataclasses.replace(base, method=cfg.rewrite.method,
                                rank_multiple=cfg.rewrite.rank_multiple, data_free=not use_data,
                                layers=[n for n in handle.layer_map if n in layer_shapes(handle)], **extra)
+    if handle.torch_batch is not None:  # a fixed-batch graph whose torch import runs only that batch
+        scfg = dataclasses.replace(scfg, calib_batch_size=handle.torch_batch)
     loader = None
     if use_data:
         loader = torch.utils.data.DataLoader(unlabeled_dataset(calib) if unlabeled else splits.calib,
