@@ -39,6 +39,7 @@ class RewriteConfig:
     method: str = "auto"  # tt | cp | svd | auto (tt for k x k convs, svd for 1x1 / Linear)
     ranks: float | str | Path | dict[str, Any] | None = None
     rank_multiple: int = 1
+    rank_multiple_why: str = ""  # how the rank multiple was chosen (recorded in the report)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,8 @@ def _click_option(f: dataclasses.Field) -> Callable:
         choices = meta["choices"]
         kw["type"] = LazyChoice(choices) if callable(choices) else click.Choice(list(choices))
     elif meta.get("min") is not None:
-        number = click.IntRange if isinstance(default, int) and not isinstance(default, bool) else click.FloatRange
+        integer = isinstance(default, int) or (default is None and str(f.type).startswith("int"))
+        number = click.IntRange if integer and not isinstance(default, bool) else click.FloatRange
         kw["type"] = number(min=meta["min"])
     elif isinstance(default, float) or (default is None and "float" in str(f.type)):
         kw["type"] = float
