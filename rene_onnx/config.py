@@ -276,6 +276,8 @@ class CompressConfig:
     finetune: FinetuneConfig | None = None
     data_free: bool = False  # search on the weights only, even when data is available
     calib: str | Path | None = None  # unlabeled inputs (.npy/.npz; one array per input name) for distillation
+    #: ranks chosen to run at this fraction of the original's latency (pipeline/latency_target.py)
+    target_latency: float | None = None
     command: str = ""  # the command line, recorded in the report
 
     def __post_init__(self) -> None:

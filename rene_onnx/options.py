@@ -233,6 +233,11 @@ class CompressOptions(MeasureOptions, SearchOptions):
         None, "Keep a layer dense when its factorized chain is not faster on the provider (onnxruntime's per-node "
               "profile on the CPU; on a GPU each dense node and chain timed as a model of its own) [default: on "
               "when latency is measured, so the default run is never slower].", kind="switch", show_default=False)
+    target_latency: float | None = option(
+        None, "Run at this fraction of the original's latency on the provider, within +-5% as `rene-onnx validate` "
+              "measures it: ranks chosen from per-layer latency tables (each layer's chain timed isolated at "
+              "candidate ranks) and the layers' error curves, then verified end to end and corrected.",
+        metavar="FRACTION")
     output: str | os.PathLike | None = option(
         None, "Output ONNX path [CLI default: <model>.rene.onnx; in Python nothing is written without it].",
         short="-o", kind="file", show_default=False)
@@ -245,6 +250,13 @@ class CompressOptions(MeasureOptions, SearchOptions):
         super().__post_init__()
         if self.ranks is not None and (self.target_params is not None or self.target_macs is not None):
             raise ConfigError("conflicts with target_params / target_macs: give one of them", option="ranks")
+        _fraction("target_latency", self.target_latency)
+        if self.target_latency is not None:
+            if not self.latency:
+                raise ConfigError("needs latency measurement (drop --no-latency)", option="target_latency")
+            given = [k for k in ("ranks", "target_params", "target_macs") if getattr(self, k) is not None]
+            if given:
+                raise ConfigError(f"conflicts with {given[0]}: give one target", option="target_latency")
 
     def searched(self) -> bool:
         return self.ranks is None
@@ -271,10 +283,10 @@ class CompressOptions(MeasureOptions, SearchOptions):
             report=self.report, plots=self.plots, data=self.data, data_free=self.data_free, calib=self.calib,
             rewrite=RewriteConfig(method=self.method, ranks=self.ranks, rank_multiple=self.rank_multiple_choice()[0],
                                   rank_multiple_why=self.rank_multiple_choice()[1]),
-            search=self.search_config(self.output) if self.searched() else None,
+            search=self.search_config(self.output) if self.searched() and self.target_latency is None else None,
             finetune=self.finetune_config(),
-            validate=self.validate_config(latency_aware=self.latency_aware_on()),
-            command=command)
+            validate=self.validate_config(latency_aware=self.latency_aware_on() and self.target_latency is None),
+            target_latency=self.target_latency, command=command)
 
 
 @dataclass(frozen=True)

@@ -58,8 +58,13 @@ def compress(cfg: CompressConfig) -> CompressResult:
     splits = load_data(cfg, handle)
     calib = calib_inputs(cfg, handle) if splits is None else None
     shapes = layer_shapes(handle)
-    searched = None
-    if cfg.rewrite.ranks is not None:
+    searched = latency_plan = None
+    if cfg.target_latency is not None:
+        from .latency_target import plan_for_latency
+
+        latency_plan = plan_for_latency(handle, cfg, shapes)
+        plan = latency_plan.plan
+    elif cfg.rewrite.ranks is not None:
         emit("plan", message="ranks given")
         plan = plan_ranks(shapes, cfg.rewrite)
     else:
@@ -89,6 +94,9 @@ def compress(cfg: CompressConfig) -> CompressResult:
     report.search = _search_section(searched)
     _add_meta(report, cfg, tuned, init, splits, calib)
     notes = handle.notes + (searched.notes if searched else [])
+    if latency_plan is not None:
+        report.meta["target_latency"] = latency_plan.meta()
+        notes += latency_plan.notes
     return CompressResult(report, rewritten.model, plan, notes,
                           write_outputs(cfg, rewritten.model, report, handle.external_data))
 
