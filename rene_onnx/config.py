@@ -39,6 +39,7 @@ class RewriteConfig:
     method: str = "auto"  # tt | cp | svd | auto (tt for k x k convs, svd for 1x1 / Linear)
     ranks: float | str | Path | dict[str, Any] | None = None
     rank_multiple: int = 1
+    rank_multiple_why: str = ""  # how the rank multiple was chosen (recorded in the report)
 
 
 @dataclass(frozen=True)
@@ -275,6 +276,8 @@ class CompressConfig:
     finetune: FinetuneConfig | None = None
     data_free: bool = False  # search on the weights only, even when data is available
     calib: str | Path | None = None  # unlabeled inputs (.npy/.npz; one array per input name) for distillation
+    #: ranks chosen to run at this fraction of the original's latency (pipeline/latency_target.py)
+    target_latency: float | None = None
     command: str = ""  # the command line, recorded in the report
     #: the share of ``calib`` held out for fidelity (never searched, initialized, distilled or selected on); 0: none
     holdout: float = 0.2

@@ -61,6 +61,17 @@ def _fraction(name: str, value: float | None, *, closed: bool = False) -> None:
         raise ConfigError(f"must be in (0, 1{']' if closed else ')'}, got {value}", option=name)
 
 
+def _fraction_like(ranks: Any) -> bool:
+    """True for no ranks or a fraction (``0.3``, ``"0.3"``), False for a rank plan (a mapping or a JSON file)."""
+    if ranks is None or isinstance(ranks, (int, float)):
+        return True
+    try:
+        float(ranks)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _at_least(name: str, value: Any, low: float) -> None:
     if value is None:
         return
@@ -129,7 +140,9 @@ class SearchOptions(ModelOptions):
     beta: float = option(0.8, "Rank-loss exponent (Eq. 5).", min=0)
     preset: str = option("auto", "Candidate ranks: scaled to each layer, or the paper's grids.", choices=PRESETS)
     search_steps: int = option(60, "Alternating weight / alpha steps per search stage.", min=1)
-    rank_multiple: int = option(1, "Round ranks to a multiple of this (hardware-friendly shapes).", min=1)
+    rank_multiple: int | None = option(
+        None, "Round ranks to a multiple of this (hardware-friendly shapes); 1 opts out [default: what onnxruntime's "
+              "CPU conv kernels want: 16 with AVX-512F, 8 with AVX2, else 1].", min=1, show_default=False)
     data: str | None = option(None, "Dataset name (digits, fashion-mnist) or folder (CIFAR pickles, idx files, "
                                     "ImageFolder) [default: the zoo model's own].")
     data_free: bool = option(False, "Search on the weights only (no forward pass, no labels).", kind="flag")
@@ -154,6 +167,16 @@ class SearchOptions(ModelOptions):
         if self.target_params is not None and self.target_macs is not None:
             raise ConfigError("give target_params or target_macs, not both", option="target_macs")
 
+    def rank_multiple_choice(self) -> tuple[int, str]:
+        """``(rank multiple, why)``: the one given, else this CPU's conv channel block."""
+        if self.rank_multiple is not None:
+            return self.rank_multiple, "given (--rank-multiple)"
+        if not _fraction_like(getattr(self, "ranks", None)):
+            return 1, "ranks given as a plan: used as written"
+        from rene_onnx.validate.latency_aware import default_rank_multiple
+
+        return default_rank_multiple()
+
     def checkpoint_folder(self, output: str | os.PathLike | None) -> str | None:
         """Where search stages are kept: ``checkpoint_dir``, else ``<output>.search`` when writing one."""
         if self.checkpoint_dir is not None:
@@ -166,7 +189,7 @@ class SearchOptions(ModelOptions):
 
         return SearchConfig(method=self.method, preset=self.preset, gamma=self.gamma, beta=self.beta,
                             target_params=self.target_params, target_macs=self.target_macs, steps=self.search_steps,
-                            rank_multiple=self.rank_multiple, seed=self.seed,
+                            rank_multiple=self.rank_multiple_choice()[0], seed=self.seed,
                             checkpoint_dir=self.checkpoint_folder(output), resume=not self.fresh, **extra)
 
 
@@ -212,7 +235,12 @@ class CompressOptions(MeasureOptions, SearchOptions):
     latency_aware: bool | None = option(
         None, "Keep a layer dense when its factorized chain is not faster on the provider (onnxruntime's per-node "
               "profile on the CPU; on a GPU each dense node and chain timed as a model of its own) [default: on "
-              "when --provider is given, i.e. a deployment target is named].", kind="switch", show_default=False)
+              "when latency is measured, so the default run is never slower].", kind="switch", show_default=False)
+    target_latency: float | None = option(
+        None, "Run at this fraction of the original's latency on the provider, within +-5% as `rene-onnx validate` "
+              "measures it: ranks chosen from per-layer latency tables (each layer's chain timed isolated at "
+              "candidate ranks) and the layers' error curves, then verified end to end and corrected.",
+        metavar="FRACTION")
     output: str | os.PathLike | None = option(
         None, "Output ONNX path [CLI default: <model>.rene.onnx; in Python nothing is written without it].",
         short="-o", kind="file", show_default=False)
@@ -250,6 +278,15 @@ class CompressOptions(MeasureOptions, SearchOptions):
             if self.ranks is not None:
                 raise ConfigError("conflicts with --ranks (nothing to search over): give a target or none",
                                   option="min_fidelity")
+            if self.target_latency is not None:
+                raise ConfigError("conflicts with --target-latency: give one goal", option="min_fidelity")
+        _fraction("target_latency", self.target_latency)
+        if self.target_latency is not None:
+            if not self.latency:
+                raise ConfigError("needs latency measurement (drop --no-latency)", option="target_latency")
+            given = [k for k in ("ranks", "target_params", "target_macs") if getattr(self, k) is not None]
+            if given:
+                raise ConfigError(f"conflicts with {given[0]}: give one target", option="target_latency")
 
     def searched(self) -> bool:
         return self.ranks is None
@@ -265,7 +302,7 @@ class CompressOptions(MeasureOptions, SearchOptions):
                               **({"weight_decay": 0.0} if self.optimizer == "adamw" else {}))
 
     def latency_aware_on(self) -> bool:
-        return (self.provider is not None and self.latency) if self.latency_aware is None else self.latency_aware
+        return self.latency if self.latency_aware is None else self.latency_aware
 
     def compress_config(self, model: str | os.PathLike, command: str = ""):
         """The :class:`~rene_onnx.config.CompressConfig` of a run on ``model`` with these options."""
@@ -274,11 +311,13 @@ class CompressOptions(MeasureOptions, SearchOptions):
         return CompressConfig(
             model=os.fspath(model), weights=self.weights, input_shape=self.input_shapes(), output=self.output,
             report=self.report, plots=self.plots, data=self.data, data_free=self.data_free, calib=self.calib,
-            rewrite=RewriteConfig(method=self.method, ranks=self.ranks, rank_multiple=self.rank_multiple),
-            search=self.search_config(self.output) if self.searched() else None,
+            rewrite=RewriteConfig(method=self.method, ranks=self.ranks, rank_multiple=self.rank_multiple_choice()[0],
+                                  rank_multiple_why=self.rank_multiple_choice()[1]),
+            search=self.search_config(self.output) if self.searched() and self.target_latency is None else None,
             finetune=self.finetune_config(),
-            validate=self.validate_config(latency_aware=self.latency_aware_on()),
-            command=command, holdout=self.holdout, min_fidelity=self.min_fidelity)
+            validate=self.validate_config(latency_aware=self.latency_aware_on() and self.target_latency is None),
+            target_latency=self.target_latency, command=command, holdout=self.holdout,
+            min_fidelity=self.min_fidelity)
 
 
 @dataclass(frozen=True)
@@ -296,7 +335,8 @@ class SearchCommandOptions(SearchOptions):
         return CompressConfig(
             model=os.fspath(model), weights=self.weights, input_shape=self.input_shapes(), data=self.data,
             data_free=self.data_free, calib=self.calib, plots=self.plots,
-            rewrite=RewriteConfig(method=self.method, rank_multiple=self.rank_multiple),
+            rewrite=RewriteConfig(method=self.method, rank_multiple=self.rank_multiple_choice()[0],
+                                  rank_multiple_why=self.rank_multiple_choice()[1]),
             search=self.search_config(self.output), command=command)
 
 

@@ -83,8 +83,13 @@ def compress_once(cfg: CompressConfig, handle, splits, calib, held: Heldout | No
     held-out part, only measured on. Returns ``(report, model, plan, notes)``.
     """
     shapes = layer_shapes(handle)
-    searched = None
-    if cfg.rewrite.ranks is not None:
+    searched = latency_plan = None
+    if cfg.target_latency is not None:
+        from .latency_target import plan_for_latency
+
+        latency_plan = plan_for_latency(handle, cfg, shapes)
+        plan = latency_plan.plan
+    elif cfg.rewrite.ranks is not None:
         emit("plan", message="ranks given")
         plan = plan_ranks(shapes, cfg.rewrite)
     else:
@@ -118,6 +123,9 @@ def compress_once(cfg: CompressConfig, handle, splits, calib, held: Heldout | No
         report.meta["calib"]["samples"] += len(held.held_idx)
         report.meta["holdout"] = held.meta(cfg.holdout, cfg.search.seed if cfg.search else 0)
     notes = handle.notes + (searched.notes if searched else [])
+    if latency_plan is not None:
+        report.meta["target_latency"] = latency_plan.meta()
+        notes += latency_plan.notes
     return report, rewritten.model, plan, notes
 
 

@@ -54,6 +54,7 @@ def build_report(cfg: CompressConfig, handle: ModelHandle, shapes: dict[str, Lay
               "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in handle.specs],
               "output": str(cfg.output), "command": cfg.command,
               "method": cfg.rewrite.method, "ranks": str(cfg.rewrite.ranks), "notes": handle.notes,
+              "rank_multiple": {"value": cfg.rewrite.rank_multiple, "why": cfg.rewrite.rank_multiple_why},
               "seconds": round(seconds, 2), **environment_meta()},
     )
 

@@ -98,6 +98,16 @@ class Report:
         """Latency before / after (> 1 means faster)."""
         return _ratio(*_pair(self.latency_ms))
 
+    @property
+    def warnings(self) -> list[str]:
+        """What the summary must not let pass unnoticed (a compressed model slower than the original)."""
+        s = self.latency_speedup
+        if s is not None and s < 1.0:
+            where = (self.latency_ms or {}).get("provider")
+            return [f"the compressed model is SLOWER than the original ({s:.2f}x speed-up"
+                    + (f" on {where}" if where else "") + ")"]
+        return []
+
     # ------------------------------------------------------------ serialization
     def to_dict(self) -> dict[str, Any]:
         d = {"format": FORMAT}
@@ -107,6 +117,7 @@ class Report:
         d["params_reduction_pct"] = self.params_reduction_pct
         d["macs_ratio"] = self.macs_ratio
         d["latency_speedup"] = self.latency_speedup
+        d["warnings"] = self.warnings
         return jsonable(d)
 
     @classmethod

@@ -88,7 +88,8 @@ def summary_panel(report: Report) -> Panel:
         n_fact = sum(r.status == "factorized" for r in report.layers)
         lines.append(f"layers   {n_fact} factorized, {len(report.layers) - n_fact} dense")
     title = "Summary" + (f": {report.meta['model']}" if report.meta.get("model") else "")
-    return Panel(Group(*[Text(s) for s in lines]), title=title, expand=False)
+    texts = [Text(s) for s in lines] + [Text(f"warning  {w}", style="bold red") for w in report.warnings]
+    return Panel(Group(*texts), title=title, expand=False)
 
 
 def _numerics_lines(label: str, n: dict) -> list[str]:

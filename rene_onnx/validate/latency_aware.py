@@ -227,28 +227,43 @@ def optimized_graph(model: str | os.PathLike, provider: str = "cpu") -> onnx.Gra
 # ------------------------------------------------------------------------------------------------ choice
 
 
-def nchwc_block_size(cpu_flags: Iterable[str] | None = None) -> int:
+def nchwc_block_size(flags: Iterable[str] | None = None) -> int:
     """Channel block of onnxruntime's x86 NCHWc conv kernels (MLAS): 16 with AVX-512F, 8 with AVX2, else 1.
 
     Conv channel counts (ranks) that are multiples of it run in the blocked
     layout at full speed; others are padded up to it, or (not a multiple of
-    4) fall back to NCHW with a reorder on each side. ``cpu_flags`` defaults
-    to the ``flags`` line of ``/proc/cpuinfo`` (1 where it cannot be read).
+    4) fall back to NCHW with a reorder on each side. ``flags`` defaults to the ``flags`` line of ``/proc/cpuinfo`` (1 where it cannot be read).
     Use it as ``rank_multiple`` (``plan_from_fraction(..., rank_multiple=...)``).
     """
-    if cpu_flags is None:
-        try:
-            with open("/proc/cpuinfo") as f:
-                line = next((ln for ln in f if ln.startswith("flags")), "")
-        except OSError:
-            line = ""
-        cpu_flags = line.partition(":")[2].split()
-    flags = set(cpu_flags)
+    flags = set(cpu_flags(None) if flags is None else flags)
     if "avx512f" in flags:
         return 16
     if "avx2" in flags:
         return 8
     return 1
+
+
+def cpu_flags(cpuinfo: str | None = None) -> list[str]:
+    """The ``flags`` of the first CPU in ``cpuinfo`` (the text of ``/proc/cpuinfo``; read when None, [] when it
+    cannot be read, e.g. not Linux)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return []
+    line = next((ln for ln in cpuinfo.splitlines() if ln.split(":")[0].strip() == "flags"), "")
+    return line.partition(":")[2].split()
+
+
+def default_rank_multiple(cpuinfo: str | None = None) -> tuple[int, str]:
+    """``(rank multiple, why)`` for onnxruntime's CPU conv kernels: :func:`nchwc_block_size` of this CPU's flags."""
+    flags = set(cpu_flags(cpuinfo))
+    m = nchwc_block_size(flags)
+    found = "avx512f" if m == 16 else "avx2" if m == 8 else None
+    if found:
+        return m, f"CPU has {found}: onnxruntime's NCHWc conv kernels block channels by {m}"
+    return 1, "no AVX2 / AVX-512F in the CPU flags" if flags else "CPU flags unknown (no /proc/cpuinfo)"
 
 
 def slower_layers(times: Mapping[str, tuple[float | None, float | None]], margin: float = 1.0) -> list[str]:
@@ -276,6 +291,6 @@ def slower_layers(times: Mapping[str, tuple[float | None, float | None]], margin
 
 
 __all__ = [
-    "REORDER_OPS", "attribute_layout_nodes", "fastest", "layer_latency", "layer_nodes_from_records",
+    "REORDER_OPS", "attribute_layout_nodes", "cpu_flags", "default_rank_multiple", "fastest", "layer_latency", "layer_nodes_from_records",
     "nchwc_block_size", "optimized_graph", "reorder_neighbours", "slower_layers",
 ]

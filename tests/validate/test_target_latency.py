@@ -1,0 +1,105 @@
+"""Issue 10 item 5, ``--target-latency FRACTION``: the bad inputs, the candidate ranks, the latency tables and one
+end-to-end run through the CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+from rene_onnx.decompose import ranks as R
+from rene_onnx.pipeline.latency_target import TOLERANCE, candidate_ranks
+from rene_onnx.plan import LayerFactors
+from rene_onnx.validate.latency_tables import latency_tables
+from tests.cli_inproc import cli
+
+C, HW = 256, 28
+
+
+def _model(path=None):
+    """Three 1x1 convs 256 -> 256 at 28 x 28 (51M MACs each), ReLU between: big enough that a chain at a low rank
+    is several times faster than its dense conv, whatever else runs on the box."""
+    rng = np.random.default_rng(0)
+    nodes, inits, x = [], [], "x"
+    for i in range(3):
+        nodes += [h.make_node("Conv", [x, f"W{i}", f"B{i}"], [f"c{i}"], name=f"conv{i}", kernel_shape=[1, 1]),
+                  h.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}")]
+        inits += [nh.from_array((rng.standard_normal((C, C, 1, 1)) / 16).astype(np.float32), f"W{i}"),
+                  nh.from_array(np.zeros(C, np.float32), f"B{i}")]
+        x = f"r{i}"
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, [1, C, HW, HW])],
+                     [h.make_tensor_value_info(x, T.FLOAT, [1, C, HW, HW])], inits)
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    m.ir_version = 8
+    if path is not None:
+        onnx.save(m, path)
+    return m
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--target-latency", "1.0"], "--target-latency: must be in (0, 1), got 1.0"),
+    (["--target-latency", "0"], "--target-latency: must be in (0, 1), got 0.0"),
+    (["--target-latency", "-0.5"], "--target-latency: must be in (0, 1)"),
+    (["--target-latency", "0.7", "--no-latency"], "--target-latency: needs latency measurement"),
+    (["--target-latency", "0.7", "--target-macs", "0.5"], "--target-latency: conflicts with target_macs"),
+    (["--target-latency", "0.7", "--ranks", "0.3"], "--target-latency: conflicts with ranks"),
+])
+def test_bad_target_latency_is_one_line_and_writes_nothing(tmp_path, args, says):
+    _model(tmp_path / "m.onnx")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = cli("compress", "m.onnx", *args, "-o", "out.onnx", cwd=tmp_path)
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and says in lines[0], r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_candidate_ranks_are_multiples_that_save_parameters():
+    shape = R.LayerShape(C, C, (1, 1))
+    rs = candidate_ranks("svd", shape, 16, n=10)
+    assert rs == [16, 32, 48, 64, 80, 96, 112]  # break-even of 256 x 256 is 127: 7 multiples of 16 below it
+    assert all(R.saves("svd", shape, (r,)) for r in rs)
+    assert len(candidate_ranks("svd", shape, 1, n=5)) == 5
+    assert candidate_ranks("svd", R.LayerShape(16, 24, (1, 1)), 16) == []  # break-even 9: none
+
+
+def test_latency_tables_time_the_dense_node_and_each_candidate(tmp_path):
+    m = _model()
+    w = nh.to_array(next(t for t in m.graph.initializer if t.name == "W0")).reshape(C, C)
+    u, s, vt = np.linalg.svd(w)
+    cands = [LayerFactors("conv0", "svd", (r,), {"U": (u[:, :r] * s[:r]).astype(np.float32),
+                                                  "V": vt[:r].reshape(r, C, 1, 1).astype(np.float32)})
+             for r in (16, 112)]
+    feeds = {"x": np.random.default_rng(1).standard_normal((1, C, HW, HW)).astype(np.float32)}
+    t = latency_tables(m, {"conv0": cands}, feeds, repeats=10)
+    assert set(t) == {"conv0"} and set(t["conv0"]) == {"dense", (16,), (112,)}
+    # rank 16 has 8x fewer MACs than dense: faster by far more than the noise of this box
+    assert t["conv0"][(16,)] < t["conv0"]["dense"] / 1.5
+    assert t["conv0"][(16,)] < t["conv0"][(112,)]
+
+
+def test_target_latency_end_to_end(tmp_path):
+    """The run must land near the target. The check: the ratio the rank choice verified (original and candidate
+    timed interleaved in one worker) is the round closest to the target, and the ratio of the fastest runs the
+    final validation measured lies within +-25 % of 0.6 (its medians swung from 0.31 to 0.63 between runs of
+    the same plan while other work ran on the 2 shared cores; the fastest runs held). On this model "all dense" is 1.0 and "every layer at its lowest rank"
+    about 0.3, so the band still proves the choice aimed at 0.6; a tighter +-5 % check would flake."""
+    _model(tmp_path / "m.onnx")
+    r = cli("compress", "m.onnx", "--data-free", "--epochs", "0", "--target-latency", "0.6", "-o", "out.onnx",
+            "--report", "r.json", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "r.json").read_text())
+    tl = rep["meta"]["target_latency"]
+    assert tl["target"] == 0.6 and tl["tolerance"] == TOLERANCE and tl["rounds"]
+    got = [x["measured_ratio"] for x in tl["rounds"]]
+    assert tl["planned_ratio"] == min(got, key=lambda x: abs(x - 0.6))
+    assert tl["met"] == (abs(tl["planned_ratio"] / 0.6 - 1) <= TOLERANCE)
+    assert tl["met"] or "--target-latency 0.6: the closest plan measured" in r.output
+    fastest = [d["min_ms"] for d in rep["latency_ms"]["detail"]]  # original, compressed: the fastest runs
+    ratio = fastest[1] / fastest[0]
+    assert 0.45 <= ratio <= 0.75, (ratio, tl)
+    assert any(row["status"] == "factorized" for row in rep["layers"])
