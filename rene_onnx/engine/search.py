@@ -116,7 +116,7 @@ from .search_banks import GroupedFrame, LayerFrame, make_frame
 from .search_choice import Budget, LayerSearch, check_budget, final_choice
 from .search_data import cached_batches, calib_batches, measured_importance, val_loss
 from .search_ladder import Window, initial_window
-from .sensitivity import probe_curves, synthetic_probe
+from .sensitivity import describe, probe_curves, synthetic_probe
 from .search_state import Guard, SearchError, State, checkpoint, model_fingerprint, resume
 
 _Guard = Guard  # the name the tests know
@@ -288,7 +288,9 @@ def search(
     probe, sens = synthetic_probe(model, example_input, cfg) if synthetic else ([], {"method": "none"})
     if not data_free:
         sens = {"method": "calibration data" if cfg.importance == "measured" else "none"}
-    notes: list[str] = []
+    if data_free and budgeted:
+        sens["estimate"] = describe(sens)
+    notes: list[str] = [sens["estimate"]] if data_free and budgeted else []
     if cfg.whiten:
         whitened = [l.name for l in layers
                     if engine_methods.get(l.method).whitens and moment_supported(named[l.name]) is None]

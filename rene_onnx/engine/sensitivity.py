@@ -42,7 +42,7 @@ from .search_data import cached_batches, distill_error, measured_curves, output_
 
 _BNS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
-SENSITIVITY = ("none", "synthetic")
+from ..config import SENSITIVITY  # noqa: F401 (re-exported)
 #: Adam steps of the ZeroQ-style synthesis per batch
 SYNTHETIC_STEPS = 200
 #: the fractions of its parameters each layer keeps where its sensitivity is measured
@@ -135,7 +135,7 @@ def bn_synthetic_inputs(model: nn.Module, example: torch.Tensor, samples: int = 
                 forward(model, x)
                 loss, terms = loss_fn()
                 if step == 0:
-                    first.append(float(loss))
+                    first.append(float(loss.detach()))
                 loss.backward()
                 opt.step()
                 sched.step()
@@ -217,6 +217,21 @@ def probe_curves(model: nn.Module, params: dict, layers: list, probe: list) -> t
     return curves, record
 
 
+def describe(record: dict[str, Any]) -> str:
+    """One honest sentence on what the data-free budget's per-layer sensitivity was estimated from."""
+    method = record.get("method", "none")
+    if method == "zeroq-bn":
+        mis = record.get("bn_mismatch") or [None, None]
+        return (f"data-free sensitivity: each layer's output effect measured on {record.get('samples')} synthetic "
+                f"inputs fitted to the model's {record.get('bn_layers')} BatchNorm statistics (ZeroQ-style; "
+                f"mismatch {mis[0]} -> {mis[1]}); not real data, so accuracy is unknown")
+    if method == "gaussian":
+        return (f"data-free sensitivity: each layer's output effect measured on {record.get('samples')} Gaussian "
+                f"random inputs ({record.get('why', 'no BatchNorm statistics')}): a weak estimate, accuracy unknown")
+    why = f" ({record['why']})" if record.get("why") else ""
+    return f"data-free budget weighs weight error only, no output sensitivity{why}"
+
+
 @torch.no_grad()
 def _batch_size(model: nn.Module, example: torch.Tensor, want: int) -> int:
     """``want`` if the model runs on a batch of that size, else the example's batch size (a graph
@@ -238,4 +253,4 @@ def _batch_size(model: nn.Module, example: torch.Tensor, want: int) -> int:
 
 
 __all__ = ["SENSITIVITY", "SYNTHETIC_STEPS", "Synthetic", "bn_layers", "bn_synthetic_inputs", "gaussian_inputs",
-           "synthetic_inputs", "synthetic_probe", "probe_curves", "CURVE_FRACTIONS", "MEASURES"]
+           "synthetic_inputs", "synthetic_probe", "describe", "probe_curves", "CURVE_FRACTIONS", "MEASURES"]

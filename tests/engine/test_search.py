@@ -92,8 +92,13 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def data_free_result(one_thread):
-    return search(planted_model(), X1, SearchConfig(**FAST))
+def data_free_result():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return search(planted_model(), X1, SearchConfig(**FAST))
+    finally:
+        torch.set_num_threads(n)
 
 
 # ------------------------------------------------------------------------------------------------ ladder
@@ -310,7 +315,7 @@ def test_budget_lands_in_band_on_a_coarse_model(key, target):
     torch.manual_seed(0)
     res = search(Tokens(), torch.randn(1, 16, 12), SearchConfig(steps=20, warmup_steps=2, **{key: target}))
     got = res.macs_fraction if key == "target_macs" else res.params_fraction
-    assert abs(got / target - 1) <= 0.02 and not res.notes
+    assert abs(got / target - 1) <= 0.02 and "outside" not in " ".join(res.notes)
     assert res.plan.layers["c"].method == "tt"
 
 
