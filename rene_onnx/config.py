@@ -17,6 +17,7 @@ from rene_onnx.errors import ConfigError
 PROVIDERS = ("cpu", "cuda", "tensorrt")
 OBJECTIVES = ("ce", "distill")  # the search's L_val with data: cross-entropy, or output error to the original
 IMPORTANCE = ("implied", "measured")  # how the budgeted final choice weighs each layer's error curve
+SENSITIVITY = ("none", "synthetic")  # data-free: what the budgeted choice weighs each layer's error curve with
 
 
 def _check_choices(cfg: Any, choices: dict[str, Any], show=str) -> None:
@@ -92,6 +93,9 @@ class SearchConfig:
     # budgeted final choice: per-layer weights of the error curves; "implied" by the searched ranks, or
     # "measured" = the increase of L_val when that layer alone is truncated, per unit of its error (needs data)
     importance: str = "implied"
+    # data-free with a budget: "synthetic" = the measured importance on synthetic inputs (ZeroQ-style, matched to
+    # the BatchNorm statistics; Gaussian without them: rene_onnx.engine.sensitivity), "none" = implied weights
+    sensitivity: str = "synthetic"
     seed: int = 0
     data_free: bool | None = None  # None: data-free iff no calib_loader is given
     rank_multiple: int = 1
@@ -140,7 +144,7 @@ class SearchConfig:
         for name in ("decompose_threads", "threads"):
             if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
-        _check_choices(self, {"objective": OBJECTIVES, "importance": IMPORTANCE}, ", ".join)
+        _check_choices(self, {"objective": OBJECTIVES, "importance": IMPORTANCE, "sensitivity": SENSITIVITY}, ", ".join)
         if not self.whiten_eps > 0:
             raise ConfigError(f"whiten_eps must be positive, got {self.whiten_eps}")
         if self.n_candidates < 2:
@@ -160,7 +164,7 @@ class SearchConfig:
         """
         d = asdict(self)
         for k in ("checkpoint_dir", "resume", "progress_every", "tolerance", "target_params", "target_macs", "threads",
-                  "decompose_threads", "importance"):
+                  "decompose_threads", "importance", "sensitivity"):
             d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

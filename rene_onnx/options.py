@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, Sequence
 
+from rene_onnx.config import SENSITIVITY
 from rene_onnx.errors import ConfigError, UserError
 
 PROVIDERS = ("cpu", "cuda", "tensorrt")
@@ -146,6 +147,10 @@ class SearchOptions(ModelOptions):
     data: str | None = option(None, "Dataset name (digits, fashion-mnist) or folder (CIFAR pickles, idx files, "
                                     "ImageFolder) [default: the zoo model's own].")
     data_free: bool = option(False, "Search on the weights only (no forward pass, no labels).", kind="flag")
+    sensitivity: str = option("synthetic", "Data-free with a target: weigh each layer by how much its truncation "
+                                           "moves the output on synthetic inputs (matched to the BatchNorm "
+                                           "statistics; Gaussian without them), or not at all (none: weight "
+                                           "error only).", choices=SENSITIVITY)
     calib: str | os.PathLike | None = option(
         None, "Unlabeled real inputs for a model without labeled data: .npy/.npz, or for a model with several "
               "inputs an .npz with one array per input name (integer inputs as integers). Without --data-free the "
@@ -190,7 +195,8 @@ class SearchOptions(ModelOptions):
         return SearchConfig(method=self.method, preset=self.preset, gamma=self.gamma, beta=self.beta,
                             target_params=self.target_params, target_macs=self.target_macs, steps=self.search_steps,
                             rank_multiple=self.rank_multiple_choice()[0], seed=self.seed,
-                            checkpoint_dir=self.checkpoint_folder(output), resume=not self.fresh, **extra)
+                            sensitivity=self.sensitivity, checkpoint_dir=self.checkpoint_folder(output),
+                            resume=not self.fresh, **extra)
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,9 @@ holds the whitened factors at the chosen ranks (``factorize_(model,
 result.plan, result.factors)``; :func:`.calibrate.whitened_factors`).
 
 Unlabeled calibration data (``objective="distill"``), L_val and the measured
-importance of each layer (``importance="measured"``): :mod:`.search_data`.
+importance of each layer (``importance="measured"``): :mod:`.search_data`. Data-free with a budget
+(or ``whiten``), ``sensitivity="synthetic"`` measures that importance (and the moments) on synthetic
+inputs, ZeroQ-style from the BatchNorm statistics (:mod:`.sensitivity`; recorded in ``sensitivity``).
 
 Robustness: gradients are clipped (``grad_clip``, per step group); a
 non-finite loss or gradient restores the last good state and multiplies both
@@ -102,7 +104,7 @@ from torch import nn
 
 from ..config import SearchConfig  # noqa: F401 (re-exported: its home is rene_onnx.config)
 from ..decompose import ranks as R
-from ..decompose.choose import auto_methods, pick_by_error, resolve_method
+from ..decompose.choose import resolve_method
 from ..decompose.ranks import LayerShape
 from ..plan import Factors, LayerPlan, RankPlan
 from ..progress import emit
@@ -111,30 +113,16 @@ from .calibrate import input_moments, moment_supported, whitened_factors
 from . import registry as engine_methods
 from .profile import layer_shapes
 from .search_banks import GroupedFrame, LayerFrame, make_frame
-from .search_budget import LayerOptions, allocate
+from .search_choice import Budget, LayerSearch, check_budget, final_choice
 from .search_data import cached_batches, calib_batches, measured_importance, val_loss
 from .search_ladder import Window, initial_window
+from .sensitivity import describe, probe_curves, synthetic_probe
 from .search_state import Guard, SearchError, State, checkpoint, model_fingerprint, resume
 
 _Guard = Guard  # the name the tests know
 
 
 MODES = ("data-free", "validation-ce", "validation-distill")
-
-
-@dataclass
-class LayerSearch:
-    """One searched layer's outcome. ``candidates`` / ``p`` are the last stage's."""
-
-    name: str
-    method: str
-    candidates: tuple[int, ...]
-    p: tuple[float, ...]
-    chosen: tuple[int, ...]  # final ranks (after the budget, if any); () when the layer stays dense
-    rbar: int  # the search's own pick (argmax p of the last stage)
-    p_moved: float  # total-variation distance of the last stage's p from uniform (0: never moved)
-    error: float  # ||W - W_r||^2 / ||W||^2 of the truncation at ``chosen`` (0 when dense)
-    window: tuple[int, int]  # the original [lb, ub] every stage stayed inside
 
 
 @dataclass
@@ -152,6 +140,7 @@ class SearchResult:
     # whitened SVD factors at the chosen ranks (``whiten``): ``factorize_(model, result.plan, result.factors)``
     factors: Factors | None = None
     importance: dict[str, float] = field(default_factory=dict)  # per-layer weights of the budgeted choice
+    sensitivity: dict = field(default_factory=dict)  # what the importance was measured on (data-free: synthetic)
 
     @property
     def params_fraction(self) -> float:
@@ -208,24 +197,6 @@ def _rank_loss(ps: list[torch.Tensor], rel: list[torch.Tensor], cfg: SearchConfi
 # --------------------------------------------------------------------------------------------- the search
 
 
-@dataclass
-class _Budget:
-    """Whole-model totals, the part outside the searched layers, and the targets (fractions)."""
-
-    total: dict[str, int]
-    fixed: dict[str, int]
-    target: dict[str, float | None]
-
-    @property
-    def active(self) -> bool:
-        return any(v is not None for v in self.target.values())
-
-
-def _costs(method: str, shape: LayerShape, r: int) -> tuple[int, int]:
-    ranks = R.check_ranks(method, shape, int(r))
-    return R.factorized_params(method, shape, ranks), R.factorized_macs(method, shape, ranks)
-
-
 def search(
     model: nn.Module,
     example_input: Any,
@@ -259,6 +230,7 @@ def search(
     mode = "data-free" if data_free else ("validation-distill" if cfg.objective == "distill" else "validation-ce")
     if data_free and cfg.importance == "measured":
         raise ValueError("importance='measured' needs calibration data (it measures L_val)")
+    budgeted = cfg.target_params is not None or cfg.target_macs is not None
     if data_free and cfg.whiten and moments is None:
         raise ValueError("whiten needs calibration inputs or precomputed input moments (data-free stays plain SVD)")
 
@@ -273,7 +245,6 @@ def search(
     if unknown:
         raise ValueError(f"layer(s) not among the model's Conv / Linear layers: {', '.join(map(repr, unknown))}")
 
-    budgeted = cfg.target_params is not None or cfg.target_macs is not None
     device = model_device(model)
     plan = RankPlan(meta={"search": {"mode": mode, "method": cfg.method, "preset": cfg.preset, "seed": cfg.seed}})
     layers: list[_Layer] = []
@@ -304,16 +275,22 @@ def search(
     total = {"params": int(totals[0]), "macs": int(totals[1])}
     if min(total.values()) <= 0:
         raise ValueError(f"totals must be positive (params, MACs), got {totals}")
-    budget = _Budget(
+    budget = Budget(
         total,
         {"params": total["params"] - sum(R.dense_params(l.shape) for l in layers),
          "macs": total["macs"] - sum(R.dense_macs(l.shape) for l in layers)},
         {"params": cfg.target_params, "macs": cfg.target_macs},
     )
-    _check_budget(cfg, layers, budget)
+    check_budget(cfg, layers, budget)
 
     batches = [] if data_free else cached_batches(model, calib_batches(calib_loader, cfg, device), cfg)
-    notes: list[str] = []
+    synthetic = data_free and budgeted and cfg.sensitivity == "synthetic"
+    probe, sens = synthetic_probe(model, example_input, cfg) if synthetic else ([], {"method": "none"})
+    if not data_free:
+        sens = {"method": "calibration data" if cfg.importance == "measured" else "none"}
+    if data_free and budgeted:
+        sens["estimate"] = describe(sens)
+    notes: list[str] = [sens["estimate"]] if data_free and budgeted else []
     if cfg.whiten:
         whitened = [l.name for l in layers
                     if engine_methods.get(l.method).whitens and moment_supported(named[l.name]) is None]
@@ -327,7 +304,7 @@ def search(
         for i, l in enumerate(layers):
             w = named[l.name].weight.detach().cpu().numpy()
             mom = moments.get(l.name) if cfg.whiten and engine_methods.get(l.method).whitens else None
-            l.frame = make_frame(l.name, l.method, l.shape, w, l.window.ub, dense_mix=not data_free,
+            l.frame = make_frame(l.name, l.method, l.shape, w, l.window.ub, dense_mix=not data_free or bool(probe),
                                  cp_iters=cfg.cp_iters, seed=cfg.seed, device=device, moment=mom,
                                  whiten_eps=cfg.whiten_eps)
             report(0, i + 1, len(layers), {"phase": "decompose", "layer": l.name})
@@ -366,8 +343,12 @@ def search(
             l.candidates, l.p = (l.rbar,), (1.0,)
 
     importance = measured_importance(model, params, layers, batches, cfg) if cfg.importance == "measured" else None
-    result_layers, weights, choice_notes = _final_choice(cfg, layers, plan, budget, importance,
-                                                         lambda n: named[n].weight.detach().cpu().numpy())
+    curves = None
+    if probe:  # data-free: each layer's measured output-error curve on the synthetic inputs
+        curves, record = probe_curves(model, params, layers, probe)
+        sens.update(record)
+    result_layers, weights, choice_notes = final_choice(cfg, layers, plan, budget, importance,
+                                                        lambda n: named[n].weight.detach().cpu().numpy(), curves)
     notes += choice_notes
     plan.layers = {n: plan.layers[n] for n in shapes}  # model order
     searched = [(lp, shapes[n]) for n, lp in plan.layers.items() if n in result_layers]
@@ -383,12 +364,12 @@ def search(
                      "the decomposition / validation loss (fragile model?); consider target_params or a smaller beta")
     plan.meta["search"].update({
         "stages": len(state.stages), "params": [total["params"], planned_params], "macs": [total["macs"], planned_macs],
-        "target_params": cfg.target_params, "target_macs": cfg.target_macs, "fingerprint": fp,
+        "target_params": cfg.target_params, "target_macs": cfg.target_macs, "fingerprint": fp, "sensitivity": sens,
     })
     result = SearchResult(
         plan, result_layers, mode, time.perf_counter() - t0, state.stages, (total["params"], planned_params),
         (total["macs"], planned_macs), state.backoffs, sum(n_samples(b[0]) for b in batches), notes,
-        importance=weights,
+        importance=weights, sensitivity=sens,
     )
     if cfg.whiten:
         result.factors = whitened_factors(model, plan, {l.name: moments[l.name] for l in layers
@@ -397,22 +378,6 @@ def search(
     if ckpt is not None:
         plan.save(ckpt / "plan.json")
     return result
-
-
-def _check_budget(cfg: SearchConfig, layers: list[_Layer], budget: _Budget) -> None:
-    """Fail early if even the smallest admissible ranks cannot meet a target."""
-    for i, key in enumerate(("params", "macs")):
-        target = budget.target[key]
-        if target is None:
-            continue
-        dense = R.dense_params if key == "params" else R.dense_macs
-        low = budget.fixed[key] + sum(min(_costs(l.method, l.shape, l.window.lb)[i], dense(l.shape)) for l in layers)
-        if low > target * budget.total[key] * (1 + cfg.tolerance):
-            raise ValueError(
-                f"target_{key}={target} cannot be met: with every searched layer at its smallest rank the model "
-                f"keeps {low / budget.total[key]:.3f} of its {key} ({budget.fixed[key] / budget.total[key]:.3f} "
-                "is in layers / parameters that are not searched)"
-            )
 
 
 def _run_stage(stage, layers, cfg, model, params, batches, state, report) -> dict:
@@ -522,78 +487,3 @@ def _run_stage(stage, layers, cfg, model, params, batches, state, report) -> dic
     report(stage, total, total, info)
     return {"stage": stage, "seconds": time.perf_counter() - t0, "steps": total, "losses": losses,
             "backoffs": guard.backoffs, "layers": layer_rec}
-
-
-def _final_choice(cfg: SearchConfig, layers: list[_Layer], plan: RankPlan, budget: _Budget,
-                  importance: dict[str, float] | None = None, weight_of: Callable[[str], np.ndarray] | None = None):
-    notes: list[str] = []
-    weights: dict[str, float] = {}
-    choice: dict[str, int | None] = {l.name: l.rbar for l in layers}
-    if budget.active:
-        options = []
-        for l in layers:
-            m = cfg.rank_multiple
-            ranks = np.arange(l.first.lb, l.first.ub + 1)
-            ranks = ranks[(ranks % m == 0) | (ranks == l.first.lb) | (ranks == l.first.ub)]
-            cost = np.array([_costs(l.method, l.shape, int(r)) for r in ranks], dtype=np.float64).reshape(-1, 2)
-            keep = cost[:, 0] < R.dense_params(l.shape)
-            if cfg.target_macs is not None:
-                keep &= cost[:, 1] < R.dense_macs(l.shape)
-            if not keep.any():
-                keep[:] = True
-            ranks, cost = ranks[keep], cost[keep]
-            options.append(LayerOptions(l.name, ranks, l.frame.error_curve(ranks), cost[:, 0], cost[:, 1],
-                                        R.dense_params(l.shape), R.dense_macs(l.shape), l.rbar))
-        room = {k: None if t is None else t * budget.total[k] - budget.fixed[k] for k, t in budget.target.items()}
-        slack = tuple(0.0 if budget.target[k] is None else cfg.tolerance * budget.target[k] * budget.total[k]
-                      for k in ("params", "macs"))
-        w = None
-        if importance is not None:
-            w = np.array([importance[o.name] for o in options], dtype=np.float64)
-            pos = w[w > 0]
-            floor = float(np.median(pos)) / 100.0 if pos.size else 1.0
-            w = np.maximum(w, floor)  # a layer whose truncation did not move L_val still counts a little
-            w = w / float(np.median(w))
-        alloc = allocate(options, room["params"], room["macs"], weights=w, slack=slack)
-        if w is not None:
-            weights = {o.name: round(float(x), 6) for o, x in zip(options, w)}
-        choice = alloc.choice
-        for key, got in (("params", alloc.params), ("macs", alloc.macs)):
-            target = budget.target[key]
-            if target is None:
-                continue
-            frac = (budget.fixed[key] + got) / budget.total[key]
-            if abs(frac / target - 1) > cfg.tolerance:
-                notes.append(f"the plan keeps {frac:.4f} of the {key}, outside target {target} +- "
-                             f"{cfg.tolerance:.0%} (a rank step is too coarse here, or the other budget binds)")
-    out: dict[str, LayerSearch] = {}
-    for l in layers:
-        r = choice[l.name]
-        if r is None:
-            plan.add(LayerPlan(l.name, "dense", (), "the budget keeps this layer dense"))
-            ranks, err = (), 0.0
-        else:
-            ranks = R.check_ranks(l.method, l.shape, int(r))
-            err = l.frame.error(int(r))
-            method, auto = _auto_pick(cfg, l, ranks, weight_of)
-            if method != l.method:
-                method, ranks, err = method, auto[0], auto[1][method]
-            dense, fact = R.dense_params(l.shape), R.factorized_params(method, l.shape, ranks)
-            note = "; auto by error at equal cost: " + ", ".join(f"{m} {e:.4g}" for m, e in auto[1].items()) \
-                if auto else ""
-            plan.add(LayerPlan(l.name, method, ranks,
-                               f"searched: rbar={l.rbar} p={max(l.p):.2f} over {list(l.candidates)}; "
-                               f"params {dense} -> {fact} ({100.0 * fact / dense:.1f}%){note}"))
-        out[l.name] = LayerSearch(l.name, plan.layers[l.name].method if r is not None else l.method, l.candidates,
-                                  l.p, ranks, l.rbar, l.p_moved, err, (l.first.lb, l.first.ub))
-    return out, weights, notes
-
-
-def _auto_pick(cfg: SearchConfig, l: _Layer, ranks: tuple[int, ...], weight_of) -> tuple[str, tuple]:
-    """``method="auto"`` with several candidates for the layer: the one with the least error at equal cost
-    (:func:`~rene_onnx.decompose.choose.pick_by_error`) -> ``(method, (its ranks, errors))``; else ``(l.method, ())``."""
-    candidates = auto_methods(l.shape) if cfg.method == "auto" and weight_of is not None else ()
-    if len(candidates) < 2 or l.method not in candidates:
-        return l.method, ()
-    method, picked, errors = pick_by_error(l.shape, weight_of(l.name), l.method, ranks, candidates)
-    return method, (picked, errors)

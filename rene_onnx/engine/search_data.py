@@ -27,8 +27,9 @@ Linear parameters (whitened error curves), this raised the held-out
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -61,6 +62,12 @@ def distill_error(out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """Mean over samples of ``||out - ref||^2 / ||ref||^2`` (the output flattened per sample)."""
     d = (out - ref).float().flatten(1)
     return ((d * d).sum(1) / ref.float().flatten(1).pow(2).sum(1).clamp_min(1e-12)).mean()
+
+
+def output_kl(out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Mean over samples of ``KL(softmax(ref) || softmax(out))`` over the last axis (a classifier's logits)."""
+    logp, logq = torch.log_softmax(ref.float(), -1), torch.log_softmax(out.float(), -1)
+    return (logp.exp() * (logp - logq)).sum(-1).mean()
 
 
 def val_loss(model: nn.Module, params: dict, batch: tuple, cfg: SearchConfig) -> torch.Tensor:
@@ -102,17 +109,52 @@ def measured_importance(model: nn.Module, params: dict, layers: list, batches: l
         base = sum(float(val_loss(model, params, b, cfg)) for b in batches) / len(batches)
         out = {}
         for l in layers:
-            lo, hi = l.first.lb, l.first.ub
-            r = lo
-            for cand in range(lo, hi + 1):
-                if R.factorized_params(l.method, l.shape, R.check_ranks(l.method, l.shape, cand)) <= \
-                        0.5 * R.dense_params(l.shape):
-                    r = cand
+            r = rank_keeping(l, 0.5)
             err = l.frame.error(r)
             key = f"{l.name}.weight"
             sub = {**params, key: l.frame.truncated_weight(r).to(params[key].dtype)}
             val = sum(float(val_loss(model, sub, b, cfg)) for b in batches) / len(batches)
             out[l.name] = max(val - base, 0.0) / max(err, 1e-12)
+        return out
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+
+
+def rank_keeping(layer, fraction: float) -> int:
+    """The largest rank of the layer's window whose factorized form keeps at most ``fraction`` of its dense
+    parameters (the window's lowest rank if none does)."""
+    lo, hi = layer.first.lb, layer.first.ub
+    r = lo
+    for cand in range(lo, hi + 1):
+        if R.factorized_params(layer.method, layer.shape, R.check_ranks(layer.method, layer.shape, cand)) <= \
+                fraction * R.dense_params(layer.shape):
+            r = cand
+    return r
+
+
+@torch.no_grad()
+def measured_curves(model: nn.Module, params: dict, layers: list, batches: list, fractions: Iterable[float],
+                    measure: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = distill_error,
+                    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per layer, ``(e_i(r_k), D_i(r_k))`` at the ranks keeping ``fractions`` of its parameters
+    (:func:`rank_keeping`): ``D_i`` is ``measure(output, original output)`` averaged over the cached batches
+    ``(x, y, original output)`` with layer i ALONE truncated, ``e_i`` its relative error there.
+    Sorted by error; duplicate ranks are measured once."""
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        out = {}
+        for l in layers:
+            key = f"{l.name}.weight"
+            ranks = sorted({rank_keeping(l, f) for f in fractions}, reverse=True)
+            errs, deltas = [], []
+            for r in ranks:
+                sub = {**params, key: l.frame.truncated_weight(r).to(params[key].dtype)}
+                d = sum(float(measure(functional_forward(model, sub, x), ref)) for x, _, ref in batches)
+                errs.append(l.frame.error(r))
+                deltas.append(d / len(batches))
+            out[l.name] = (np.asarray(errs, dtype=np.float64), np.asarray(deltas, dtype=np.float64))
         return out
     finally:
         for m, flag in flags.items():

@@ -40,6 +40,7 @@ def search_section(searched: Any) -> dict | None:
         "mode": searched.mode, "seconds": round(searched.seconds, 2), "stages": len(searched.stages),
         "params_fraction": searched.params_fraction, "macs_fraction": searched.macs_fraction,
         "calib_samples": searched.calib_samples, "backoffs": searched.backoffs,
+        "sensitivity": dict(getattr(searched, "sensitivity", None) or {}),
         "layers": {n: {"method": l.method, "chosen": list(l.chosen), "rbar": l.rbar,
                        "candidates": list(l.candidates), "p": [round(float(v), 4) for v in l.p],
                        "p_moved": round(float(l.p_moved), 4), "error": float(l.error)}

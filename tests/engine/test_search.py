@@ -286,7 +286,7 @@ def test_target_params_lands_within_two_percent(target):
 
 def test_budget_equal_to_the_searched_cost_returns_the_searched_plan(data_free_result):
     own = data_free_result.params_fraction
-    res = search(planted_model(), X1, SearchConfig(target_params=own, **FAST))
+    res = search(planted_model(), X1, SearchConfig(target_params=own, sensitivity="none", **FAST))
     assert {n: l.chosen for n, l in res.layers.items()} == {n: l.chosen for n, l in data_free_result.layers.items()}
 
 
@@ -315,7 +315,7 @@ def test_budget_lands_in_band_on_a_coarse_model(key, target):
     torch.manual_seed(0)
     res = search(Tokens(), torch.randn(1, 16, 12), SearchConfig(steps=20, warmup_steps=2, **{key: target}))
     got = res.macs_fraction if key == "target_macs" else res.params_fraction
-    assert abs(got / target - 1) <= 0.02 and not res.notes
+    assert abs(got / target - 1) <= 0.02 and "outside" not in " ".join(res.notes)
     assert res.plan.layers["c"].method == "tt"
 
 
