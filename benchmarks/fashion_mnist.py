@@ -133,16 +133,16 @@ def _log(msg: str) -> None:
 
 
 class _Throttled:
-    """A pipeline progress callback that prints at most every ``every`` seconds."""
+    """A progress listener (``rene_onnx.progress.listen``) that prints at most every ``every`` seconds."""
 
     def __init__(self, every: float = 20.0):
         self.every, self.last = every, 0.0
 
-    def __call__(self, stage: str, info: dict) -> None:
+    def __call__(self, event) -> None:
         now = time.perf_counter()
         if now - self.last >= self.every:
             self.last = now
-            _log(f"  {stage} {info}")
+            _log(f"  {event.describe()}")
 
 
 # ----------------------------------------------------------------------------- data and the original
@@ -203,17 +203,19 @@ def train_checkpoint(name: str, splits, path: Path, tcfg, command: str, teacher=
     from rene_onnx import models
     from rene_onnx.engine.finetune import finetune
     from rene_onnx.files import atomic_write_text
+    from rene_onnx.progress import listen
 
     torch.manual_seed(tcfg.seed)
     model = models.build(name, num_classes=splits.num_classes)
     _log(f"training {name}: {tcfg.epochs} epochs, lr {tcfg.lr}, batch {tcfg.batch_size}"
          + (f", logit distillation x{tcfg.logit_kd} at T={tcfg.temperature}" if teacher is not None else ""))
 
-    def show(epoch, step, total, info):
-        if info.get("phase") == "val":
-            _log(f"  epoch {epoch}: calib top-1 {100 * info['val_top1']:.2f}%")
+    def show(event):
+        if event.info.get("phase") == "val":
+            _log(f"  {event.message}: calib top-1 {100 * event.info['val_top1']:.2f}%")
 
-    res = finetune(model, copy.deepcopy(model) if teacher is None else teacher, splits.train, splits.calib, tcfg, show)
+    with listen(show):
+        res = finetune(model, copy.deepcopy(model) if teacher is None else teacher, splits.train, splits.calib, tcfg)
     device = str(next(model.parameters()).device)
     model.cpu().eval()
     if teacher is not None:
@@ -272,19 +274,27 @@ def run_variant(cfg: BenchConfig, name: str, handle, splits, shapes, test_arrays
 
     ``handle``: the loaded zoo ``model`` (with its weights); ``label`` names the row (default ``LABELS[name]``).
     """
+    from rene_onnx.progress import listen
+
+    with listen(_Throttled()):
+        return _run_variant(cfg, name, handle, splits, shapes, test_arrays, plan, plan_note, model, label)
+
+
+def _run_variant(cfg: BenchConfig, name: str, handle, splits, shapes, test_arrays, plan, plan_note: str,
+                 model: str, label: str | None) -> VariantResult:
     from rene_onnx import pipeline
+    from rene_onnx.report.search import search_section as section
 
     method = "cp" if name == "cp" else "tt"
     label = label or LABELS[name]
     ccfg = _configs(cfg, method, ranks=plan, model=model)
-    progress = _Throttled()
     t0 = time.perf_counter()
     search_seconds, search_section = None, None
     if plan is None:
         _log(f"{label}: searching (target_params={cfg.target_params}, validation CE on calib)")
-        searched = pipeline.search_ranks(handle, ccfg, splits, progress)
+        searched = pipeline.search_ranks(handle, ccfg, splits)
         plan, search_seconds = searched.plan, searched.seconds
-        search_section = pipeline._search_section(searched)
+        search_section = section(searched)
         if searched.notes:
             plan_note = "; ".join(searched.notes)
         _log(f"  searched in {searched.seconds:.1f} s: keeps {searched.params_fraction:.3f} of the params, "
@@ -292,11 +302,11 @@ def run_variant(cfg: BenchConfig, name: str, handle, splits, shapes, test_arrays
     student = pipeline.factorize(handle, plan)
     before = test_top1(student, splits.test)
     _log(f"  test top-1 before fine-tuning {before:.2f}%; fine-tuning {cfg.ft_epochs} epoch(s)")
-    tuned = pipeline.finetune_student(handle, student, ccfg, splits, progress)
+    tuned = pipeline.finetune_student(handle, student, ccfg, splits).result
     student.cpu()
     handle.torch_model.cpu()  # the engine moved both to its device
     rewritten = pipeline.rewrite(handle, student)
-    val = pipeline.validate(handle, student, rewritten.model, ccfg.validate, test_arrays, progress)
+    val = pipeline.validate(handle, student, rewritten.model, ccfg.validate, test_arrays)
     report = pipeline.build_report(ccfg, handle, shapes, plan, rewritten, val, seconds=time.perf_counter() - t0)
     report.search = search_section
     report.meta["label"] = label
