@@ -12,7 +12,7 @@ baseline on ResNet-20; writes benchmarks/results/fashion_mnist.json and fashion_
    - ``cp``: the same with CP for the 3x3 convs;
    - ``uniform``: one rank fraction for every layer (``plan_from_fraction``, TT / SVD), the fraction
      tuned so the compressed ONNX graph has the same parameter count as RENE(TT)'s (within 1%; see
-     :func:`uniform_plan`); the stem conv stays dense (its single input channel caps its TT rank at 1,
+     :func:`rene_onnx.decompose.uniform.uniform_plan`); the stem conv stays dense (its single input channel caps its TT rank at 1,
      and RENE keeps it dense too);
    - ``uniform-all``: the same without that exception (the stem at TT rank 1).
 
@@ -333,58 +333,6 @@ def _run_variant(cfg: BenchConfig, name: str, handle, splits, shapes, test_array
     return res
 
 
-def uniform_plan(shapes, removed_target: int, keep_dense: tuple[str, ...] = ()):
-    """One TT / SVD rank fraction for every layer (but ``keep_dense``) that removes about ``removed_target``
-    parameters; returns ``(plan, fraction, removed)``.
-
-    The fraction is bisected. Layers of the same shape change rank together, so one fraction can step
-    over the target by several percent (five 64x64 convs of ResNet-20: ~3k parameters); the layers
-    whose rank differs on the two sides of that step then take the lower or the upper side's rank one
-    by one (model order) while that brings the count closer: every rank stays within one step of the
-    fraction's.
-    """
-    from rene_onnx.decompose import ranks as R
-    from rene_onnx.decompose.choose import plan_from_fraction
-    from rene_onnx.plan import LayerPlan, RankPlan
-
-    free = {n: s for n, s in shapes.items() if n not in keep_dense}
-
-    def removed(layers) -> int:
-        return sum(R.dense_params(free[lp.name]) - R.factorized_params(lp.method, free[lp.name], lp.ranks)
-                   for lp in layers.values() if lp.method != "dense")
-
-    lo, hi = 1e-4, 1.0  # removed(f) falls as f grows: lo removes at least the target, hi less
-    lo_plan, hi_plan = plan_from_fraction(free, "tt", lo), plan_from_fraction(free, "tt", hi)
-    if removed(lo_plan.layers) < removed_target:
-        raise ValueError(f"no rank fraction removes {removed_target} parameters (at most {removed(lo_plan.layers)})")
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        sub = plan_from_fraction(free, "tt", mid)
-        if removed(sub.layers) >= removed_target:
-            lo, lo_plan = mid, sub
-        else:
-            hi, hi_plan = mid, sub
-    layers = dict(hi_plan.layers)
-    best = abs(removed(layers) - removed_target)
-    adjusted = []
-    for n in free:
-        if lo_plan.layers[n] != hi_plan.layers[n]:
-            trial = {**layers, n: lo_plan.layers[n]}
-            err = abs(removed(trial) - removed_target)
-            if err < best:
-                layers, best = trial, err
-                adjusted.append(n)
-    if abs(removed(lo_plan.layers) - removed_target) < best:
-        layers, adjusted = dict(lo_plan.layers), []
-    frac = 0.5 * (lo + hi)
-    plan = RankPlan(meta={**hi_plan.meta, "fraction": frac,
-                          "uniform": {"fraction": frac, "keep_dense": list(keep_dense), "one_step_lower": adjusted}})
-    for n in shapes:
-        plan.add(layers[n] if n in layers else
-                 LayerPlan(n, "dense", (), "kept dense by the uniform baseline (1 input channel: TT rank <= 1)"))
-    return plan, frac, removed(layers)
-
-
 # ----------------------------------------------------------------------------- main
 
 
@@ -403,6 +351,7 @@ def _run(cfg: BenchConfig, out: Path, png: Path | None, checkpoint: Path, retrai
 
     from rene_onnx import pipeline
     from rene_onnx.config import CompressConfig
+    from rene_onnx.decompose.uniform import uniform_plan
     from rene_onnx.report.report import environment_meta
 
     t_all = time.perf_counter()
