@@ -275,6 +275,7 @@ class CompressConfig:
     finetune: FinetuneConfig | None = None
     data_free: bool = False  # search on the weights only, even when data is available
     calib: str | Path | None = None  # unlabeled inputs (.npy/.npz; one array per input name) for distillation
+    distill_data: str | Path | None = None  # more unlabeled inputs, only trained on by fine-tuning
     command: str = ""  # the command line, recorded in the report
 
     def __post_init__(self) -> None:
@@ -286,3 +287,5 @@ class CompressConfig:
                 getattr(self.search, "target_params", None) is not None
                 or getattr(self.search, "target_macs", None) is not None):
             raise ConfigError("conflicts with target_params / target_macs: give one of them", option="ranks")
+        if self.distill_data is not None and (self.calib is None or self.data is not None):
+            raise ConfigError("distills next to --calib's inputs: give --calib (and no --data)", option="distill_data")
