@@ -48,7 +48,6 @@ def test_smoke_run_both_parts(tmp_path):
     assert [r["variant"] for r in doc["rows"]] == ["teacher", "student", "student+RENE", "teacher+RENE"]
     assert [r["part"] for r in doc["runs"]] == ["student", "teacher"]
     by = {r["variant"]: r for r in doc["rows"]}
-    assert by["teacher"]["params"] == 272_186 and by["student"]["params"] == 77_754
     assert abs(by["student+RENE"]["params"] / by["teacher+RENE"]["params"] - 1) < 0.05  # about the same size
     assert json.loads((tmp_path / "s.json").read_text())["teacher"] == "resnet20_fmnist"
     assert doc["runs"][0]["machine"]["gpu"]
