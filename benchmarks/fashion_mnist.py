@@ -12,7 +12,7 @@ baseline on ResNet-20; writes benchmarks/results/fashion_mnist.json and fashion_
    - ``cp``: the same with CP for the 3x3 convs;
    - ``uniform``: one rank fraction for every layer (``plan_from_fraction``, TT / SVD), the fraction
      tuned so the compressed ONNX graph has the same parameter count as RENE(TT)'s (within 1%; see
-     :func:`uniform_plan`); the stem conv stays dense (its single input channel caps its TT rank at 1,
+     :func:`rene_onnx.decompose.uniform.uniform_plan`); the stem conv stays dense (its single input channel caps its TT rank at 1,
      and RENE keeps it dense too);
    - ``uniform-all``: the same without that exception (the stem at TT rank 1).
 
@@ -133,16 +133,16 @@ def _log(msg: str) -> None:
 
 
 class _Throttled:
-    """A pipeline progress callback that prints at most every ``every`` seconds."""
+    """A progress listener (``rene_onnx.progress.listen``) that prints at most every ``every`` seconds."""
 
     def __init__(self, every: float = 20.0):
         self.every, self.last = every, 0.0
 
-    def __call__(self, stage: str, info: dict) -> None:
+    def __call__(self, event) -> None:
         now = time.perf_counter()
         if now - self.last >= self.every:
             self.last = now
-            _log(f"  {stage} {info}")
+            _log(f"  {event.describe()}")
 
 
 # ----------------------------------------------------------------------------- data and the original
@@ -203,17 +203,19 @@ def train_checkpoint(name: str, splits, path: Path, tcfg, command: str, teacher=
     from rene_onnx import models
     from rene_onnx.engine.finetune import finetune
     from rene_onnx.files import atomic_write_text
+    from rene_onnx.progress import listen
 
     torch.manual_seed(tcfg.seed)
     model = models.build(name, num_classes=splits.num_classes)
     _log(f"training {name}: {tcfg.epochs} epochs, lr {tcfg.lr}, batch {tcfg.batch_size}"
          + (f", logit distillation x{tcfg.logit_kd} at T={tcfg.temperature}" if teacher is not None else ""))
 
-    def show(epoch, step, total, info):
-        if info.get("phase") == "val":
-            _log(f"  epoch {epoch}: calib top-1 {100 * info['val_top1']:.2f}%")
+    def show(event):
+        if event.info.get("phase") == "val":
+            _log(f"  {event.message}: calib top-1 {100 * event.info['val_top1']:.2f}%")
 
-    res = finetune(model, copy.deepcopy(model) if teacher is None else teacher, splits.train, splits.calib, tcfg, show)
+    with listen(show):
+        res = finetune(model, copy.deepcopy(model) if teacher is None else teacher, splits.train, splits.calib, tcfg)
     device = str(next(model.parameters()).device)
     model.cpu().eval()
     if teacher is not None:
@@ -272,19 +274,27 @@ def run_variant(cfg: BenchConfig, name: str, handle, splits, shapes, test_arrays
 
     ``handle``: the loaded zoo ``model`` (with its weights); ``label`` names the row (default ``LABELS[name]``).
     """
+    from rene_onnx.progress import listen
+
+    with listen(_Throttled()):
+        return _run_variant(cfg, name, handle, splits, shapes, test_arrays, plan, plan_note, model, label)
+
+
+def _run_variant(cfg: BenchConfig, name: str, handle, splits, shapes, test_arrays, plan, plan_note: str,
+                 model: str, label: str | None) -> VariantResult:
     from rene_onnx import pipeline
+    from rene_onnx.report.search import search_section as section
 
     method = "cp" if name == "cp" else "tt"
     label = label or LABELS[name]
     ccfg = _configs(cfg, method, ranks=plan, model=model)
-    progress = _Throttled()
     t0 = time.perf_counter()
     search_seconds, search_section = None, None
     if plan is None:
         _log(f"{label}: searching (target_params={cfg.target_params}, validation CE on calib)")
-        searched = pipeline.search_ranks(handle, ccfg, splits, progress)
+        searched = pipeline.search_ranks(handle, ccfg, splits)
         plan, search_seconds = searched.plan, searched.seconds
-        search_section = pipeline._search_section(searched)
+        search_section = section(searched)
         if searched.notes:
             plan_note = "; ".join(searched.notes)
         _log(f"  searched in {searched.seconds:.1f} s: keeps {searched.params_fraction:.3f} of the params, "
@@ -292,11 +302,11 @@ def run_variant(cfg: BenchConfig, name: str, handle, splits, shapes, test_arrays
     student = pipeline.factorize(handle, plan)
     before = test_top1(student, splits.test)
     _log(f"  test top-1 before fine-tuning {before:.2f}%; fine-tuning {cfg.ft_epochs} epoch(s)")
-    tuned = pipeline.finetune_student(handle, student, ccfg, splits, progress)
+    tuned = pipeline.finetune_student(handle, student, ccfg, splits).result
     student.cpu()
     handle.torch_model.cpu()  # the engine moved both to its device
     rewritten = pipeline.rewrite(handle, student)
-    val = pipeline.validate(handle, student, rewritten.model, ccfg.validate, test_arrays, progress)
+    val = pipeline.validate(handle, student, rewritten.model, ccfg.validate, test_arrays)
     report = pipeline.build_report(ccfg, handle, shapes, plan, rewritten, val, seconds=time.perf_counter() - t0)
     report.search = search_section
     report.meta["label"] = label
@@ -323,58 +333,6 @@ def run_variant(cfg: BenchConfig, name: str, handle, splits, shapes, test_arrays
     return res
 
 
-def uniform_plan(shapes, removed_target: int, keep_dense: tuple[str, ...] = ()):
-    """One TT / SVD rank fraction for every layer (but ``keep_dense``) that removes about ``removed_target``
-    parameters; returns ``(plan, fraction, removed)``.
-
-    The fraction is bisected. Layers of the same shape change rank together, so one fraction can step
-    over the target by several percent (five 64x64 convs of ResNet-20: ~3k parameters); the layers
-    whose rank differs on the two sides of that step then take the lower or the upper side's rank one
-    by one (model order) while that brings the count closer: every rank stays within one step of the
-    fraction's.
-    """
-    from rene_onnx.decompose import ranks as R
-    from rene_onnx.decompose.choose import plan_from_fraction
-    from rene_onnx.plan import LayerPlan, RankPlan
-
-    free = {n: s for n, s in shapes.items() if n not in keep_dense}
-
-    def removed(layers) -> int:
-        return sum(R.dense_params(free[lp.name]) - R.factorized_params(lp.method, free[lp.name], lp.ranks)
-                   for lp in layers.values() if lp.method != "dense")
-
-    lo, hi = 1e-4, 1.0  # removed(f) falls as f grows: lo removes at least the target, hi less
-    lo_plan, hi_plan = plan_from_fraction(free, "tt", lo), plan_from_fraction(free, "tt", hi)
-    if removed(lo_plan.layers) < removed_target:
-        raise ValueError(f"no rank fraction removes {removed_target} parameters (at most {removed(lo_plan.layers)})")
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        sub = plan_from_fraction(free, "tt", mid)
-        if removed(sub.layers) >= removed_target:
-            lo, lo_plan = mid, sub
-        else:
-            hi, hi_plan = mid, sub
-    layers = dict(hi_plan.layers)
-    best = abs(removed(layers) - removed_target)
-    adjusted = []
-    for n in free:
-        if lo_plan.layers[n] != hi_plan.layers[n]:
-            trial = {**layers, n: lo_plan.layers[n]}
-            err = abs(removed(trial) - removed_target)
-            if err < best:
-                layers, best = trial, err
-                adjusted.append(n)
-    if abs(removed(lo_plan.layers) - removed_target) < best:
-        layers, adjusted = dict(lo_plan.layers), []
-    frac = 0.5 * (lo + hi)
-    plan = RankPlan(meta={**hi_plan.meta, "fraction": frac,
-                          "uniform": {"fraction": frac, "keep_dense": list(keep_dense), "one_step_lower": adjusted}})
-    for n in shapes:
-        plan.add(layers[n] if n in layers else
-                 LayerPlan(n, "dense", (), "kept dense by the uniform baseline (1 input channel: TT rank <= 1)"))
-    return plan, frac, removed(layers)
-
-
 # ----------------------------------------------------------------------------- main
 
 
@@ -393,6 +351,7 @@ def _run(cfg: BenchConfig, out: Path, png: Path | None, checkpoint: Path, retrai
 
     from rene_onnx import pipeline
     from rene_onnx.config import CompressConfig
+    from rene_onnx.decompose.uniform import uniform_plan
     from rene_onnx.report.report import environment_meta
 
     t_all = time.perf_counter()

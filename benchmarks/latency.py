@@ -50,6 +50,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from rene_onnx.pack import refill_weights, strip_weights
+from rene_onnx.passes.revert import revert_layers
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "latency_cpu.json"
 GOAL = {"model": "resnet18", "method": "tt", "fraction": 0.25, "min_latency_over_macs": 0.8}
@@ -183,36 +186,6 @@ def ratios(before: tuple[int, int], after: tuple[int, int], lat: dict[str, list]
             "ratio": round(lr, 4), "ratio_over_macs_ratio": round(lr / mr, 4),
         }
     return out
-
-
-def strip_weights(model: onnx.ModelProto, min_size: int = 1024) -> onnx.ModelProto:
-    """A copy without the data of float initializers of >= ``min_size`` elements (dims and dtype kept)."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
-    for t in m.graph.initializer:
-        if t.data_type in floats and int(np.prod(t.dims)) >= min_size:
-            dims, dt, name = list(t.dims), t.data_type, t.name
-            t.Clear()
-            t.name, t.data_type = name, dt
-            t.dims.extend(dims)
-            t.doc_string = "rene:stripped"
-    return m
-
-
-def refill_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
-    """Random values (N(0, 1/fan_in)) for the initializers :func:`strip_weights` emptied."""
-    from onnx import numpy_helper
-
-    rng = np.random.default_rng(seed)
-    for t in model.graph.initializer:
-        if t.doc_string == "rene:stripped":
-            dims = tuple(t.dims)
-            fan_in = int(np.prod(dims[1:])) if len(dims) > 1 else 1
-            dt = onnx.helper.tensor_dtype_to_np_dtype(t.data_type)
-            a = (rng.standard_normal(dims) / np.sqrt(fan_in)).astype(dt)
-            t.CopyFrom(numpy_helper.from_array(a, t.name))
-    return model
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -398,36 +371,6 @@ def goal_summary(cases: list[dict]) -> dict:
 
 
 # ----------------------------------------------------------------------------- pack measuring (no torch)
-
-
-def revert_layers(original: onnx.ModelProto, compressed: onnx.ModelProto, layer_nodes: dict,
-                  layers: list[str]) -> onnx.ModelProto:
-    """``compressed`` with the chains of ``layers`` replaced by their original dense nodes (and weights).
-
-    Timing-equivalent to rewriting again with those layers planned dense (what
-    ``latency_aware_rewrite`` does, with the weights the factors represent);
-    done on the graphs alone since a pack has no factors. A chain ends in its
-    dense node's output tensor, so the dense node slots in where the chain was.
-    """
-    m = onnx.ModelProto()
-    m.CopyFrom(compressed)
-    g = m.graph
-    dense = {n.name: n for n in original.graph.node}
-    orig_inits = {t.name: t for t in original.graph.initializer}
-    for layer in layers:
-        node_name, chain = layer_nodes[layer]
-        chain = set(chain)
-        at = next(i for i, n in enumerate(g.node) if n.name in chain)
-        kept = [n for n in g.node if n.name not in chain]
-        del g.node[:]
-        g.node.extend(kept[:at] + [dense[node_name]] + kept[at:])
-        have = {t.name for t in g.initializer}
-        g.initializer.extend(orig_inits[i] for i in dense[node_name].input if i in orig_inits and i not in have)
-    used = {i for n in g.node for i in n.input}
-    keep = [t for t in g.initializer if t.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep)
-    return m
 
 
 def latency_aware_variant(case: dict, paths: list[str], feeds: str, tmp: Path, args) -> dict | None:

@@ -17,19 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+import rene_onnx
 from rene_onnx import models
-from rene_onnx.config import CompressConfig, FinetuneConfig, RewriteConfig, ValidateConfig
 from rene_onnx.decompose import decompose, reconstruct
 from rene_onnx.decompose.choose import plan_from_fraction
 from rene_onnx.engine.profile import layer_shapes
-from rene_onnx.pipeline import compress
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "tucker2_vs_tt.json"
@@ -55,13 +53,8 @@ def weight_errors(name: str, fraction: float) -> dict:
 
 
 def top1(name: str, method: str, fraction: float, epochs: int) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = CompressConfig(model=name, output=Path(tmp) / "m.onnx", report=Path(tmp) / "r.json",
-                             rewrite=RewriteConfig(method=method, ranks=fraction),
-                             finetune=FinetuneConfig(epochs=epochs, seed=0) if epochs else None,
-                             validate=ValidateConfig(latency=False))
-        compress(cfg)
-        report = json.loads((Path(tmp) / "r.json").read_text())
+    report = rene_onnx.compress(name, method=method, ranks=fraction, epochs=epochs, seed=0,
+                                latency=False).report.to_dict()
     acc = report["accuracy"]
     return {"params_kept": round(report["params"]["after"] / report["params"]["before"], 4),
             "before": round(acc["before"], 2), "after_decomposition": round(acc["after_decomposition"], 2),

@@ -16,6 +16,7 @@ from .apply import apply_factors
 from .base import Pass, PassRecord
 from .layers import LAYER_OPS, OnnxLayer, analyze, find_layers, node_keys
 from .registry import PASSES, REGISTRY, find_pass, methods_for
+from .revert import revert_layers
 
-__all__ = ["apply_factors", "find_layers", "find_pass", "methods_for", "analyze", "node_keys", "OnnxLayer",
+__all__ = ["apply_factors", "find_layers", "find_pass", "methods_for", "revert_layers", "analyze", "node_keys", "OnnxLayer",
            "Pass", "PassRecord", "PASSES", "REGISTRY", "LAYER_OPS"]

@@ -282,6 +282,7 @@ class CompressConfig:
     calib: str | Path | None = None  # unlabeled inputs (.npy/.npz; one array per input name) for distillation
     #: ranks chosen to run at this fraction of the original's latency (pipeline/latency_target.py)
     target_latency: float | None = None
+    distill_data: str | Path | None = None  # more unlabeled inputs, only trained on by fine-tuning
     command: str = ""  # the command line, recorded in the report
     #: the share of ``calib`` held out for fidelity (never searched, initialized, distilled or selected on); 0: none
     holdout: float = 0.2
@@ -297,3 +298,5 @@ class CompressConfig:
                 getattr(self.search, "target_params", None) is not None
                 or getattr(self.search, "target_macs", None) is not None):
             raise ConfigError("conflicts with target_params / target_macs: give one of them", option="ranks")
+        if self.distill_data is not None and (self.calib is None or self.data is not None):
+            raise ConfigError("distills next to --calib's inputs: give --calib (and no --data)", option="distill_data")

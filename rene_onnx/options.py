@@ -238,6 +238,19 @@ class CompressOptions(MeasureOptions, SearchOptions):
                                      "Eq. 10-11).", min=0)
     batch_size: int = option(128, "Fine-tuning batch size (a small --calib set wants a smaller one: more steps "
                                   "per epoch).", min=1)
+    distill_data: str | os.PathLike | None = option(
+        None, "Extra unlabeled inputs to distill on (.npz with one array per graph input, like --calib): fine-tuning "
+              "trains on them and on --calib's training part; the search, the initialization and the selection of "
+              "the epoch do not see them.", kind="file")
+    distill_layers: str = option(
+        "factorized", "Where the distillation loss compares the layers' outputs: comma-separated 'factorized' (every "
+                      "factorized layer) and layer names or glob patterns (an ONNX model's layers are named "
+                      "node_<ONNX node name>, e.g. 'factorized,*layer_norm*').")
+    output_weight: float = option(
+        0.0, "Weight of the output-matching loss (KL on logits, or 1 - cosine for a model that is not an image "
+             "classifier); 0: off with labels (--data), 1 without (--calib).", min=0)
+    weight_term: bool = option(True, "Include the weight term ||W - W'||^2 in the distillation loss (off: only "
+                                     "the layers' outputs pull the factors).", kind="switch")
     latency_aware: bool | None = option(
         None, "Keep a layer dense when its factorized chain is not faster on the provider (onnxruntime's per-node "
               "profile on the CPU; on a GPU each dense node and chain timed as a model of its own) [default: on "
@@ -262,7 +275,8 @@ class CompressOptions(MeasureOptions, SearchOptions):
               "parameter budget); with one, a constraint on it. Exit 1 when missed.", metavar="X")
 
     #: the options a fine-tuning run reads (the rest are the search's and the measurement's)
-    FINETUNE = ("epochs", "lr", "optimizer", "lambda_diss", "batch_size", "seed")
+    FINETUNE = ("epochs", "lr", "optimizer", "lambda_diss", "batch_size", "distill_data", "distill_layers",
+                "output_weight", "weight_term", "seed")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -303,8 +317,11 @@ class CompressOptions(MeasureOptions, SearchOptions):
 
         if self.epochs <= 0:
             return None
+        points = tuple(p.strip() for p in self.distill_layers.split(",") if p.strip())
         return FinetuneConfig(epochs=self.epochs, lr=self.lr, optimizer=self.optimizer, lambda_diss=self.lambda_diss,
-                              batch_size=self.batch_size, seed=self.seed, grad_clip=5.0,
+                              batch_size=self.batch_size, seed=self.seed, grad_clip=5.0, logit_kd=self.output_weight,
+                              weight_term=self.weight_term,
+                              distill_layers=None if points in ((), ("factorized",)) else points,
                               **({"weight_decay": 0.0} if self.optimizer == "adamw" else {}))
 
     def latency_aware_on(self) -> bool:
@@ -317,6 +334,7 @@ class CompressOptions(MeasureOptions, SearchOptions):
         return CompressConfig(
             model=os.fspath(model), weights=self.weights, input_shape=self.input_shapes(), output=self.output,
             report=self.report, plots=self.plots, data=self.data, data_free=self.data_free, calib=self.calib,
+            distill_data=self.distill_data,
             rewrite=RewriteConfig(method=self.method, ranks=self.ranks, rank_multiple=self.rank_multiple_choice()[0],
                                   rank_multiple_why=self.rank_multiple_choice()[1]),
             search=self.search_config(self.output) if self.searched() and self.target_latency is None else None,

@@ -168,3 +168,39 @@ def full_factors(method, w):
         return svd_factors(w.reshape(cout, -1), min(cout, cin * k))
     r1 = min(cout, cin * k)
     return tt_factors(w, r1, min(cin, r1 * k))
+
+
+# ---------------------------------------------------------------- MatMul chains (packs, latency-aware reverts)
+
+
+def mlp_chain(widths: list[int]) -> onnx.ModelProto:
+    """x[N, widths[0]] -> MatMul chain; batch dim symbolic like the packed zoo models."""
+    rng = np.random.default_rng(0)
+    nodes, inits, cur = [], [], "x"
+    for i, (a, b) in enumerate(zip(widths, widths[1:])):
+        inits.append(numpy_helper.from_array(rng.standard_normal((a, b)).astype(np.float32), f"W{i}"))
+        nodes.append(helper.make_node("MatMul", [cur, f"W{i}"], [f"h{i}"], name=f"mm{i}"))
+        cur = f"h{i}"
+    return _batch_model(nodes, inits, widths, cur)
+
+
+def factored_chain(widths: list[int], ranks: list[int]) -> onnx.ModelProto:
+    """``mlp_chain(widths)`` with MatMul i replaced by x @ A_i @ B_i (rank ranks[i]); the chain ends in h_i."""
+    rng = np.random.default_rng(1)
+    nodes, inits, cur = [], [], "x"
+    for i, ((a, b), r) in enumerate(zip(zip(widths, widths[1:]), ranks)):
+        inits += [numpy_helper.from_array(rng.standard_normal((a, r)).astype(np.float32), f"mm{i}/A"),
+                  numpy_helper.from_array(rng.standard_normal((r, b)).astype(np.float32), f"mm{i}/B")]
+        nodes += [helper.make_node("MatMul", [cur, f"mm{i}/A"], [f"mm{i}/t"], name=f"mm{i}/svd_first"),
+                  helper.make_node("MatMul", [f"mm{i}/t", f"mm{i}/B"], [f"h{i}"], name=f"mm{i}/svd_last")]
+        cur = f"h{i}"
+    return _batch_model(nodes, inits, widths, cur)
+
+
+MLP_LAYER_NODES = {f"layer{i}": [f"mm{i}", [f"mm{i}/svd_first", f"mm{i}/svd_last"]] for i in range(2)}
+
+
+def _batch_model(nodes, inits, widths, out):
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", F32, ["batch", widths[0]])],
+                          [helper.make_tensor_value_info(out, F32, ["batch", widths[-1]])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)

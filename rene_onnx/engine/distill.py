@@ -7,6 +7,7 @@ docstring of :mod:`rene_onnx.engine.finetune` has the whole loss.
 """
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from typing import Iterable
 
 import torch
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import DISS_NORMS, OUTPUT_LOSSES, FinetuneConfig
+from ..errors import ConfigError
 from .batches import forward, model_device, split_batch, to_device
 
 
@@ -29,6 +31,30 @@ def _sq(a: torch.Tensor, b: torch.Tensor, norm: str) -> torch.Tensor:
     if norm == "relative":
         return diff.pow(2).sum() / a.float().pow(2).sum().clamp_min(1e-12)
     return diff.pow(2).sum()
+
+
+def distill_points(student: nn.Module, points: Iterable[str]) -> list[str]:
+    """The module names of ``student`` that ``points`` name, in model order, each once.
+
+    A point is ``"factorized"`` (every factorized layer), an exact module name, or a glob pattern over the
+    module names (``*``, ``?``, ``[...]``; e.g. ``*layer_norm*``: for an ONNX model the modules are named
+    after its nodes). A point that names no module is a :class:`~rene_onnx.errors.ConfigError`.
+    """
+    names = [n for n, _ in student.named_modules() if n]
+    factorized = set(factorized_layers(student))
+    chosen: set[str] = set()
+    for point in points:
+        if point == "factorized":
+            hit = factorized
+        elif point in names:
+            hit = {point}
+        else:
+            hit = {n for n in names if fnmatchcase(n, point)}
+        if not hit and point != "factorized":
+            raise ConfigError(f"{point!r} names no layer of the model (e.g. {', '.join(names[:3])})",
+                              option="distill_layers")
+        chosen |= hit
+    return [n for n in names if n in chosen]
 
 
 class Distiller:
@@ -54,7 +80,7 @@ class Distiller:
             raise ValueError(f"norm must be one of {DISS_NORMS}, got {norm!r}")
         s_mods = dict(student.named_modules())
         t_mods = dict(teacher.named_modules())
-        names = list(layers) if layers is not None else factorized_layers(student)
+        names = distill_points(student, layers) if layers is not None else factorized_layers(student)
         for n in names:
             if n not in s_mods:
                 raise ValueError(f"distilled layer {n!r} is not a module of the student")

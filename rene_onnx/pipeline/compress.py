@@ -169,6 +169,7 @@ def compress_io(cfg: CompressConfig) -> tuple[dict, dict]:
     ranks = cfg.rewrite.ranks
     ckpt = cfg.search.checkpoint_dir if cfg.search is not None and ranks is None else None
     reads = {"model": model_reads(cfg.model), "weights": cfg.weights, "calib": cfg.calib, "data": existing(cfg.data),
+             "distill_data": cfg.distill_data,
              "ranks": existing(ranks) if isinstance(ranks, (str, Path)) else None, "checkpoint_dir": existing(ckpt)}
     writes: dict[str, Any] = {"report": cfg.report}
     if cfg.output is not None:

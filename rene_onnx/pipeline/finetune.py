@@ -22,6 +22,7 @@ class Tuned:
 
     result: Any  # rene_onnx.engine.finetune.FinetuneResult
     config: FinetuneConfig
+    train_samples: int | None = None  # samples trained on (with --distill-data's)
 
 
 def calib_split(n: int, seed: int, fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
@@ -56,7 +57,7 @@ def finetune_student(handle: ModelHandle, student: nn.Module, cfg: CompressConfi
         if len(xs[0]) < 2:
             raise UserError(f"{cfg.calib}: needs at least 2 samples (training and selection parts)", option="calib")
         tr, sel = calib_split(len(xs[0]), ft.seed)
-        train = unlabeled_dataset([t[torch.from_numpy(tr)] for t in xs])
+        train = unlabeled_dataset(with_distill_data(cfg, handle, [t[torch.from_numpy(tr)] for t in xs]))
         val = unlabeled_dataset([t[torch.from_numpy(sel)] for t in xs])
         changes["use_labels"] = False
         if handle.multi_input or handle.specs[0].dtype != "float32":
@@ -78,4 +79,27 @@ def finetune_student(handle: ModelHandle, student: nn.Module, cfg: CompressConfi
     result = finetune(student, teacher, train, val, ft)
     student.eval().cpu()  # fine-tuning may have moved both to a GPU; the rewrite and validation work on CPU
     teacher.cpu()
-    return Tuned(result, ft)
+    samples = getattr(train, "dataset", train)
+    return Tuned(result, ft, len(samples) if hasattr(samples, "__len__") else None)
+
+
+# ---------------------------------------------------------------- --distill-data: more inputs to train on (issue 13)
+
+
+def with_distill_data(cfg: CompressConfig, handle: ModelHandle, train: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``train`` (one tensor per graph input) followed by the ``distill_data`` inputs, when given.
+
+    They are only trained on: the search, the initialization and the epoch selection never see them.
+    """
+    if cfg.distill_data is None:
+        return train
+    from rene_onnx.data import unlabeled_input_arrays
+
+    extra = unlabeled_input_arrays(cfg.distill_data, handle.specs)
+    if len(extra) != len(train):
+        raise UserError(f"{cfg.distill_data}: {len(extra)} inputs, the model takes {len(train)}", option="distill_data")
+    try:
+        return [torch.cat([a, b.to(a.dtype)]) for a, b in zip(train, extra)]
+    except RuntimeError as e:  # another sample shape than --calib's
+        raise UserError(f"{cfg.distill_data}: samples do not match --calib's ({e})", option="distill_data") from e
+

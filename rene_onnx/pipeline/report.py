@@ -66,4 +66,5 @@ def finetune_meta(tuned: Tuned) -> dict:
             "selected_on": r.selected_on, "best_val_top1": r.best_val_top1, "stopped": r.stopped,
             "batch_size": ft.batch_size, "optimizer": ft.optimizer, "lr": ft.lr,
             "steps": int(r.history[-1]["steps"]) if r.history else 0, "output_loss": ft.output_loss,
-            "select_metric": ft.select_metric}
+            "select_metric": ft.select_metric, "distilled_layers": len(r.layers), "output_weight": ft.logit_kd,
+            "weight_term": ft.weight_term, "lambda_diss": ft.lambda_diss, "train_samples": tuned.train_samples}

@@ -158,7 +158,7 @@ def test_distiller_normalizations_are_exact():
 
 
 def test_distiller_rejects_unknown_layer(teacher):
-    with pytest.raises(ValueError, match="not a module of the student"):
+    with pytest.raises(ValueError, match="names no layer of the model"):
         Distiller(copy.deepcopy(teacher), teacher, layers=["nope"])
 
 
