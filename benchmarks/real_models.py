@@ -70,7 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=20, help="untimed runs per model first")
     p.add_argument("--extra", action="append", default=[],
                    help="an extra argument for every rene-onnx row (repeat; e.g. --extra=--epochs=2)")
-    p.add_argument("--timeout", type=float, default=1800, help="seconds allowed per rene-onnx row")
+    p.add_argument("--timeout", type=float, default=900, help="seconds allowed per rene-onnx row")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--write-readme", action="store_true", help="write the table into --readme")
     p.add_argument("--readme-only", action="store_true", help="only write the table from --out's JSON")
@@ -265,12 +265,13 @@ def measure(rows: list[dict], original: Path, work: Path, warmup: int, repeats: 
         r["fidelity"] = {"inputs": "held-out photos (crops, batch 1)", "n": int(len(held)),
                          "top1_agreement": num.top1_agreement, "top5_overlap": num.top5_overlap,
                          "cosine": num.cosine}
+    load = os.getloadavg()[0]  # other work on the box while timing (ratios are interleaved, medians are not)
     lat = measure_latency([Path(r["path"]) for r in done], feeds_npz=work / "latency_feed.npz", provider="cpu",
                           warmup=warmup, repeats=repeats)
     base = next(x for r, x in zip(done, lat) if r["row"] == "original")
     for r, x in zip(done, lat):
         r["latency"] = {"median_ms": x.median_ms, "p10_ms": x.p10_ms, "p90_ms": x.p90_ms, "runs": x.runs,
-                        "speedup": base.median_ms / x.median_ms,
+                        "speedup": base.median_ms / x.median_ms, "load_avg_1m_before": round(load, 2),
                         "inputs": "one held-out crop, batch 1; onnxruntime CPU, all models in one torch-free "
                                   f"worker, {warmup} warm-up runs, median of {repeats} interleaved runs"}
     orig = next(r for r in done if r["row"] == "original")
@@ -311,7 +312,7 @@ def markdown_table(results: dict) -> str:
         f"sample photos; fidelity on {data['heldout_crops']} crops of {len(data['heldout_photos'])} photos held out "
         f"whole ({', '.join(data['heldout_photos'])}), never given to the tool. Latency: onnxruntime CPU, one "
         f"held-out crop, batch 1, all models in one torch-free process, median of {results['repeats']} interleaved "
-        f"runs. Machine: {m['cpu']}, {m['cores']} cores ({flags}); commit `{results['commit'][:12]}`, "
+        f"runs{load_text(results['rows'])}. Machine: {m['cpu']}, {m['cores']} cores ({flags}); commit `{results['commit'][:12]}`, "
         f"{results['date'][:10]}. Command: `{results['command']}`.",
         "",
         "| row | command | params | MACs | file | speed-up (ORT CPU) | top-1 agreement | top-5 overlap | n | "
@@ -336,6 +337,11 @@ def markdown_table(results: dict) -> str:
         lines.append(int8_verdict(g))
     lines.append("Rows marked failed ran through the CLI and stopped with the error shown; they have no numbers.")
     return "\n".join(lines) + "\n"
+
+
+def load_text(rows: list[dict]) -> str:
+    loads = [r["latency"].get("load_avg_1m_before") for r in rows if "latency" in r]
+    return f" (1-min load average {loads[0]} when timing began)" if loads and loads[0] is not None else ""
 
 
 def said_text(said: dict | None) -> str:
