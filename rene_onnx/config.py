@@ -288,6 +288,8 @@ class CompressConfig:
     holdout: float = 0.2
     #: the fidelity floor on the held-out inputs after fine-tuning (rene_onnx.pipeline.floor); None: none
     min_fidelity: float | None = None
+    #: edge artifacts of the compressed model, written next to ``output`` (rene_onnx.pipeline.edge); (): none
+    export: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for key in ("target_params", "target_macs"):

@@ -23,6 +23,7 @@ PROVIDERS = ("cpu", "cuda", "tensorrt")
 RUNTIMES = ("onnxruntime", "openvino")
 PRESETS = ("auto", "paper-cifar", "paper-imagenet")
 OPTIMIZERS = ("sgd", "adam", "adamw")
+EXPORT_TARGETS = ("int8", "fp16", "ort")  # the edge artifacts of `rene-onnx export` / `compress --export`
 
 #: the built-in demo: a compress run without a model
 DEMO_MODEL = "digits_resnet"
@@ -274,6 +275,12 @@ class CompressOptions(MeasureOptions, SearchOptions):
               "--target-params/--target-macs the most compressed model that meets it (a short search over the "
               "parameter budget); with one, a constraint on it. Exit 1 when missed.", metavar="X")
 
+    export: str | None = option(
+        None, "Also export the compressed model for edge runtimes: comma-separated int8, fp16, ort. Written next "
+              "to -o as <stem>.int8.onnx, <stem>.fp16.onnx, <stem>.ort and <stem>.export.json; INT8 calibrates on "
+              "the inputs the search used, fidelity to the original is measured on the held-out ones (see "
+              "`rene-onnx export` for the options of a standalone export).", metavar="TARGETS")
+
     #: the options a fine-tuning run reads (the rest are the search's and the measurement's)
     FINETUNE = ("epochs", "lr", "optimizer", "lambda_diss", "batch_size", "distill_data", "distill_layers",
                 "output_weight", "weight_term", "seed")
@@ -300,6 +307,7 @@ class CompressOptions(MeasureOptions, SearchOptions):
                                   option="min_fidelity")
             if self.target_latency is not None:
                 raise ConfigError("conflicts with --target-latency: give one goal", option="min_fidelity")
+        self.export_targets()
         _fraction("target_latency", self.target_latency)
         if self.target_latency is not None:
             if not self.latency:
@@ -310,6 +318,17 @@ class CompressOptions(MeasureOptions, SearchOptions):
 
     def searched(self) -> bool:
         return self.ranks is None
+
+    def export_targets(self) -> tuple[str, ...]:
+        """``export`` as a tuple of edge targets (empty: no export)."""
+        if self.export is None:
+            return ()
+        items = [t.strip() for t in str(self.export).split(",") if t.strip()]
+        bad = [t for t in items if t not in EXPORT_TARGETS]
+        if bad or not items:
+            raise ConfigError(f"unknown export target(s) {', '.join(bad) or repr(self.export)} (expected a "
+                              f"comma-separated list of {', '.join(EXPORT_TARGETS)})", option="export")
+        return tuple(dict.fromkeys(items))
 
     def finetune_config(self):
         """None without fine-tuning (``epochs`` = 0)."""
@@ -341,7 +360,7 @@ class CompressOptions(MeasureOptions, SearchOptions):
             finetune=self.finetune_config(),
             validate=self.validate_config(latency_aware=self.latency_aware_on() and self.target_latency is None),
             target_latency=self.target_latency, command=command, holdout=self.holdout,
-            min_fidelity=self.min_fidelity)
+            min_fidelity=self.min_fidelity, export=self.export_targets())
 
 
 @dataclass(frozen=True)

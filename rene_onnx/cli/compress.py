@@ -29,4 +29,10 @@ def compress(ctx: click.Context, model, **options):
         result = run(model, command=command_line(), **options)
     show_notes(result.notes)
     show_report(result.report)
+    if result.export is not None:
+        from rene_onnx.cli.render import out
+        from rene_onnx.report.edge import render_export
+
+        for r in render_export(result.export.report):
+            out.print(r)
     wrote(result.paths)

@@ -173,8 +173,9 @@ def plan_from_fraction(
 ) -> RankPlan:
     """Ranks that keep about ``fraction`` of each layer's parameters (ranks.rank_for_fraction).
 
-    Ranks are then rounded to ``rank_multiple`` (ranks.round_rank); a layer
-    that would not save parameters at those ranks stays dense.
+    Ranks are then rounded to ``rank_multiple`` (ranks.round_ranks), except in
+    layers too narrow for it (ranks.layer_multiple); a layer that would not
+    save parameters at those ranks stays dense.
     """
     _check_method(method)
     multiple = _check_multiple(rank_multiple)
@@ -187,7 +188,7 @@ def plan_from_fraction(
             plan.add(LayerPlan(name, "dense", (), note))
             continue
         ranks = R.rank_for_fraction(m, shape, fraction)
-        ranks = R.check_ranks(m, shape, R.round_ranks(m, shape, ranks, multiple))
+        ranks = R.check_ranks(m, shape, R.round_ranks(m, shape, ranks, R.layer_multiple(m, shape, multiple)))
         plan.add(_decide(name, shape, m, ranks, note))
     return plan
 

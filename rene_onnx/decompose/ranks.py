@@ -200,6 +200,20 @@ def rank_for_fraction(method: str, shape: LayerShape, fraction: float) -> tuple[
     return check_ranks(method, shape, expand_rank(method, best))
 
 
+def layer_multiple(method: str, shape: LayerShape, multiple: int) -> int:
+    """The rank multiple a layer is rounded to: ``multiple``, or 1 for a layer too narrow for it.
+
+    A layer whose break-even rank is below ``2 * multiple`` has at most one
+    multiple that saves parameters; rounding it would keep it dense (and make
+    a small model's budget unreachable), so the search does not round its
+    ranks. Ranks given by the user (:func:`round_ranks`) are rounded as asked.
+    """
+    multiple = int(multiple)
+    if multiple <= 1 or break_even_rank(method, shape) < 2 * multiple:
+        return 1
+    return multiple
+
+
 def round_ranks(method: str, shape: LayerShape, ranks: tuple[int, ...], multiple: int) -> tuple[int, ...]:
     """``ranks`` rounded to multiples of ``multiple`` within the method's caps (unchanged for ``multiple`` 1)."""
     if multiple <= 1:

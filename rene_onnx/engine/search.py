@@ -258,7 +258,7 @@ def search(
             continue
         be = R.break_even_rank(method, shape)
         win = initial_window(cfg.preset, be, n_candidates=cfg.n_candidates, factor=cfg.factor,
-                             rank_multiple=cfg.rank_multiple, bounds=cfg.bounds)
+                             rank_multiple=R.layer_multiple(method, shape, cfg.rank_multiple), bounds=cfg.bounds)
         if win is None:
             plan.add(LayerPlan(name, "dense", (), f"no {method} rank has fewer parameters than dense"))
             continue

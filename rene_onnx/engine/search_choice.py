@@ -18,6 +18,7 @@ from ..config import SearchConfig
 from ..decompose import ranks as R
 from ..decompose.choose import auto_methods, pick_by_error
 from ..decompose.ranks import LayerShape
+from ..errors import ConfigError
 from ..plan import LayerPlan, RankPlan
 from .search_budget import LayerOptions, allocate
 
@@ -64,11 +65,11 @@ def check_budget(cfg: SearchConfig, layers: list, budget: Budget) -> None:
         dense = R.dense_params if key == "params" else R.dense_macs
         low = budget.fixed[key] + sum(min(costs(l.method, l.shape, l.window.lb)[i], dense(l.shape)) for l in layers)
         if low > target * budget.total[key] * (1 + cfg.tolerance):
-            raise ValueError(
-                f"target_{key}={target} cannot be met: with every searched layer at its smallest rank the model "
-                f"keeps {low / budget.total[key]:.3f} of its {key} ({budget.fixed[key] / budget.total[key]:.3f} "
-                "is in layers / parameters that are not searched)"
-            )
+            raise ConfigError(
+                f"{target} cannot be met: with every searched layer at its smallest rank the model keeps "
+                f"{low / budget.total[key]:.3f} of its {key} ({budget.fixed[key] / budget.total[key]:.3f} is in "
+                f"layers / parameters that are not searched); ask for at least {low / budget.total[key]:.2f}",
+                option=f"target_{key}")
 
 
 def curve_errors(errors: np.ndarray, measured: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -99,7 +100,7 @@ def final_choice(cfg: SearchConfig, layers: list, plan: RankPlan, budget: Budget
     if budget.active:
         options = []
         for l in layers:
-            m = cfg.rank_multiple
+            m = R.layer_multiple(l.method, l.shape, cfg.rank_multiple)
             ranks = np.arange(l.first.lb, l.first.ub + 1)
             ranks = ranks[(ranks % m == 0) | (ranks == l.first.lb) | (ranks == l.first.ub)]
             cost = np.array([costs(l.method, l.shape, int(r)) for r in ranks], dtype=np.float64).reshape(-1, 2)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from rene_onnx.options import option
+from rene_onnx.options import EXPORT_TARGETS, option
 from rene_onnx.errors import LoadError, PathConflictError, StageError, UserError, first_line
 from rene_onnx.progress import emit
 from rene_onnx.report.edge import ArtifactRow, ExportReport
@@ -49,7 +49,7 @@ from . import opset as opset_mod
 from . import ort_format
 from .inputs import InputSet, batch_of, graph_input_infos, read_inputs, split
 
-TARGETS = ("int8", "fp16", "ort")
+TARGETS = EXPORT_TARGETS
 LOSSY_CHAIN_ACTIONS = ("report", "float")
 
 
@@ -157,7 +157,7 @@ def run(model: onnx.ModelProto | str | os.PathLike, cfg: ExportConfig) -> Export
     stem = cfg.name or (Path(src_path).name.removesuffix(".onnx") if src_path else "model")
     original, original_path = _load(cfg.original, "original") if cfg.original is not None else (None, None)
     fixed = fixed_shape_mod.parse(cfg.fixed_shape) if not isinstance(cfg.fixed_shape, Mapping) else dict(cfg.fixed_shape)
-    _check_writes(cfg, src_path, original_path, _planned_files(stem, targets, cfg, fixed))
+    _check_writes(cfg, src_path, original_path, planned_files(stem, targets, cfg, fixed))
     opts = cfg.int8_options()
     calib = read_inputs(cfg.calib, src, "calib")
     held = read_inputs(cfg.held_out, src, "held_out")
@@ -357,7 +357,7 @@ def _load(model, option: str) -> tuple[onnx.ModelProto, str | None]:
     return m, os.fspath(path)
 
 
-def _planned_files(stem: str, targets: Sequence[str], cfg: ExportConfig, fixed) -> dict[str, str]:
+def planned_files(stem: str, targets: Sequence[str], cfg: ExportConfig, fixed) -> dict[str, str]:
     """kind -> the file name :func:`_publish` will give it in ``output_dir`` (the module docstring's list)."""
     base_kind = "opset" if cfg.opset is not None else ("fixed" if fixed else None)
     names = {base_kind: f"{stem}.{_base_name(base_kind, cfg)}.onnx"} if base_kind else {}

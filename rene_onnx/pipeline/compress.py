@@ -20,8 +20,9 @@ from rene_onnx.files import check_io, existing, model_reads, onnx_outputs, save_
 from rene_onnx.plan import Factors, RankPlan
 from rene_onnx.progress import emit
 
+from .edge import check_export, export_compressed, export_writes
 from .factorize import factorize, init_factors, torch_top1
-from .finetune import Tuned, finetune_student
+from .finetune import Tuned, finetune_student, with_distill_data
 from .heldout import Heldout, hold_out
 from .inputs import calib_inputs, layer_shapes, load_data, load_model, static_batch, test_arrays
 from .ranks import parse_ranks, plan_ranks, search_ranks
@@ -39,6 +40,7 @@ class CompressResult:
     plan: RankPlan
     notes: list[str] = field(default_factory=list)
     paths: dict[str, Path] = field(default_factory=dict)  # output / report / plots written (empty: none)
+    export: Any = None  # rene_onnx.export.ExportResult of --export (None: no export)
 
     @property
     def output(self) -> Path | None:
@@ -63,6 +65,10 @@ def compress(cfg: CompressConfig) -> CompressResult:
     if calib is not None and cfg.holdout > 0:  # the held-out part only ever reaches validate()
         held = hold_out(calib, cfg.calib, cfg.holdout, cfg.search.seed if cfg.search else 0)
         calib = held.used
+    if calib is not None and cfg.distill_data is not None:  # a bad --distill-data fails before the search
+        with_distill_data(cfg, handle, list(calib))
+    if cfg.export:
+        check_export(cfg, handle, has_inputs=splits is not None or calib is not None)
     if cfg.min_fidelity is not None:
         from .floor import compress_to_floor
 
@@ -73,7 +79,16 @@ def compress(cfg: CompressConfig) -> CompressResult:
             cfg, lambda c: compress_once(c, handle, splits, calib, held, t0), held)
     else:
         report, model, plan, notes = compress_once(cfg, handle, splits, calib, held, t0)
-    return CompressResult(report, model, plan, notes, write_outputs(cfg, model, report, handle.external_data))
+    exported = None
+    if cfg.export:  # built and validated (files published) before the model is written: a failure writes nothing
+        emit("export", message=",".join(cfg.export))
+        exported, how = export_compressed(cfg, handle, model, splits, calib, held)
+        report.meta["export"] = {"targets": list(cfg.export), "inputs": how,
+                                 "files": {k: str(p) for k, p in exported.paths.items()}}
+    paths = write_outputs(cfg, model, report, handle.external_data)
+    if exported is not None:
+        paths.update({f"export {k}": p for k, p in exported.paths.items()})
+    return CompressResult(report, model, plan, notes, paths, exported)
 
 
 def compress_once(cfg: CompressConfig, handle, splits, calib, held: Heldout | None, t0: float):
@@ -176,4 +191,6 @@ def compress_io(cfg: CompressConfig) -> tuple[dict, dict]:
         writes.update(onnx_outputs(cfg.output, external_data=len(reads["model"]) > 1))
     if cfg.plots is not None:
         writes["plots"] = plot_paths(cfg.plots)
+    if cfg.export:
+        writes["export"] = export_writes(cfg)
     return reads, writes

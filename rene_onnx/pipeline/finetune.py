@@ -95,7 +95,10 @@ def with_distill_data(cfg: CompressConfig, handle: ModelHandle, train: list[torc
         return train
     from rene_onnx.data import unlabeled_input_arrays
 
-    extra = unlabeled_input_arrays(cfg.distill_data, handle.specs)
+    try:
+        extra = unlabeled_input_arrays(cfg.distill_data, handle.specs)
+    except UserError as e:  # the loader's message, under the option that named the file
+        raise type(e)(e.message, option="distill_data", refs=e.refs) from None
     if len(extra) != len(train):
         raise UserError(f"{cfg.distill_data}: {len(extra)} inputs, the model takes {len(train)}", option="distill_data")
     try:

@@ -68,6 +68,7 @@ class _Layer:
 def candidate_ranks(method: str, shape, multiple: int, n: int = N_CANDIDATES) -> list[int]:
     """Up to ``n`` single ranks, multiples of ``multiple``, spread over [multiple, break-even) (below it: saves)."""
     top = R.break_even_rank(method, shape)
+    multiple = R.layer_multiple(method, shape, multiple)
     steps = np.arange(multiple, top + 1, multiple)
     steps = steps[[R.saves(method, shape, R.expand_rank(method, int(r))) for r in steps]] if steps.size else steps
     if steps.size == 0:

@@ -300,6 +300,8 @@ CASES = {
                                                        "--no-latency"], 2, ["../w.data", "outside"]),
     "calib-object-npy": (lambda d: [*COMPRESS_A, "--calib", object_npy(d), "-o", "out.onnx"], 2,
                          ["obj.npy", "Python objects"]),
+    "target-params-unreachable": (lambda d: ["search", "resnet20", "--data-free", "--target-params", "0.02",
+                                             "-o", "plan.json"], 2, ["--target-params", "cannot be met", "0.10"]),
     "usage-bogus-option": (lambda d: [*COMPRESS_A, "--bogus", "-o", "out.onnx"], 2, ["--bogus"]),
     "usage-bad-method": (lambda d: [*COMPRESS_A, "--method", "xx", "-o", "out.onnx"], 2, ["--method", "xx"]),
 }
@@ -547,11 +549,11 @@ def test_check_io_the_rule(tmp_path):
 def test_export_refuses_by_the_file_names_it_writes(tmp_path, assets):
     """The names the export checks before its work are the names it writes (so the early refusal is the real one)."""
     from rene_onnx.export import export_model
-    from rene_onnx.export.orchestrator import ExportConfig, _planned_files
+    from rene_onnx.export.orchestrator import ExportConfig, planned_files
 
     shutil.copy(assets / "a.onnx", tmp_path / "a.onnx")
     kw = dict(to=("int8", "fp16", "ort"), quantization="dynamic", opset=17, latency=False, layer_errors=False)
     res = export_model(tmp_path / "a.onnx", output_dir=tmp_path / "edge", **kw)
-    planned = _planned_files("a", kw["to"], ExportConfig(**{k: v for k, v in kw.items() if k != "to"}), {})
+    planned = planned_files("a", kw["to"], ExportConfig(**{k: v for k, v in kw.items() if k != "to"}), {})
     assert sorted(p.name for p in (tmp_path / "edge").iterdir()) == sorted(planned.values())
     assert {Path(p).name for p in res.paths.values()} == set(planned.values())

@@ -76,9 +76,15 @@ def test_rank_multiple_rounds_ranks():
     assert factorized
     for lp in factorized:
         shape = SHAPES[lp.name]
+        if R.break_even_rank(lp.method, shape) < 16:  # too narrow for multiples of 8: not rounded
+            assert R.layer_multiple(lp.method, shape, 8) == 1
+            continue
         caps = (shape.out_features, shape.in_features) if lp.method == "tt" else (R.max_rank(lp.method, shape),)
         assert all(r % 8 == 0 or r == cap for r, cap in zip(lp.ranks, caps)), lp
-    assert plan.layers["stem"].ranks == (8, 3)  # r2 capped at Cin = 3
+    assert plan.layers["conv"].ranks[0] % 8 == 0 and R.layer_multiple("tt", SHAPES["conv"], 8) == 8
+    unrounded = plan_from_fraction(SHAPES, "auto", 0.3)
+    assert plan.layers["fc"].ranks == unrounded.layers["fc"].ranks  # break-even rank 9: not rounded to 8
+    assert plan.layers["stem"].ranks == unrounded.layers["stem"].ranks
     plan = plan_from_mapping(SHAPES, "auto", {"conv": [13, 11], "fc": 5}, rank_multiple=4)
     assert plan.layers["conv"].ranks == (12, 12)
     assert plan.layers["fc"].ranks == (4,)

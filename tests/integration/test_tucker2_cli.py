@@ -35,7 +35,7 @@ def check_report(path, out):
 
 
 def test_cli_tucker2_with_fixed_ranks(tmp_path):
-    run("compress", "resnet20", "--method", "tucker2", "--ranks", "0.5", "--epochs", "0", "--no-latency",
+    run("compress", "resnet20", "--method", "tucker2", "--ranks", "0.5", "--rank-multiple", "1", "--epochs", "0", "--no-latency",
         "-o", "out.onnx", "--report", "rep.json", cwd=tmp_path)
     report = check_report(tmp_path / "rep.json", tmp_path / "out.onnx")
     methods = {l["name"]: l["method"] for l in report["layers"]}
