@@ -291,9 +291,11 @@ def test_ddp_two_processes_gloo(tmp_path, digits):
            "--train", str(tmp_path / "train.pt"), "--val", str(tmp_path / "val.pt"),
            "--config", str(tmp_path / "cfg.json"), "--out", str(out)]
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=150)
-    if p.returncode != 0 and "SIGABRT" in p.stderr and "Traceback" not in p.stderr:
-        # a rank killed by a C++ abort with no Python error: seen 2 times in ~25 runs on the loaded 2-core box
-        # (gloo teardown); one more try -- a real failure (an exception in a rank) is never retried
+    aborted = any(s in p.stderr for s in ("SIGABRT", "exitcode: -6", "terminate called without an active exception"))
+    if p.returncode != 0 and aborted and "rene_onnx/" not in p.stderr:
+        # a rank killed by a C++ abort at gloo teardown, with no Python error in a rank (the launcher then prints
+        # its own traceback, from torch/distributed/run.py only): seen 3 times in ~30 runs on the loaded 2-core
+        # box; one more try -- a real failure (an exception in a rank names rene_onnx's frames) is never retried
         shutil.rmtree(out, ignore_errors=True)
         p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=150)
     assert p.returncode == 0, p.stderr[-6000:] + p.stdout[-2000:]
