@@ -6,7 +6,8 @@ What it does, in order (everything lands in ``--work``; the results JSON in ``--
    ``torch.onnx.export`` with its defaults (a fixed batch of 1), as a user would.
 2. Cuts crops of scikit-image's (and scikit-learn's, matplotlib's) sample photos
    (``rene_onnx.data.photos.photo_crops``) and holds out whole photos (``split_groups``, by photo,
-   not by crop). The calibration crops go to ``calib.npy``; the held-out crops are never given to
+   not by crop). The calibration crops go to ``calib.npz`` (with a ``groups`` array: the photo of each crop,
+   so that the tool's own held-out part of them is whole photos too); the held-out crops are never given to
    the tool or to the INT8 calibration.
 3. Runs every rene-onnx row through the real CLI (a subprocess ``rene-onnx compress ...``). A row
    whose flag this checkout does not have (or that fails for any reason) is recorded with the CLI's
@@ -55,6 +56,7 @@ RENE_ROWS = {
     "target-latency": ("--target-latency 0.7", ["--target-latency", "0.7"]),
 }
 ALL_ROWS = ("original", *RENE_ROWS, "int8")
+ORIGINAL = "mobilenet_v2.onnx"  # the exported original, in --work
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -133,15 +135,14 @@ def input_name(path: Path) -> str:
 
 
 def make_photos(work: Path, per_photo: int, held_out: float, seed: int) -> dict:
-    """Calibration / held-out crops, split by photo; writes calib.npy, calib_groups.npy, heldout.npy."""
+    """Calibration / held-out crops, split by photo; writes calib.npz (the crops + ``groups``), heldout.npy."""
     from rene_onnx.data.photos import photo_crops, sample_photos, split_groups
 
     photos = sample_photos()
     names = list(photos)
     x, groups = photo_crops(photos, 224, per_photo, seed=seed)
     used, out = split_groups(groups, held_out, seed=seed)
-    np.save(work / "calib.npy", x[used])
-    np.save(work / "calib_groups.npy", groups[used])
+    np.savez(work / "calib.npz", **{input_name(work / ORIGINAL): x[used], "groups": groups[used]})
     np.save(work / "heldout.npy", x[out])
     return {"photos": len(names), "per_photo": per_photo,
             "calib_photos": sorted({names[g] for g in groups[used]}), "calib_crops": int(len(used)),
@@ -163,12 +164,12 @@ def run_rene_row(name: str, original: Path, work: Path, extra: list[str], timeou
     out, report = work / f"{name}.onnx", work / f"{name}.report.json"
     for stale in (out, report, Path(f"{out}.data")):
         stale.unlink(missing_ok=True)
-    argv = ["compress", str(original), *[a.format(calib=work / "calib.npy") for a in args], *extra,
+    argv = ["compress", str(original), *[a.format(calib=work / "calib.npz") for a in args], *extra,
             "-o", str(out), "--report", str(report)]
     shown = "rene-onnx " + " ".join(shlex.quote(a) for a in ["compress", original.name,
-                                                              *[a.format(calib="calib.npy") for a in args], *extra])
+                                                              *[a.format(calib="calib.npz") for a in args], *extra])
     row = {"row": name, "label": label, "command": shown,
-           "tool_inputs": "calib.npy (calibration photos only)" if "{calib}" in args else "none (data-free)"}
+           "tool_inputs": "calib.npz (calibration photos only)" if "{calib}" in args else "none (data-free)"}
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cli() + argv, capture_output=True, text=True, timeout=timeout, cwd=work)
@@ -205,7 +206,8 @@ def make_int8(original: Path, work: Path, n: int, seed: int) -> dict:
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                           quantize_static)
 
-    calib = np.load(work / "calib.npy")
+    with np.load(work / "calib.npz") as z:
+        calib = z[input_name(work / ORIGINAL)]
     pick = np.sort(np.random.default_rng(seed).permutation(len(calib))[:n])
     name = input_name(original)
 
@@ -224,7 +226,7 @@ def make_int8(original: Path, work: Path, n: int, seed: int) -> dict:
     return {"row": "int8", "label": "onnxruntime INT8 static (baseline)", "path": str(out),
             "command": f"quantize_static(QDQ, per_channel=True, activations QUInt8, weights QInt8, "
                        f"{len(pick)} calibration crops)",
-            "tool_inputs": f"{len(pick)} crops of calib.npy (calibration photos only)",
+            "tool_inputs": f"{len(pick)} crops of calib.npz (calibration photos only)",
             "seconds": round(time.perf_counter() - t0, 1), "exit_code": 0}
 
 
@@ -390,7 +392,7 @@ def main(argv=None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    original = work / "mobilenet_v2.onnx"
+    original = work / ORIGINAL
     results = {"command": "python benchmarks/real_models.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
                "commit": git_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                "machine": machine(), "repeats": args.repeats, "warmup": args.warmup,

@@ -45,7 +45,11 @@ def test_rows_split_and_numbers(run):
     _, work, _, res = run
     data = res["data"]
     assert set(data["calib_photos"]).isdisjoint(data["heldout_photos"])
-    assert data["calib_crops"] == len(np.load(work / "calib.npy")) == 2 * len(data["calib_photos"])
+    with np.load(work / "calib.npz") as z:  # the crops under the graph input's name, and each crop's photo
+        names = [k for k in z.files if k != "groups"]
+        assert len(names) == 1 and len(z["groups"]) == len(z[names[0]])
+        assert data["calib_crops"] == len(z[names[0]]) == 2 * len(data["calib_photos"])
+        assert len(set(z["groups"].tolist())) == len(data["calib_photos"])
     assert data["heldout_crops"] == len(np.load(work / "heldout.npy")) == 2 * len(data["heldout_photos"])
     for key in ("commit", "command", "date"):
         assert res[key]
