@@ -56,7 +56,7 @@ def load_onnx_graph(path: str | os.PathLike, failure: TorchImportError,
     layers = graph_layers(original, {s.name: s.shape for s in specs})
     check_compressible([ol for _, ol in layers], path.name)
     layer_map, unmapped = graph_layer_map(layers)
-    notes.insert(0, f"no torch model: {failure.reason}; compressed data-free from the graph's weights "
-                    f"({NEEDS_IMPORT})")
+    notes.insert(0, f"no torch model: {failure.reason}; ranks and factors come from the graph's weights alone, "
+                    f"data-free ({NEEDS_IMPORT})")
     return ModelHandle(None, original, layer_map, {}, specs[0].shape, source=str(path), notes=notes,
                        unmapped=unmapped, external_data=external, inputs=specs, import_error=failure.reason)

@@ -49,6 +49,20 @@ def graph_factors(plan: RankPlan, weights: dict[str, np.ndarray], shapes: dict) 
     return out
 
 
+def graph_search(cfg: CompressConfig, handle: ModelHandle, shapes: dict, weights: dict[str, np.ndarray]):
+    """The ranks under ``cfg``'s target from the layers' weight error curves -> a data-free SearchResult.
+
+    The targets are fractions of the whole ONNX model's parameters / MACs."""
+    from rene_onnx.engine.search_weights import weights_search
+    from rene_onnx.validate.counts import count_onnx
+
+    emit("search", message="weights only")
+    c = count_onnx(handle.onnx_model, handle.input_shapes)
+    scfg = dataclasses.replace(cfg.search or SearchConfig(), method=cfg.rewrite.method,
+                               rank_multiple=cfg.rewrite.rank_multiple, data_free=True)
+    return weights_search(weights, shapes, scfg, (c.params, c.macs))
+
+
 def compress_graph_only(cfg: CompressConfig, handle: ModelHandle, t0: float):
     """ranks -> factors -> rewrite -> validate -> report on the graph's weights; ``(report, model, plan, notes)``."""
     from rene_onnx.report.search import search_section
@@ -59,14 +73,7 @@ def compress_graph_only(cfg: CompressConfig, handle: ModelHandle, t0: float):
         emit("plan", message="ranks given")
         plan = plan_ranks(shapes, cfg.rewrite)
     else:
-        from rene_onnx.engine.search_weights import weights_search
-        from rene_onnx.validate.counts import count_onnx
-
-        emit("search", message="weights only")
-        c = count_onnx(handle.onnx_model, handle.input_shapes)
-        scfg = dataclasses.replace(cfg.search or SearchConfig(), method=cfg.rewrite.method,
-                                   rank_multiple=cfg.rewrite.rank_multiple, data_free=True)
-        searched = weights_search(weights, shapes, scfg, (c.params, c.macs))
+        searched = graph_search(cfg, handle, shapes, weights)
         plan = searched.plan
     emit("factorize", message=f"{len(plan.factorized())} layers")
     factors = graph_factors(plan, weights, shapes)

@@ -86,12 +86,13 @@ def test_ranks_given_compress_without_torch(model_file, tmp_path):
     assert _outputs(tmp_path / "out.onnx", x).shape == (2, 10)  # the dynamic batch is kept
 
 
-def test_target_params_weights_only(model_file, tmp_path):
-    r = cli("compress", model_file, "--data-free", "--target-params", "0.5", "--rank-multiple", "1", "--epochs", "0",
+@pytest.mark.parametrize("target", ["params", "macs"])
+def test_target_weights_only(model_file, tmp_path, target):
+    r = cli("compress", model_file, "--data-free", f"--target-{target}", "0.5", "--rank-multiple", "1", "--epochs", "0",
             "--no-latency", "-o", "out.onnx", "--report", "r.json", cwd=tmp_path)
     assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "r.json").read_text())
-    kept = report["params"]["after"] / report["params"]["before"]
+    kept = report[target]["after"] / report[target]["before"]
     assert abs(kept - 0.5) < 0.03, kept
     assert report["search"]["mode"] == "data-free" and report["search"]["stages"] == 0
     assert any("weights only" in n for n in report["meta"]["notes"] + r.output.splitlines())
@@ -140,3 +141,23 @@ def test_a_converter_that_fails_falls_back_too(tmp_path, monkeypatch):
             cwd=tmp_path)
     assert r.exit_code == 0, r.output
     assert "onnx2torch cannot import the graph: NotImplementedError: BatchNorm operation" in r.output
+
+
+def test_search_command_weights_only(model_file, tmp_path):
+    """``rene-onnx search`` on the same graph: a weights-only plan that ``compress --ranks`` takes."""
+    r = cli("search", model_file, "--data-free", "--target-params", "0.5", "--rank-multiple", "1", "-o", "plan.json",
+            cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan["meta"]["search"]["weights_only"] and abs(plan["meta"]["search"]["params_fraction"] - 0.5) < 0.03
+    r = cli("compress", model_file, "--data-free", "--ranks", "plan.json", "--epochs", "0", "--no-latency",
+            "-o", "out.onnx", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+
+
+def test_python_api_hint_names_python_options(model_file):
+    import rene_onnx
+    from rene_onnx.errors import LoadError
+
+    with pytest.raises(LoadError, match=r"data_free=True with ranks='FRACTION'.*epochs=0"):
+        rene_onnx.compress(model_file, calib="none.npz", ranks=0.5)
