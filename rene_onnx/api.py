@@ -86,12 +86,19 @@ def search(model: str | os.PathLike = DEMO_MODEL, *, command: str | None = None,
     t0 = time.perf_counter()
     emit("load", message=str(model))
     handle = load_model(cfg)
-    splits = load_data(cfg, handle)
-    result = search_ranks(handle, cfg, splits, calib_inputs(cfg, handle) if splits is None else None)
+    if handle.torch_model is None:  # onnx2torch cannot import the graph: ranks from its weights alone
+        from rene_onnx.pipeline.graph_only import graph_search, graph_weights
+
+        shapes, weights = graph_weights(handle)
+        result = graph_search(cfg, handle, shapes, weights)
+    else:
+        splits = load_data(cfg, handle)
+        result = search_ranks(handle, cfg, splits, calib_inputs(cfg, handle) if splits is None else None)
+        shapes = layer_shapes(handle)
     plan = result.plan
     plan.meta["search"] = {**plan.meta.get("search", {}), "params_fraction": result.params_fraction,
                            "macs_fraction": result.macs_fraction}
-    report = search_report(result, layer_shapes(handle), {n: r.op_type for n, r in handle.layer_map.items()},
+    report = search_report(result, shapes, {n: r.op_type for n, r in handle.layer_map.items()},
                            {"model": str(model), "command": cfg.command})
     paths: dict[str, Path] = {}
     if opts.output is not None:

@@ -154,7 +154,7 @@ class SearchResult:
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _blas_threads(n: int | None):
+def blas_threads(n: int | None):
     """Limit numpy's BLAS / LAPACK threads inside the block (threadpoolctl, a scikit-learn dependency)."""
     if n is None:
         return contextlib.nullcontext()
@@ -173,7 +173,9 @@ def _grad_norm(params: list[torch.Tensor], clip: float) -> torch.Tensor:
 
 
 @dataclass
-class _Layer:
+class SearchLayer:
+    """One searched layer: its method, shape, candidate windows (current / first), frame and outcome."""
+
     name: str
     method: str
     shape: LayerShape
@@ -246,41 +248,11 @@ def search(
         raise ValueError(f"layer(s) not among the model's Conv / Linear layers: {', '.join(map(repr, unknown))}")
 
     device = model_device(model)
-    plan = RankPlan(meta={"search": {"mode": mode, "method": cfg.method, "preset": cfg.preset, "seed": cfg.seed}})
-    layers: list[_Layer] = []
-    for name, shape in shapes.items():
-        if (cfg.layers is not None and name not in cfg.layers) or name in cfg.exclude:
-            plan.add(LayerPlan(name, "dense", (), "not searched (excluded)"))
-            continue
-        method, note = resolve_method(cfg.method, shape, per_group=True)
-        if method == "dense":
-            plan.add(LayerPlan(name, "dense", (), note))
-            continue
-        be = R.break_even_rank(method, shape)
-        win = initial_window(cfg.preset, be, n_candidates=cfg.n_candidates, factor=cfg.factor,
-                             rank_multiple=R.layer_multiple(method, shape, cfg.rank_multiple), bounds=cfg.bounds)
-        if win is None:
-            plan.add(LayerPlan(name, "dense", (), f"no {method} rank has fewer parameters than dense"))
-            continue
-        if len(win.candidates) == 1 and not budgeted:
-            plan.add(LayerPlan(name, "dense", (), f"only {method} rank {win.lb} saves parameters "
-                               f"(break-even rank {be}): nothing to search, kept dense"))
-            continue
-        layers.append(_Layer(name, method, shape, win, win))
-    if not layers:
-        raise ValueError("no layer has two or more ranks that save parameters: nothing to search")
-
+    plan, layers = search_layers(cfg, shapes, mode)
     if totals is None:
         totals = (sum(p.numel() for p in model.parameters()), sum(R.dense_macs(s) for s in shapes.values()))
-    total = {"params": int(totals[0]), "macs": int(totals[1])}
-    if min(total.values()) <= 0:
-        raise ValueError(f"totals must be positive (params, MACs), got {totals}")
-    budget = Budget(
-        total,
-        {"params": total["params"] - sum(R.dense_params(l.shape) for l in layers),
-         "macs": total["macs"] - sum(R.dense_macs(l.shape) for l in layers)},
-        {"params": cfg.target_params, "macs": cfg.target_macs},
-    )
+    budget = layer_budget(cfg, layers, totals)
+    total = budget.total
     check_budget(cfg, layers, budget)
 
     batches = [] if data_free else cached_batches(model, calib_batches(calib_loader, cfg, device), cfg)
@@ -300,7 +272,7 @@ def search(
         if skipped:
             notes.append(f"no input moment for {len(skipped)} svd layer(s) ({', '.join(skipped[:3])}...): plain SVD there")
     # one decomposition per layer serves every stage
-    with _blas_threads(cfg.decompose_threads):
+    with blas_threads(cfg.decompose_threads):
         for i, l in enumerate(layers):
             w = named[l.name].weight.detach().cpu().numpy()
             mom = moments.get(l.name) if cfg.whiten and engine_methods.get(l.method).whitens else None
@@ -351,9 +323,7 @@ def search(
                                                         lambda n: named[n].weight.detach().cpu().numpy(), curves)
     notes += choice_notes
     plan.layers = {n: plan.layers[n] for n in shapes}  # model order
-    searched = [(lp, shapes[n]) for n, lp in plan.layers.items() if n in result_layers]
-    planned_params = budget.fixed["params"] + sum(R.factorized_params(lp.method, s, lp.ranks) for lp, s in searched)
-    planned_macs = budget.fixed["macs"] + sum(R.factorized_macs(lp.method, s, lp.ranks) for lp, s in searched)
+    planned_params, planned_macs = planned_totals(plan, shapes, result_layers, budget)
     still = [l.name for l in layers if len(l.candidates) > 1 and l.p_moved < 0.05]
     if still:
         notes.append(f"p barely moved (< 0.05 from uniform) in {len(still)} layer(s): {', '.join(still[:5])}"
@@ -378,6 +348,57 @@ def search(
     if ckpt is not None:
         plan.save(ckpt / "plan.json")
     return result
+
+
+def search_layers(cfg: SearchConfig, shapes: dict[str, LayerShape], mode: str) -> tuple[RankPlan, list[SearchLayer]]:
+    """The layers to search (method, first window) and a plan holding the others as dense, with the reason."""
+    budgeted = cfg.target_params is not None or cfg.target_macs is not None
+    plan = RankPlan(meta={"search": {"mode": mode, "method": cfg.method, "preset": cfg.preset, "seed": cfg.seed}})
+    layers: list[SearchLayer] = []
+    for name, shape in shapes.items():
+        if (cfg.layers is not None and name not in cfg.layers) or name in cfg.exclude:
+            plan.add(LayerPlan(name, "dense", (), "not searched (excluded)"))
+            continue
+        method, note = resolve_method(cfg.method, shape, per_group=True)
+        if method == "dense":
+            plan.add(LayerPlan(name, "dense", (), note))
+            continue
+        be = R.break_even_rank(method, shape)
+        win = initial_window(cfg.preset, be, n_candidates=cfg.n_candidates, factor=cfg.factor,
+                             rank_multiple=R.layer_multiple(method, shape, cfg.rank_multiple), bounds=cfg.bounds)
+        if win is None:
+            plan.add(LayerPlan(name, "dense", (), f"no {method} rank has fewer parameters than dense"))
+            continue
+        if len(win.candidates) == 1 and not budgeted:
+            plan.add(LayerPlan(name, "dense", (), f"only {method} rank {win.lb} saves parameters "
+                               f"(break-even rank {be}): nothing to search, kept dense"))
+            continue
+        layers.append(SearchLayer(name, method, shape, win, win))
+    if not layers:
+        raise ValueError("no layer has two or more ranks that save parameters: nothing to search")
+
+    return plan, layers
+
+
+def layer_budget(cfg: SearchConfig, layers: list[SearchLayer], totals: tuple[int, int]) -> Budget:
+    """The budget of a search: whole-model ``totals`` (params, MACs), the part outside ``layers``, the targets."""
+    total = {"params": int(totals[0]), "macs": int(totals[1])}
+    if min(total.values()) <= 0:
+        raise ValueError(f"totals must be positive (params, MACs), got {totals}")
+    return Budget(
+        total,
+        {"params": total["params"] - sum(R.dense_params(l.shape) for l in layers),
+         "macs": total["macs"] - sum(R.dense_macs(l.shape) for l in layers)},
+        {"params": cfg.target_params, "macs": cfg.target_macs},
+    )
+
+
+def planned_totals(plan: RankPlan, shapes: dict[str, LayerShape], searched: Iterable[str],
+                   budget: Budget) -> tuple[int, int]:
+    """(params, MACs) of the whole model with the ``searched`` layers at the plan's ranks."""
+    rows = [(plan.layers[n], shapes[n]) for n in searched]
+    return (budget.fixed["params"] + sum(R.factorized_params(lp.method, s, lp.ranks) for lp, s in rows),
+            budget.fixed["macs"] + sum(R.factorized_macs(lp.method, s, lp.ranks) for lp, s in rows))
 
 
 def _run_stage(stage, layers, cfg, model, params, batches, state, report) -> dict:

@@ -92,8 +92,10 @@ def curve_errors(errors: np.ndarray, measured: tuple[np.ndarray, np.ndarray]) ->
 
 def final_choice(cfg: SearchConfig, layers: list, plan: RankPlan, budget: Budget,
                  importance: dict[str, float] | None = None, weight_of: Callable[[str], np.ndarray] | None = None,
-                 curves: dict[str, tuple[np.ndarray, np.ndarray]] | None = None):
-    """The final ranks (the module docstring) -> ``(LayerSearch per layer, weights used, notes)``."""
+                 curves: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, how: str | None = None):
+    """The final ranks (the module docstring) -> ``(LayerSearch per layer, weights used, notes)``.
+
+    ``how``: what a factorized layer's reason says chose its ranks (default: the search's rbar and p)."""
     notes: list[str] = []
     weights: dict[str, float] = {}
     choice: dict[str, int | None] = {l.name: l.rbar for l in layers}
@@ -153,7 +155,7 @@ def final_choice(cfg: SearchConfig, layers: list, plan: RankPlan, budget: Budget
             note = "; auto by error at equal cost: " + ", ".join(f"{m} {e:.4g}" for m, e in auto[1].items()) \
                 if auto else ""
             plan.add(LayerPlan(l.name, method, ranks,
-                               f"searched: rbar={l.rbar} p={max(l.p):.2f} over {list(l.candidates)}; "
+                               f"{how or f'searched: rbar={l.rbar} p={max(l.p):.2f} over {list(l.candidates)}'}; "
                                f"params {dense} -> {fact} ({100.0 * fact / dense:.1f}%){note}"))
         out[l.name] = LayerSearch(l.name, plan.layers[l.name].method if r is not None else l.method, l.candidates,
                                   l.p, ranks, l.rbar, l.p_moved, err, (l.first.lb, l.first.ub))

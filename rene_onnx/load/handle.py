@@ -80,7 +80,9 @@ def example_tensors(specs: Sequence[InputSpec], seed: int = 0) -> dict[str, torc
 
 @dataclass
 class ModelHandle:
-    torch_model: nn.Module  # the original, eval mode (BatchNorm kept: search and fine-tuning use it)
+    #: the original, eval mode (BatchNorm kept: search and fine-tuning use it); None: onnx2torch could not import
+    #: the graph (``import_error`` says why) and only the graph's weights are at hand
+    torch_model: nn.Module | None
     onnx_model: onnx.ModelProto  # the original graph: rewritten and shipped
     layer_map: dict[str, OnnxRef]  # torch module name -> ONNX node
     param_map: dict[str, str]  # torch parameter name -> ONNX initializer name
@@ -97,6 +99,8 @@ class ModelHandle:
     #: the only batch size the torch model runs (a fixed-batch graph whose import could not be made
     #: batch-dynamic: search and fine-tuning use it); None: any batch
     torch_batch: int | None = None
+    #: why the ONNX graph has no torch model (None: it has one)
+    import_error: str | None = None
 
     def deployable(self, model: nn.Module) -> nn.Module:
         """An eval-mode copy of ``model`` (the original or a student) in the ONNX graph's form (BN folded)."""

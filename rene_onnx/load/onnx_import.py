@@ -28,6 +28,16 @@ from .onnx_file import DEFAULT_DOMAINS, IMPORT_OPSET, line
 
 
 
+class TorchImportError(LoadError):
+    """onnx2torch cannot import the graph (no converter, a converter that fails, an import that does not run or
+    reproduce onnxruntime). ``reason``: what failed, without the file name. Data-free compression goes on without a
+    torch model (:func:`rene_onnx.load.onnx_graph.load_onnx_graph`)."""
+
+    def __init__(self, name: str, reason: str):
+        self.reason = reason
+        super().__init__(f"{name}: {reason}")
+
+
 SHIM_DOMAIN = "rene_onnx_shim"  # ops routed to converters registered here (no previous version to convert to)
 
 
@@ -44,7 +54,7 @@ def to_torch(light: onnx.ModelProto, path: Path, external: bool) -> tuple[fx.Gra
     m.CopyFrom(light)
     if external:
         onnx.load_external_data_for_model(m, str(path.parent))
-    names = _torch_names(m.graph.node)
+    names = torch_names(m.graph.node)
     index = {}
     for i, (node, name) in enumerate(zip(m.graph.node, names)):
         node.name = name
@@ -71,15 +81,15 @@ def to_torch(light: onnx.ModelProto, path: Path, external: bool) -> tuple[fx.Gra
         except NotImplementedError:
             missing.add(f"{node.op_type} (opset {opsets.get(node.domain)})")
     if missing:
-        raise LoadError(f"{path.name}: onnx2torch has no converter for {', '.join(sorted(missing))}"
-                        + (f" ({notes[-1]})" if notes else ""))
+        raise TorchImportError(path.name, f"onnx2torch has no converter for {', '.join(sorted(missing))}"
+                               + (f" ({notes[-1]})" if notes else ""))
     sink = io.StringIO()
     try:
         with warnings.catch_warnings(), redirect_stdout(sink), redirect_stderr(sink):
             warnings.simplefilter("ignore")
             gm = onnx2torch.convert(m)
     except Exception as e:
-        raise LoadError(f"{path.name}: onnx2torch cannot import the graph: {type(e).__name__}: {line(e)}") from None
+        raise TorchImportError(path.name, f"onnx2torch cannot import the graph: {type(e).__name__}: {line(e)}") from None
     renamed = _unprefix_shims(gm)
     tnames = {}
     for uname, onode in OnnxGraph(m.graph).nodes.items():
@@ -106,7 +116,7 @@ def _unprefix_shims(gm: fx.GraphModule) -> dict[str, str]:
     return renamed
 
 
-def _torch_names(nodes) -> list[str]:
+def torch_names(nodes) -> list[str]:
     """A unique torch module name per node: the ONNX name as onnx2torch spells it (``.`` -> ``/``)."""
     used: set[str] = set()
     out = []

@@ -206,9 +206,15 @@ def onnx_layer_map(gm: fx.GraphModule, layers, tnames: dict[int, str]) -> tuple[
         if ref is None or w.shape != ref.shape or not np.allclose(w, ref, rtol=1e-6, atol=1e-7):
             unmapped[leaf_name] = "the torch layer's weight does not match the ONNX weight"
             continue
-        transposed = ol.op_type == "MatMul" or (ol.op_type == "Gemm" and not int(ol.attrs.get("transB", 0)))
-        layer_map[leaf_name] = OnnxRef(ol.name, ol.op_type, ol.weight, ol.bias, transposed)
+        layer_map[leaf_name] = onnx_ref(ol)
     return layer_map, unmapped
+
+
+def onnx_ref(ol) -> OnnxRef:
+    """The :class:`OnnxRef` of a ``passes.OnnxLayer`` (its ONNX weight is the torch weight transposed for MatMul and
+    Gemm without ``transB``)."""
+    transposed = ol.op_type == "MatMul" or (ol.op_type == "Gemm" and not int(ol.attrs.get("transB", 0)))
+    return OnnxRef(ol.name, ol.op_type, ol.weight, ol.bias, transposed)
 
 
 def onnx_param_map(gm: fx.GraphModule, original: onnx.ModelProto, tnames: dict[int, str],

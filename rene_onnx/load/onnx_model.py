@@ -23,7 +23,7 @@ from rene_onnx.errors import LoadError
 from .batch import batch_is_free, fixed_batch
 from .handle import InputSpec, ModelHandle, example_tensors
 from .onnx_file import check_compressible, input_specs, line, read_checked
-from .onnx_import import to_torch
+from .onnx_import import TorchImportError, to_torch
 from .onnx_layers import linearize, onnx_layer_map, onnx_param_map
 
 
@@ -86,16 +86,16 @@ def _verify(gm: fx.GraphModule, path: Path, specs: list[InputSpec]) -> None:
         with torch.no_grad():
             got = gm(*xs.values())
     except Exception as e:
-        raise LoadError(f"{path.name}: the torch import fails on inputs {shown}: {line(e)}") from None
+        raise TorchImportError(path.name, f"the torch import fails on inputs {shown}: {line(e)}") from None
     try:
         ref = make_session(str(path), "cpu").run(None, {k: v.numpy() for k, v in xs.items()})[0]
     except Exception as e:
         raise LoadError(f"{path.name}: onnxruntime cannot run the model: {line(e)}") from None
     got = got.detach().cpu().numpy() if isinstance(got, torch.Tensor) else None
     if got is None or got.shape != ref.shape:
-        raise LoadError(f"{path.name}: the torch import returns {None if got is None else list(got.shape)}, "
-                        f"onnxruntime {list(ref.shape)}")
+        raise TorchImportError(path.name, f"the torch import returns {None if got is None else list(got.shape)}, "
+                                          f"onnxruntime {list(ref.shape)}")
     diff = float(np.max(np.abs(got - ref))) if ref.size else 0.0
     if not diff <= 1e-4 + 1e-3 * float(np.max(np.abs(ref), initial=0.0)):
-        raise LoadError(f"{path.name}: the torch import does not reproduce onnxruntime's output (max abs diff "
-                        f"{diff:.2e}); this model is not supported yet")
+        raise TorchImportError(path.name, f"the torch import does not reproduce onnxruntime's output (max abs "
+                                          f"diff {diff:.2e}); this model is not supported yet")

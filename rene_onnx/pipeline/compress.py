@@ -69,7 +69,11 @@ def compress(cfg: CompressConfig) -> CompressResult:
         with_distill_data(cfg, handle, list(calib))
     if cfg.export:
         check_export(cfg, handle, has_inputs=splits is not None or calib is not None)
-    if cfg.min_fidelity is not None:
+    if handle.torch_model is None:  # onnx2torch cannot import the graph: data-free on its weights
+        from .graph_only import compress_graph_only
+
+        report, model, plan, notes = compress_graph_only(cfg, handle, t0)
+    elif cfg.min_fidelity is not None:
         from .floor import compress_to_floor
 
         if held is None:

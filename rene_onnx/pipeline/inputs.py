@@ -19,12 +19,38 @@ from rene_onnx.load import ModelHandle, load_torch
 def load_model(cfg: CompressConfig) -> ModelHandle:
     """A zoo name or ``package.module:callable`` (+ weights), or an ``.onnx`` file -> ModelHandle."""
     if str(cfg.model).endswith(".onnx"):
-        from rene_onnx.load import load_onnx
+        from rene_onnx.load import TorchImportError, load_onnx, load_onnx_graph
 
         if cfg.weights is not None:
             raise LoadError("does not apply to an ONNX model (its weights are in the file)", option="weights")
-        return load_onnx(cfg.model, cfg.input_shape)
+        try:
+            return load_onnx(cfg.model, cfg.input_shape)
+        except TorchImportError as e:
+            needs = needs_torch(cfg)
+            if needs:
+                raise LoadError(f"{e.message}; {needs} needs the torch import. Without it compress works data-free "
+                                f"on the graph's weights: {{data_free}} with {{ranks}} or {{target_params}} / "
+                                f"{{target_macs}}, {{epochs}}, no {{calib}} / {{data}}",
+                                refs={"data_free": True, "ranks": "FRACTION", "target_params": "F",
+                                      "target_macs": "F", "epochs": 0, "calib": None, "data": None}) from None
+            return load_onnx_graph(cfg.model, e, cfg.input_shape)
     return load_torch(cfg.model, cfg.weights, cfg.input_shape)
+
+
+def needs_torch(cfg: CompressConfig) -> str | None:
+    """What in ``cfg`` needs the ONNX graph's torch import (None: a data-free run on the graph's weights will do)."""
+    if cfg.data is not None:
+        return "training / measuring on a dataset (data)"
+    if cfg.calib is not None:
+        return "calib inputs"
+    if cfg.target_latency is not None:
+        return "target_latency"
+    if cfg.rewrite.ranks is None:
+        budgeted = cfg.search is not None and (cfg.search.target_params is not None
+                                               or cfg.search.target_macs is not None)
+        if not (cfg.data_free and budgeted):
+            return "the RENE rank search"
+    return None
 
 
 def calib_inputs(cfg: CompressConfig, handle: ModelHandle) -> tuple[torch.Tensor, ...] | None:

@@ -45,10 +45,22 @@ def rewrite(handle: ModelHandle, student: nn.Module, latency_aware: ValidateConf
     dense -- with the weight its factors represent, and ``student`` is changed the same way
     (``densify_``) so torch and ONNX still compute the same function.
     """
-    from rene_onnx import passes
     from rene_onnx.engine.layers import collect_factors, densify_
 
-    factors = collect_factors(handle.deployable(student), buffers=True)
+    out = rewrite_factors(handle, collect_factors(handle.deployable(student), buffers=True), latency_aware)
+    if out.kept_dense:
+        densify_(student, list(out.kept_dense))
+    return out
+
+
+def rewrite_factors(handle: ModelHandle, factors: Factors, latency_aware: ValidateConfig | None = None) -> Rewritten:
+    """Rewrite the ORIGINAL ONNX graph from ``factors`` (keyed by layer name; ``dense``: torch parameter names).
+
+    Latency-aware as :func:`rewrite`; a layer kept dense for speed is dropped from ``factors.layers`` and
+    named in ``kept_dense``.
+    """
+    from rene_onnx import passes
+
     by_node, layer_of = {}, {}
     for name, lf in factors.layers.items():
         ref = handle.layer_map.get(name)
@@ -68,10 +80,8 @@ def rewrite(handle: ModelHandle, student: nn.Module, latency_aware: ValidateConf
             us_dense, us_fact = res.times[node]
             kept[layer_of[node]] = (f"kept dense: the factorized chain is not faster on {latency_aware.provider} "
                                     f"({us_fact:.0f} us vs {us_dense:.0f} us dense)")
-        if kept:
-            densify_(student, list(kept))
-            for name in kept:
-                factors.layers.pop(name)
+        for name in kept:
+            factors.layers.pop(name)
     else:
         model, records = passes.apply_factors(handle.onnx_model, by_node, dense)
     failed = [r for r in records if r.status != "factorized"]

@@ -27,13 +27,13 @@ from .inputs import static_batch
 class Validation:
     counts_before: Any
     counts_after: Any
-    torch_counts: dict[str, tuple[int, int]]
+    torch_counts: dict[str, tuple[int, int]] | None  # None: no torch model
     numerics: dict[str, Any]
     latency: dict[str, Any] | None
     accuracy: dict[str, Any] | None = None
 
 
-def validate(handle: ModelHandle, student: nn.Module, compressed: onnx.ModelProto, cfg: ValidateConfig,
+def validate(handle: ModelHandle, student: nn.Module | None, compressed: onnx.ModelProto, cfg: ValidateConfig,
              test_data: tuple[np.ndarray, np.ndarray] | None = None,
              calib: tuple[torch.Tensor, ...] | None = None, calib_label: str = "calib-heldout") -> Validation:
     """Counts (ONNX and torch), ORT numerics vs the torch student, latency, and top-1 when data is given.
@@ -41,7 +41,8 @@ def validate(handle: ModelHandle, student: nn.Module, compressed: onnx.ModelProt
     Numerics run on the example inputs (``cfg.seed``; ``inputs: "random"``, no top-1); with ``calib`` (the
     held-out ``calib`` inputs, named ``calib_label``) the original and compressed ONNX models are also
     compared on up to :data:`HELDOUT_COMPARE` of them (``numerics["calib"]``). Each entry is a dict with
-    ``inputs`` and ``n`` (:func:`rene_onnx.validate.fidelity.labelled`).
+    ``inputs`` and ``n`` (:func:`rene_onnx.validate.fidelity.labelled`). Without a ``student`` (a graph with
+    no torch model) there are no torch counts and no ``vs_torch`` numerics.
     """
     from rene_onnx.validate.fidelity import labelled
     from rene_onnx.engine.profile import count as torch_count
@@ -53,20 +54,22 @@ def validate(handle: ModelHandle, student: nn.Module, compressed: onnx.ModelProt
     before, after = count_onnx(handle.onnx_model, shapes), count_onnx(compressed, shapes)
     x = handle.example_input(cfg.seed)
     args = (x,) if isinstance(x, torch.Tensor) else x
-    teacher, student = handle.deployable(handle.torch_model), handle.deployable(student)
-    torch_counts = {"before": torch_count(teacher, x), "after": torch_count(student, x)}
+    torch_counts = None
+    if student is not None:
+        teacher, student = handle.deployable(handle.torch_model), handle.deployable(student)
+        torch_counts = {"before": torch_count(teacher, x), "after": torch_count(student, x)}
 
     emit("validate", message="numerics")
     feeds = handle.feeds(x)
-    with torch.no_grad():
-        ref_student = [student(*args).numpy()]
     out_orig = run_onnx(handle.onnx_model, feeds, cfg.provider)
     out_new = run_onnx(compressed, feeds, cfg.provider)
     n_random = int(len(next(iter(feeds.values()))))
-    numerics = {
-        "vs_torch": labelled(compare(ref_student, out_new), "random", n_random),  # exact up to float error
-        "vs_original": labelled(compare(out_orig, out_new), "random", n_random),  # the approximation error
-    }
+    numerics = {}
+    if student is not None:
+        with torch.no_grad():
+            ref_student = [student(*args).numpy()]
+        numerics["vs_torch"] = labelled(compare(ref_student, out_new), "random", n_random)  # exact up to float error
+    numerics["vs_original"] = labelled(compare(out_orig, out_new), "random", n_random)  # the approximation error
     if calib is not None:
         res = calib_numerics(handle, compressed, calib, cfg.provider, limit=HELDOUT_COMPARE)
         numerics["calib"] = None if res is None else labelled(res, calib_label, min(len(calib[0]), HELDOUT_COMPARE))

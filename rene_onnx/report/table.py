@@ -75,7 +75,8 @@ def summary_panel(report: Report) -> Panel:
         )
     n = report.numerics
     if n:
-        lines += _numerics_lines("output", n)
+        if n.get("vs") != "original":  # vs the torch student; without one the same as "vs original" below
+            lines += _numerics_lines("output", n)
         lines += [ln for k, v in n.items() if isinstance(v, dict) for ln in _numerics_lines(k.replace("_", " "), v)]
     lines += fidelity_lines(report)
     acc = report.accuracy
