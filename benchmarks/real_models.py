@@ -54,6 +54,7 @@ RENE_ROWS = {
     "default": ("data-free default", []),
     "min-fidelity": ("--calib, --min-fidelity 0.9", ["--calib", "{calib}", "--min-fidelity", "0.9"]),
     "target-latency": ("--target-latency 0.7", ["--target-latency", "0.7"]),
+    "calib-latency": ("--calib, --target-latency 0.8", ["--calib", "{calib}", "--target-latency", "0.8"]),
 }
 ALL_ROWS = ("original", *RENE_ROWS, "int8")
 ORIGINAL = "mobilenet_v2.onnx"  # the exported original, in --work
