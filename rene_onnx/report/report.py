@@ -70,6 +70,10 @@ class LayerRow:
         )
 
 
+#: top-1 agreement with the original, on real inputs, below which the summary warns that the model is broken
+BROKEN_AGREEMENT = 0.5
+
+
 @dataclass
 class Report:
     params: dict[str, Any] = field(default_factory=dict)
@@ -100,13 +104,23 @@ class Report:
 
     @property
     def warnings(self) -> list[str]:
-        """What the summary must not let pass unnoticed (a compressed model slower than the original)."""
+        """What the summary must not let pass unnoticed: a compressed model slower than the original, or one
+        whose top-1 changed for most real inputs (agreement below :data:`BROKEN_AGREEMENT`)."""
+        out = []
         s = self.latency_speedup
         if s is not None and s < 1.0:
             where = (self.latency_ms or {}).get("provider")
-            return [f"the compressed model is SLOWER than the original ({s:.2f}x speed-up"
-                    + (f" on {where}" if where else "") + ")"]
-        return []
+            out.append(f"the compressed model is SLOWER than the original ({s:.2f}x speed-up"
+                       + (f" on {where}" if where else "") + ")")
+        for entry in (self.numerics or {}).values():
+            if not isinstance(entry, dict) or entry.get("inputs") in (None, "random"):
+                continue
+            agree = entry.get("top1_agreement")
+            if agree is not None and agree < BROKEN_AGREEMENT:
+                out.append(f"the compressed model's top-1 differs from the original's on {100 * (1 - agree):.0f}% "
+                           f"of the real inputs ({entry['inputs']}, n={entry.get('n', '?')}): its predictions "
+                           f"changed for most of them; keep more (--min-fidelity sets a floor)")
+        return out
 
     # ------------------------------------------------------------ serialization
     def to_dict(self) -> dict[str, Any]:

@@ -161,3 +161,22 @@ def test_environment_meta_has_versions():
     meta = environment_meta()
     assert "onnx" in meta["versions"] and meta["machine"]["cpus"] >= 1
     assert not math.isnan(float(meta["machine"]["cpus"]))
+
+
+def test_warnings_name_a_slower_model_and_a_broken_one_on_real_inputs_only():
+    from rene_onnx.report.report import Report
+    from rene_onnx.report.table import render_text
+
+    ok = {"vs_original": {"inputs": "random", "n": 1, "top1_agreement": None, "cosine": 0.1},
+          "calib": {"inputs": "calib-heldout", "n": 48, "top1_agreement": 0.92}}
+    assert Report(numerics=ok, latency_ms={"before": 2.0, "after": 1.0}).warnings == []
+    broken = {**ok, "calib": {"inputs": "calib-heldout", "n": 48, "top1_agreement": 0.0625}}
+    (w,) = Report(numerics=broken, latency_ms={"before": 2.0, "after": 1.0}).warnings
+    assert "94%" in w and "calib-heldout, n=48" in w and "--min-fidelity" in w
+    # random inputs never speak for accuracy, not even to warn
+    rnd = {"vs_original": {"inputs": "random", "n": 1, "top1_agreement": 0.0}}
+    assert Report(numerics=rnd).warnings == []
+    slow = Report(numerics=broken, latency_ms={"before": 1.0, "after": 2.0, "provider": "cpu"})
+    assert len(slow.warnings) == 2 and "SLOWER" in slow.warnings[0]
+    assert slow.to_dict()["warnings"] == slow.warnings
+    assert "predictions changed for most of them" in render_text(slow, width=400)
