@@ -16,7 +16,8 @@ def compress(ctx: click.Context, model, **options):
 
     Ranks come from the RENE search unless --ranks is given. With no MODEL, runs the built-in demo: a
     small ResNet trained on the UCI digits images that ship with scikit-learn, searched to
-    --target-params 0.3 unless told otherwise, then fine-tuned on digits.
+    --target-params 0.3 unless told otherwise, then fine-tuned on digits (its factorized layers are kept even
+    where they are slower than dense on this tiny model: --latency-aware to revert them).
     """
     from rene_onnx.api import compress as run
     from rene_onnx.cli.render import command_line, progress_display, show_notes, show_report, wrote

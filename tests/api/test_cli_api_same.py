@@ -60,3 +60,12 @@ def _diff(a, b, path=""):
             yield from _diff(a.get(k), b.get(k), f"{path}.{k}")
     elif a != b:
         yield path, a, b
+
+
+def test_the_demo_keeps_its_factorized_layers_unless_told():
+    from rene_onnx.api import compress_options
+
+    name, opts = compress_options(None, {})
+    assert name == "digits_resnet" and opts.target_params == 0.3 and opts.latency_aware is False
+    assert compress_options(None, {"latency_aware": True})[1].latency_aware is True
+    assert compress_options("resnet20", {})[1].latency_aware is None  # a user's model: never slower by default
