@@ -60,6 +60,10 @@ class ValidateConfig:
     def __post_init__(self) -> None:
         _check_choices(self, {"provider": PROVIDERS})
 
+    def latency_aware_on(self) -> bool:
+        """Whether the rewrite keeps slower chains dense: ``latency_aware``, else on when latency is measured."""
+        return self.latency if self.latency_aware is None else self.latency_aware
+
 
 @dataclass(frozen=True)
 class SearchConfig:

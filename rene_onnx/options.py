@@ -25,6 +25,17 @@ PRESETS = ("auto", "paper-cifar", "paper-imagenet")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 EXPORT_TARGETS = ("int8", "fp16", "ort")  # the edge artifacts of `rene-onnx export` / `compress --export`
 
+
+def parse_export_targets(value: str | Sequence[str], option: str) -> tuple[str, ...]:
+    """Comma-separated (or listed) edge targets -> a tuple without repeats; ``ConfigError`` naming ``option``."""
+    items = value.split(",") if isinstance(value, str) else [x for s in value for x in str(s).split(",")]
+    items = [x.strip().lower() for x in items if x.strip()]
+    bad = [t for t in items if t not in EXPORT_TARGETS]
+    if bad or not items:
+        raise ConfigError(f"unknown export target(s) {bad or items} (expected a list of {', '.join(EXPORT_TARGETS)})",
+                          option=option)
+    return tuple(dict.fromkeys(items))
+
 #: the built-in demo: a compress run without a model
 DEMO_MODEL = "digits_resnet"
 DEMO_TARGET_PARAMS = 0.3
@@ -321,14 +332,7 @@ class CompressOptions(MeasureOptions, SearchOptions):
 
     def export_targets(self) -> tuple[str, ...]:
         """``export`` as a tuple of edge targets (empty: no export)."""
-        if self.export is None:
-            return ()
-        items = [t.strip() for t in str(self.export).split(",") if t.strip()]
-        bad = [t for t in items if t not in EXPORT_TARGETS]
-        if bad or not items:
-            raise ConfigError(f"unknown export target(s) {', '.join(bad) or repr(self.export)} (expected a "
-                              f"comma-separated list of {', '.join(EXPORT_TARGETS)})", option="export")
-        return tuple(dict.fromkeys(items))
+        return () if self.export is None else parse_export_targets(self.export, "export")
 
     def finetune_config(self):
         """None without fine-tuning (``epochs`` = 0)."""

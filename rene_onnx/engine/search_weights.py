@@ -23,14 +23,13 @@ from .search_choice import check_budget, final_choice
 HOW = "weights only: least summed error-curve value under the budget"
 
 
-def weights_search(weights: Mapping[str, np.ndarray], shapes: Mapping[str, LayerShape], config: SearchConfig,
+def weights_search(weights: Mapping[str, np.ndarray], shapes: Mapping[str, LayerShape], cfg: SearchConfig,
                    totals: tuple[int, int]) -> SearchResult:
     """Ranks for the layers of ``shapes`` from their ``weights`` (torch layout) under the config's target.
 
     ``totals``: (params, MACs) of the whole model the targets are fractions of. The result is a data-free
     :class:`~.search.SearchResult` with no stages (``sensitivity`` says the weights alone chose).
     """
-    cfg = config
     if cfg.target_params is None and cfg.target_macs is None:
         raise ValueError("a weights-only rank choice needs target_params or target_macs")
     t0 = time.perf_counter()

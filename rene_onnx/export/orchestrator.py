@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from rene_onnx.options import EXPORT_TARGETS, option
+from rene_onnx.options import EXPORT_TARGETS, option, parse_export_targets
 from rene_onnx.errors import LoadError, PathConflictError, StageError, UserError, first_line
 from rene_onnx.progress import emit
 from rene_onnx.report.edge import ArtifactRow, ExportReport
@@ -112,12 +112,7 @@ class ExportConfig:
                                           metavar="INTEGER")
 
     def targets(self) -> list[str]:
-        items = _csv(self.to)
-        bad = [t for t in items if t not in TARGETS]
-        if bad or not items:
-            raise UserError(f"unknown export target(s) {bad or items} (expected a list of {', '.join(TARGETS)})",
-                            option="to")
-        return list(dict.fromkeys(items))
+        return list(parse_export_targets(self.to, "to"))
 
     def runtimes(self) -> list[str]:
         items = list(dict.fromkeys(_csv(self.runtime) or ["onnxruntime"]))

@@ -124,7 +124,7 @@ def compress_once(cfg: CompressConfig, handle, splits, calib, held: Heldout | No
     tuned = finetune_student(handle, student, cfg, splits, calib)
     emit("rewrite", message="ONNX graph")
     v = cfg.validate
-    rewritten = rewrite(handle, student, v if (v.latency_aware if v.latency_aware is not None else v.latency) else None)
+    rewritten = rewrite(handle, student, v if v.latency_aware_on() else None)
     emit("validate", message="start")
     val = validate(handle, student, rewritten.model, cfg.validate, test_data,
                    held.held if held is not None else calib, "calib-heldout" if held is not None else "calib")

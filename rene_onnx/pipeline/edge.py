@@ -20,6 +20,7 @@ from rene_onnx.errors import UserError
 from rene_onnx.load import ModelHandle
 
 from .heldout import Heldout
+from .inputs import test_arrays
 
 
 def export_stem(output: str | Path) -> tuple[Path, str]:
@@ -57,9 +58,9 @@ def _arrays(handle: ModelHandle, tensors) -> dict[str, np.ndarray]:
 def export_inputs(handle: ModelHandle, splits, calib, held: Heldout | None) -> tuple[dict | None, dict | None, str]:
     """``(calibration inputs, held-out inputs, where they come from)`` as ``{graph input: array}``."""
     if splits is not None:
-        x_cal = splits.calib.tensors()[0]
-        x_test = splits.test.tensors()[0]
-        return _arrays(handle, [x_cal]), _arrays(handle, [x_test]), "data: calibration split / test split"
+        x_test = test_arrays(splits)[0]
+        return (_arrays(handle, [splits.calib.tensors()[0]]), {handle.input_name: x_test},
+                "data: calibration split / test split")
     if held is not None:
         return _arrays(handle, held.used), _arrays(handle, held.held), "calib: used part / held-out part"
     if calib is not None:

@@ -79,8 +79,7 @@ def compress_graph_only(cfg: CompressConfig, handle: ModelHandle, t0: float):
     factors = graph_factors(plan, weights, shapes)
     emit("rewrite", message="ONNX graph")
     v = cfg.validate
-    rewritten = rewrite_factors(handle, factors, v if (v.latency_aware if v.latency_aware is not None
-                                                       else v.latency) else None)
+    rewritten = rewrite_factors(handle, factors, v if v.latency_aware_on() else None)
     emit("validate", message="start")
     val = validate(handle, None, rewritten.model, v)
     report = build_report(cfg, handle, shapes, plan, rewritten, val, seconds=time.perf_counter() - t0)
