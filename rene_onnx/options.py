@@ -284,7 +284,8 @@ class CompressOptions(MeasureOptions, SearchOptions):
         None, "Fidelity floor in (0, 1], measured on the held-out --calib inputs after fine-tuning: top-1 "
               "agreement with the original for a classifier, mean per-sample output cosine otherwise. Without "
               "--target-params/--target-macs the most compressed model that meets it (a short search over the "
-              "parameter budget); with one, a constraint on it. Exit 1 when missed.", metavar="X")
+              "parameter budget); with one, a constraint on it; with --target-latency T, the fastest model no "
+              "faster than T that meets it (T first, then slower budgets). Exit 1 when missed.", metavar="X")
 
     export: str | None = option(
         None, "Also export the compressed model for edge runtimes: comma-separated int8, fp16, ort. Written next "
@@ -316,8 +317,6 @@ class CompressOptions(MeasureOptions, SearchOptions):
             if self.ranks is not None:
                 raise ConfigError("conflicts with --ranks (nothing to search over): give a target or none",
                                   option="min_fidelity")
-            if self.target_latency is not None:
-                raise ConfigError("conflicts with --target-latency: give one goal", option="min_fidelity")
         self.export_targets()
         _fraction("target_latency", self.target_latency)
         if self.target_latency is not None:

@@ -180,7 +180,7 @@ def synthetic_inputs(model: nn.Module, example: Any, samples: int = 32, steps: i
         raise ValueError(f"synthetic inputs need a float input, the model takes {example.dtype} (token ids?)")
     if n_samples(example) < 1 or example.dim() < 2:
         raise ValueError(f"synthetic inputs need a batched example input, got shape {tuple(example.shape)}")
-    bs = _batch_size(model, example, batch_size or samples)
+    bs = runnable_batch_size(model, example, batch_size or samples)
     if bn_layers(model):
         syn = bn_synthetic_inputs(model, example, samples, steps, seed=seed, batch_size=bs)
     else:
@@ -233,7 +233,7 @@ def describe(record: dict[str, Any]) -> str:
 
 
 @torch.no_grad()
-def _batch_size(model: nn.Module, example: torch.Tensor, want: int) -> int:
+def runnable_batch_size(model: nn.Module, example: torch.Tensor, want: int) -> int:
     """``want`` if the model runs on a batch of that size, else the example's batch size (a graph
     imported with a fixed batch dimension runs only that one)."""
     fixed = n_samples(example)
@@ -254,3 +254,43 @@ def _batch_size(model: nn.Module, example: torch.Tensor, want: int) -> int:
 
 __all__ = ["SENSITIVITY", "SYNTHETIC_STEPS", "Synthetic", "bn_layers", "bn_synthetic_inputs", "gaussian_inputs",
            "synthetic_inputs", "synthetic_probe", "describe", "probe_curves", "CURVE_FRACTIONS", "MEASURES"]
+
+
+@torch.no_grad()
+def candidate_divergence(model: nn.Module, candidates: dict[str, list], inputs: list) -> tuple[dict[str, list[float]], str]:
+    """Each layer's measured output effect at each of its candidate weights: ``({module name: [divergence per
+    candidate]}, measure name)``.
+
+    ``candidates[name]``: the layer's candidate weights (numpy arrays, e.g. its truncations at several ranks);
+    with that layer ALONE given one of them, the model runs on every batch of ``inputs`` and its output is
+    compared with the original's: :func:`.search_data.output_kl` for a ``(N, classes)`` output (a
+    classifier's logits), :func:`.search_data.distill_error` (relative squared error) otherwise. Summing
+    these over layers is the usual additive estimate of a joint truncation's effect (HAWQ- / ZeroQ-style
+    mixed-precision budgets make the same one). The model's weights are restored.
+    """
+    from rene_onnx.progress import emit
+
+    modules = dict(model.named_modules())
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        refs = [forward(model, x) for x in inputs]
+        kind = "kl" if refs[0].dim() == 2 and refs[0].shape[-1] > 1 else "relative-mse"
+        measure = MEASURES[kind]
+        out: dict[str, list[float]] = {}
+        for i, (name, weights) in enumerate(candidates.items()):
+            emit("sensitivity", i + 1, len(candidates), name)
+            w = modules[name].weight
+            keep = w.detach().clone()
+            try:
+                out[name] = []
+                for cand in weights:
+                    w.copy_(torch.as_tensor(cand).reshape(keep.shape).to(device=keep.device, dtype=keep.dtype))
+                    d = sum(float(measure(forward(model, x), ref)) for x, ref in zip(inputs, refs))
+                    out[name].append(d / len(inputs))
+            finally:
+                w.copy_(keep)
+        return out, kind
+    finally:
+        for m, flag in flags.items():
+            m.training = flag

@@ -106,7 +106,7 @@ def compress_once(cfg: CompressConfig, handle, splits, calib, held: Heldout | No
     if cfg.target_latency is not None:
         from .latency_target import plan_for_latency
 
-        latency_plan = plan_for_latency(handle, cfg, shapes)
+        latency_plan = plan_for_latency(handle, cfg, shapes, calib)
         plan = latency_plan.plan
     elif cfg.rewrite.ranks is not None:
         emit("plan", message="ranks given")

@@ -3,9 +3,14 @@
 With ``target_params`` / ``target_macs`` the floor is a constraint on that target: one run, which meets it
 or fails. Without a target the tool looks for the most compressed model that meets it: a bisection over
 the kept parameter fraction (:data:`TRIES` runs, each = search + fine-tune + measure), starting at
-:data:`START`; a try that meets the floor moves the budget down, one that misses moves it up. Every try
-is recorded in the report (``meta.min_fidelity``). When none meets the floor: FidelityError (exit 1)
-saying by how much the best one missed.
+:data:`START`; a try that meets the floor moves the budget down, one that misses moves it up.
+
+With ``target_latency`` T the tool looks for the fastest model, no faster than T, that meets it: the same
+bisection over the latency fraction in [T, 1), starting at T (a first try that meets the floor is the
+answer; one that misses moves the budget towards the original's speed).
+
+Every try is recorded in the report (``meta.min_fidelity``). When none meets the floor: FidelityError
+(exit 1) saying by how much the best one missed.
 """
 from __future__ import annotations
 
@@ -32,16 +37,18 @@ def compress_to_floor(cfg: CompressConfig, run_once: Callable[[CompressConfig], 
     """
     floor = cfg.min_fidelity
     search = cfg.search
-    fixed = {k: getattr(search, k) for k in ("target_params", "target_macs") if getattr(search, k) is not None}
-    budgets = [None] if fixed else [START]
-    lo, hi = 0.0, 1.0  # kept fraction: lo misses (or is untried), hi meets (the original does)
+    fixed = {k: getattr(search, k) for k in ("target_params", "target_macs")
+             if search is not None and getattr(search, k) is not None}
+    knob = "target_latency" if cfg.target_latency is not None else "target_params"
+    budgets = [None] if fixed else [cfg.target_latency if knob == "target_latency" else START]
+    # the budget (kept fraction of params or of latency): lo misses (or is untried), hi meets (the original does)
+    lo, hi = (float(cfg.target_latency), 1.0) if knob == "target_latency" else (0.0, 1.0)
     tries, best_ok, best_any = [], None, None
     total = 1 if fixed else TRIES
     for i in range(total):
         f = budgets[-1]
-        run_cfg = cfg if f is None else dataclasses.replace(
-            cfg, search=dataclasses.replace(search, target_params=f, checkpoint_dir=None))
-        emit("min_fidelity", i + 1, total, f"try {i + 1}/{total}: " + (_target(fixed) if f is None else f"keep {f:.3g} of params"))
+        run_cfg = cfg if f is None else _with_budget(cfg, knob, f)
+        emit("min_fidelity", i + 1, total, f"try {i + 1}/{total}: " + (_target(fixed) if f is None else _say(knob, f)))
         try:
             run = run_once(run_cfg)
         except ValueError as e:  # a budget below the smallest ranks: go up
@@ -55,24 +62,25 @@ def compress_to_floor(cfg: CompressConfig, run_once: Callable[[CompressConfig], 
         metric, value = _measured(run[0])
         params = run[0].params
         kept = params["after"] / params["before"] if params.get("before") else None
-        tries.append({"target_params": f, **({} if f is not None else fixed), "params_kept": kept,
-                      "fidelity": value, "met": value >= floor})
+        tries.append({knob: f, **({} if f is not None else fixed), "params_kept": kept,
+                      **_latency(run[0]), "fidelity": value, "met": value >= floor})
         emit("min_fidelity", i + 1, total, f"{_NAMES[metric]} {value:.4f} ({'meets' if value >= floor else 'misses'} {floor:g})")
         if best_any is None or value > best_any[1]:
             best_any = (f, value)
-        if value >= floor:  # a later success keeps fewer params: hi only goes down
+        if value >= floor:  # a later success keeps less: hi only goes down
             best_ok = (run, tries[-1])
             hi = f if f is not None else hi
         else:
             lo = f if f is not None else lo
-        if f is not None and i + 1 < total:
-            budgets.append(round((lo + hi) / 2, 4))
+        if f is None or i + 1 == total or hi <= lo:  # met at the latency target itself: nothing faster is asked
+            break
+        budgets.append(round((lo + hi) / 2, 4))
     n = int(held.held_idx.size)
     if best_any is None:
         raise FidelityError(f"none of the {len(tries)} budgets tried could be reached", option="min_fidelity")
     if best_ok is None:
         f, value = best_any
-        where = _target(fixed) if f is None else f"the best of {len(tries)} budgets (keeping {f:g} of the params)"
+        where = _target(fixed) if f is None else f"the best of {len(tries)} budgets ({_say(knob, f)})"
         raise FidelityError(f"{_NAMES[metric]} {value:.4f} on {n} held-out --calib samples at {where} misses "
                             f"--min-fidelity {floor:g} by {floor - value:.4f}"
                             + ("; loosen the target or lower the floor" if fixed else "; lower the floor"),
@@ -81,6 +89,22 @@ def compress_to_floor(cfg: CompressConfig, run_once: Callable[[CompressConfig], 
     run[0].meta["min_fidelity"] = {"floor": floor, "metric": metric, "inputs": "calib-heldout",
                                    "n": int(run[0].numerics["calib"]["n"]), "tries": tries, "chosen": chosen}
     return run
+
+
+def _with_budget(cfg: CompressConfig, knob: str, f: float) -> CompressConfig:
+    if knob == "target_latency":
+        return dataclasses.replace(cfg, target_latency=f)
+    return dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, target_params=f, checkpoint_dir=None))
+
+
+def _say(knob: str, f: float) -> str:
+    return f"{f:.3g} of the original's latency" if knob == "target_latency" else f"keep {f:.3g} of params"
+
+
+def _latency(report) -> dict:
+    """The latency ratio a ``target_latency`` try's rank choice measured (empty without one)."""
+    tl = report.meta.get("target_latency")
+    return {} if not tl else {"latency_ratio": tl.get("planned_ratio")}
 
 
 def _measured(report) -> tuple[str, float]:

@@ -1,9 +1,13 @@
 """``--target-latency FRACTION``: ranks chosen by measured latency, then verified end to end and corrected.
 
 1. Candidates: every layer the method can factorize (not grouped) at up to :data:`N_CANDIDATES` ranks, multiples
-   of the rank multiple below the parameter break-even rank, decomposed from its weights; each candidate's
-   normalized truncation error ``||W - W_r||^2 / ||W||^2`` is the layer's error curve (the data-free search's
-   objective; equal error counts as equal harm across layers).
+   of the rank multiple below the parameter break-even rank, decomposed from its weights. Each candidate's
+   cost in accuracy is its measured output effect (:func:`rene_onnx.engine.sensitivity.candidate_divergence`:
+   the model's output divergence from the original's with that layer alone truncated), on
+   :data:`PROBE_SAMPLES` inputs: the first of ``calib``'s used part (never its held-out part) when there is
+   one, else synthetic inputs (ZeroQ-style from the BatchNorm statistics, Gaussian without them; not with
+   ``sensitivity="none"``). Without any, the normalized truncation error ``||W - W_r||^2 / ||W||^2`` (equal
+   error counts as equal harm across layers, which cuts a classifier first). ``meta.sensitivity`` says which.
 2. Latency tables (:func:`rene_onnx.validate.latency_tables.latency_tables`): the dense node and each candidate
    chain, isolated, timed on the provider in one torch-free worker run.
 3. Choice (:func:`rene_onnx.engine.search_budget.allocate` with the chain's time as the cost, "stay dense" being
@@ -22,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
+import torch
 
 from rene_onnx.config import CompressConfig
 from rene_onnx.decompose import decompose, reconstruct
@@ -33,6 +38,9 @@ from rene_onnx.plan import LayerFactors, RankPlan
 from rene_onnx.progress import emit
 
 N_CANDIDATES = 10
+#: inputs on which each candidate's output effect is measured, and their batch size
+PROBE_SAMPLES = 32
+PROBE_BATCH = 16
 TOLERANCE = 0.05
 MAX_ROUNDS = 4
 
@@ -44,6 +52,7 @@ class LatencyPlan:
     ratio: float  # measured latency ratio (compressed / original) of the kept round
     rounds: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    sensitivity: dict = field(default_factory=dict)  # what each candidate's cost in accuracy was measured on
 
     @property
     def met(self) -> bool:
@@ -51,7 +60,8 @@ class LatencyPlan:
 
     def meta(self) -> dict:
         return {"target": self.target, "planned_ratio": round(self.ratio, 4), "met": self.met,
-                "tolerance": TOLERANCE, "rounds": self.rounds, "notes": self.notes}
+                "tolerance": TOLERANCE, "rounds": self.rounds, "notes": self.notes,
+                "sensitivity": self.sensitivity}
 
 
 @dataclass
@@ -105,8 +115,56 @@ def candidates(handle: ModelHandle, shapes: dict, method: str, multiple: int) ->
     return out
 
 
-def plan_for_latency(handle: ModelHandle, cfg: CompressConfig, shapes: dict) -> LatencyPlan:
-    """The ranks whose rewritten model runs at ``cfg.target_latency`` of the original's latency (see module doc)."""
+def probe_inputs(handle: ModelHandle, cfg: CompressConfig, calib) -> tuple[list, dict]:
+    """Batches to measure the candidates' output effect on, and a record of what they are (module doc, step 1)."""
+    from rene_onnx.engine.batches import model_device
+    from rene_onnx.engine.sensitivity import SYNTHETIC_STEPS, runnable_batch_size, synthetic_inputs
+
+    model, example = handle.torch_model, handle.example_input()
+    if calib is not None:
+        n = min(PROBE_SAMPLES, int(calib[0].shape[0]))
+        bs = runnable_batch_size(model, example, PROBE_BATCH) if isinstance(example, torch.Tensor) else PROBE_BATCH
+        dev = model_device(model)
+        batches = [tuple(t[s:s + bs].to(dev) for t in calib) for s in range(0, n, bs)]
+        batches = [b[0] if len(b) == 1 else b for b in batches]
+        return batches, {"method": "calibration data", "inputs": "calib (used part)", "n": n}
+    search = cfg.search
+    if search is not None and search.sensitivity != "synthetic":
+        return [], {"method": "none", "why": f"sensitivity={search.sensitivity!r}"}
+    try:
+        syn = synthetic_inputs(model, example, PROBE_SAMPLES, SYNTHETIC_STEPS, search.seed if search else 0,
+                               PROBE_BATCH)
+    except ValueError as e:
+        return [], {"method": "none", "why": str(e)}
+    return syn.inputs, {**syn.info, "inputs": "synthetic", "n": PROBE_SAMPLES}
+
+
+def output_costs(handle: ModelHandle, layers: list[_Layer], probe: list, record: dict) -> None:
+    """Replace each layer's weight-error curve by its measured output effect on ``probe`` (in place; the
+    record gets the measure and the curves)."""
+    from rene_onnx.engine.sensitivity import candidate_divergence
+
+    modules = dict(handle.torch_model.named_modules())
+
+    def weights(l: _Layer):
+        shape = tuple(modules[l.name].weight.shape)
+        for f in l.factors:
+            yield reconstruct(l.method, {k: v for k, v in f.arrays.items() if k != "bias"}, shape)
+
+    emit("sensitivity", message=f"{len(layers)} layers x their candidate ranks on {record['n']} {record['inputs']} inputs")
+    costs, kind = candidate_divergence(handle.torch_model, {l.name: weights(l) for l in layers}, probe)
+    record["measure"] = kind
+    record["curves"] = {}
+    for l in layers:
+        c = np.asarray(costs[l.name], dtype=np.float64)
+        l.err = np.maximum.accumulate(c[::-1])[::-1]  # a higher rank never costs more
+        record["curves"][l.name] = [float(f"{e:.4g}") for e in l.err]
+
+
+def plan_for_latency(handle: ModelHandle, cfg: CompressConfig, shapes: dict, calib=None) -> LatencyPlan:
+    """The ranks whose rewritten model runs at ``cfg.target_latency`` of the original's latency (see module doc).
+
+    ``calib``: the used part of the ``calib`` inputs (tensors, one per graph input) or None."""
     from rene_onnx.validate.latency_tables import latency_tables
 
     target, v = float(cfg.target_latency), cfg.validate
@@ -114,6 +172,11 @@ def plan_for_latency(handle: ModelHandle, cfg: CompressConfig, shapes: dict) -> 
     if not layers:
         return LatencyPlan(plan_from_mapping(shapes, cfg.rewrite.method, {}), target, 1.0,
                            notes=["no layer can be factorized at these rank multiples: nothing to speed up"])
+    probe, sensitivity = probe_inputs(handle, cfg, calib)
+    if probe:
+        output_costs(handle, layers, probe, sensitivity)
+    else:
+        sensitivity["measure"] = "weight error (||W - W_r||^2 / ||W||^2): no inputs to measure output effects on"
     feeds = handle.feeds(handle.example_input())
     emit("latency tables", message=f"{len(layers)} layers x {N_CANDIDATES} ranks on {v.provider}")
     tables = latency_tables(handle.onnx_model, {l.node: l.factors for l in layers}, feeds, v.provider,
@@ -160,11 +223,25 @@ def plan_for_latency(handle: ModelHandle, cfg: CompressConfig, shapes: dict) -> 
         if lp.method == "dense" and lp.name not in mapping:
             lp.reason = "the latency target keeps it dense" if lp.name in timed else _untimed(
                 cfg.rewrite.method, shapes[lp.name], cfg.rewrite.rank_multiple)
-    out = LatencyPlan(plan, target, ratio, rounds)
+    out = LatencyPlan(plan, target, ratio, rounds, sensitivity=sensitivity)
+    out.notes.append(_how(sensitivity))
     if not out.met:
         out.notes.append(f"--target-latency {target}: the closest plan measured {ratio:.3f} of the original's "
                          f"latency ({(ratio / target - 1) * 100:+.1f}% off the target, outside +-{TOLERANCE:.0%})")
     return out
+
+
+def _how(record: dict) -> str:
+    """One honest sentence on what the latency target's per-layer accuracy cost was measured on."""
+    from rene_onnx.engine.sensitivity import describe
+
+    if record.get("method") == "calibration data":
+        return (f"--target-latency: each candidate rank's accuracy cost is the output "
+                f"{'KL divergence' if record['measure'] == 'kl' else 'relative squared error'} measured "
+                f"with that layer alone truncated, on {record['n']} --calib inputs (the used part)")
+    if record.get("method") in ("zeroq-bn", "gaussian"):
+        return "--target-latency: " + describe(record).replace("data-free sensitivity: ", "")
+    return "--target-latency: " + describe(record).replace("data-free budget", "the choice")
 
 
 def _untimed(method: str, shape, multiple: int) -> str:

@@ -154,3 +154,28 @@ def test_bn_model_reports_the_zeroq_estimate():
     assert "BatchNorm statistics" in sec["estimate"] and "accuracy is unknown" in sec["estimate"]
     assert any("ZeroQ" in n for n in res.notes)
     assert set(sec["curves"]) == set(res.layers)
+
+
+def test_candidate_divergence_measures_each_layer_alone_and_restores_the_weights():
+    """A layer whose truncation the output hears (the classifier) costs more than one of equal relative
+    weight error that a later layer scales down; the exact weights give 0; the model is left unchanged."""
+    from rene_onnx.engine.sensitivity import candidate_divergence
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 10))
+    with torch.no_grad():
+        model[2].weight.mul_(0.01)  # the middle layer barely reaches the output ...
+        model[2].bias.fill_(1.0)  # ... whose ReLU stays open on its bias
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = [torch.randn(8, 16), torch.randn(8, 16)]
+
+    def halved(w):  # the same relative weight error in every layer: half the weight
+        return (w.detach() * 0.5).numpy()
+
+    cands = {"0": [model[0].weight.detach().numpy().copy(), halved(model[0].weight)],
+             "2": [halved(model[2].weight)], "4": [halved(model[4].weight)]}
+    costs, kind = candidate_divergence(model, cands, x)
+    assert kind == "kl"  # (N, classes) logits
+    assert costs["0"][0] == pytest.approx(0.0, abs=1e-9)
+    assert costs["4"][0] > 10 * costs["2"][0] > 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -104,3 +104,67 @@ def test_target_latency_end_to_end(tmp_path):
     ratio = fastest[1] / fastest[0]
     assert 0.45 <= ratio <= 0.75, (ratio, tl)
     assert any(row["status"] == "factorized" for row in rep["layers"])
+
+
+def _classifier(path, classes: int = 10):
+    """:func:`_model`'s three big 1x1 convs, then global pooling and a classifier: logits to agree on."""
+    m = _model()
+    g = m.graph
+    last = g.output[0].name
+    rng = np.random.default_rng(1)
+    g.node.extend([h.make_node("GlobalAveragePool", [last], ["gap"], name="gap"),
+                   h.make_node("Flatten", ["gap"], ["flat"], name="flat"),
+                   h.make_node("Gemm", ["flat", "Wfc", "Bfc"], ["logits"], name="fc", transB=1)])
+    g.initializer.extend([nh.from_array(rng.standard_normal((classes, C)).astype(np.float32), "Wfc"),
+                          nh.from_array(np.zeros(classes, np.float32), "Bfc")])
+    del g.output[:]
+    g.output.append(h.make_tensor_value_info("logits", T.FLOAT, [1, classes]))
+    onnx.save(m, path)
+
+
+def test_with_calib_the_cost_of_each_rank_is_measured_on_the_used_calib_inputs_and_a_floor_is_met(tmp_path):
+    """--calib --target-latency --min-fidelity: the candidates' accuracy cost is the output KL on the used part
+    of --calib (never the held-out part), and an easy floor is met by the first try, at the target itself."""
+    _classifier(tmp_path / "m.onnx")
+    x = np.random.default_rng(2).standard_normal((40, C, HW, HW)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    r = cli("compress", "m.onnx", "--calib", "calib.npz", "--epochs", "0", "--target-latency", "0.6",
+            "--min-fidelity", "0.01", "-o", "out.onnx", "--report", "r.json", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "r.json").read_text())
+    sens = rep["meta"]["target_latency"]["sensitivity"]
+    assert sens["method"] == "calibration data" and sens["measure"] == "kl" and sens["n"] == 32  # 40 - 8 held out
+    assert {"conv0", "conv1", "conv2"} <= set(sens["curves"])
+    assert all(list(c) == sorted(c, reverse=True) for c in sens["curves"].values())  # higher rank, lower cost
+    assert any("output KL divergence measured" in n for n in rep["meta"]["target_latency"]["notes"])
+    floor = rep["meta"]["min_fidelity"]
+    assert [t["target_latency"] for t in floor["tries"]] == [0.6] and floor["chosen"]["met"]
+    assert rep["numerics"]["calib"]["inputs"] == "calib-heldout" and rep["numerics"]["calib"]["n"] == 8
+
+
+def test_floor_with_a_latency_target_bisects_towards_the_original_speed_and_keeps_the_fastest_that_meets_it():
+    """The budget search of compress_to_floor under --target-latency, on runs whose fidelity falls as the
+    latency fraction falls (met from 0.8 up): tries 0.5 (miss), 0.75 (miss), 0.875 (meet), 0.8125 (meet)."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from rene_onnx.config import CompressConfig, SearchConfig
+    from rene_onnx.errors import FidelityError
+    from rene_onnx.pipeline.floor import compress_to_floor
+
+    def run_once(c):
+        t = c.target_latency
+        rep = SimpleNamespace(numerics={"calib": {"top1_agreement": 0.9 if t >= 0.8 else 0.5, "n": 8}},
+                              params={"before": 100, "after": int(100 * t)},
+                              meta={"target_latency": {"planned_ratio": t}})
+        return rep, None, None, []
+
+    cfg = CompressConfig(model="m.onnx", search=SearchConfig(), target_latency=0.5, min_fidelity=0.8)
+    held = SimpleNamespace(held_idx=np.arange(8))
+    rep = compress_to_floor(cfg, run_once, held)[0]
+    tries = rep.meta["min_fidelity"]["tries"]
+    assert [t["target_latency"] for t in tries] == [0.5, 0.75, 0.875, 0.8125]
+    assert [t["met"] for t in tries] == [False, False, True, True]
+    assert rep.meta["min_fidelity"]["chosen"]["target_latency"] == 0.8125  # the fastest that meets it
+    with pytest.raises(FidelityError, match="of the original's latency"):
+        compress_to_floor(dataclasses.replace(cfg, min_fidelity=0.95), run_once, held)
