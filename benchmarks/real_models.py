@@ -55,6 +55,8 @@ RENE_ROWS = {
     "min-fidelity": ("--calib, --min-fidelity 0.9", ["--calib", "{calib}", "--min-fidelity", "0.9"]),
     "target-latency": ("--target-latency 0.7", ["--target-latency", "0.7"]),
     "calib-latency": ("--calib, --target-latency 0.8", ["--calib", "{calib}", "--target-latency", "0.8"]),
+    "latency-floor": ("--calib, --target-latency 0.8, --min-fidelity 0.9",
+                      ["--calib", "{calib}", "--target-latency", "0.8", "--min-fidelity", "0.9"]),
 }
 ALL_ROWS = ("original", *RENE_ROWS, "int8")
 ORIGINAL = "mobilenet_v2.onnx"  # the exported original, in --work

@@ -79,8 +79,9 @@ def compress(cfg: CompressConfig) -> CompressResult:
         if held is None:
             raise UserError("needs held-out real inputs to measure on: give --calib (and --holdout > 0)",
                             option="min_fidelity")
+        memo: dict = {}  # what the tries share (the latency target's tables)
         report, model, plan, notes = compress_to_floor(
-            cfg, lambda c: compress_once(c, handle, splits, calib, held, t0), held)
+            cfg, lambda c: compress_once(c, handle, splits, calib, held, t0, memo), held)
     else:
         report, model, plan, notes = compress_once(cfg, handle, splits, calib, held, t0)
     exported = None
@@ -95,18 +96,20 @@ def compress(cfg: CompressConfig) -> CompressResult:
     return CompressResult(report, model, plan, notes, paths, exported)
 
 
-def compress_once(cfg: CompressConfig, handle, splits, calib, held: Heldout | None, t0: float):
+def compress_once(cfg: CompressConfig, handle, splits, calib, held: Heldout | None, t0: float,
+                  memo: dict | None = None):
     """One run on a loaded model: ranks -> factorize -> fine-tune -> rewrite -> validate -> report (nothing written).
 
     ``calib``: the used part of the ``calib`` inputs (search, initialization, fine-tuning); ``held``: the
-    held-out part, only measured on. Returns ``(report, model, plan, notes)``.
+    held-out part, only measured on; ``memo``: what repeated runs on the same model may share. Returns
+    ``(report, model, plan, notes)``.
     """
     shapes = layer_shapes(handle)
     searched = latency_plan = None
     if cfg.target_latency is not None:
         from .latency_target import plan_for_latency
 
-        latency_plan = plan_for_latency(handle, cfg, shapes, calib)
+        latency_plan = plan_for_latency(handle, cfg, shapes, calib, memo)
         plan = latency_plan.plan
     elif cfg.rewrite.ranks is not None:
         emit("plan", message="ranks given")

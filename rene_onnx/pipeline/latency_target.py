@@ -161,17 +161,15 @@ def output_costs(handle: ModelHandle, layers: list[_Layer], probe: list, record:
         record["curves"][l.name] = [float(f"{e:.4g}") for e in l.err]
 
 
-def plan_for_latency(handle: ModelHandle, cfg: CompressConfig, shapes: dict, calib=None) -> LatencyPlan:
-    """The ranks whose rewritten model runs at ``cfg.target_latency`` of the original's latency (see module doc).
-
-    ``calib``: the used part of the ``calib`` inputs (tensors, one per graph input) or None."""
+def layer_options(handle: ModelHandle, cfg: CompressConfig, shapes: dict, calib=None):
+    """``(layers, options, sensitivity record)``: the candidates with their accuracy cost and latency tables
+    (module doc, steps 1-2); ``([], [], {})`` when no layer can be factorized."""
     from rene_onnx.validate.latency_tables import latency_tables
 
-    target, v = float(cfg.target_latency), cfg.validate
+    v = cfg.validate
     layers = candidates(handle, shapes, cfg.rewrite.method, cfg.rewrite.rank_multiple)
     if not layers:
-        return LatencyPlan(plan_from_mapping(shapes, cfg.rewrite.method, {}), target, 1.0,
-                           notes=["no layer can be factorized at these rank multiples: nothing to speed up"])
+        return [], [], {}
     probe, sensitivity = probe_inputs(handle, cfg, calib)
     if probe:
         output_costs(handle, layers, probe, sensitivity)
@@ -184,6 +182,28 @@ def plan_for_latency(handle: ModelHandle, cfg: CompressConfig, shapes: dict, cal
     options = [LayerOptions(l.node, np.array([f.ranks[0] for f in l.factors]), l.err, l.params,
                             np.array([tables[l.node][tuple(f.ranks)] for f in l.factors]), l.dense_params,
                             tables[l.node]["dense"], l.factors[-1].ranks[0]) for l in layers]
+    return layers, options, sensitivity
+
+
+def plan_for_latency(handle: ModelHandle, cfg: CompressConfig, shapes: dict, calib=None,
+                     memo: dict | None = None) -> LatencyPlan:
+    """The ranks whose rewritten model runs at ``cfg.target_latency`` of the original's latency (see module doc).
+
+    ``calib``: the used part of the ``calib`` inputs (tensors, one per graph input) or None. ``memo``: a dict
+    kept across calls on the same model and inputs (the ``min_fidelity`` tries): the candidates, their costs
+    and latency tables, which do not depend on the target, are measured once."""
+    target, v = float(cfg.target_latency), cfg.validate
+    key = (cfg.rewrite.method, cfg.rewrite.rank_multiple, v.provider, v.profile_repeats)
+    if memo is not None and key in memo:
+        layers, options, sensitivity = memo[key]
+    else:
+        layers, options, sensitivity = layer_options(handle, cfg, shapes, calib)
+        if memo is not None:
+            memo[key] = (layers, options, sensitivity)
+    if not layers:
+        return LatencyPlan(plan_from_mapping(shapes, cfg.rewrite.method, {}), target, 1.0,
+                           notes=["no layer can be factorized at these rank multiples: nothing to speed up"])
+    feeds = handle.feeds(handle.example_input())
     dense_us = sum(o.dense_macs for o in options)
     floor_us = sum(min(float(o.macs.min()), o.dense_macs) for o in options)
     ones = np.ones(len(options))
