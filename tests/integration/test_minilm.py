@@ -186,6 +186,7 @@ def test_minilm_search_init_distill_rewrite_and_counts():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # pytest's default 600 s is less than the subprocess's own limit
 def test_benchmark_quick_run_writes_its_results(tmp_path):
     """benchmarks/minilm.py --quick (its smoke mode) as a user runs it: the splits, offline text, searches,
     init, distillation, rewrite and latency all run, and the results JSON says what it measured."""
