@@ -332,7 +332,7 @@ def markdown_table(results: dict) -> str:
         f, mb = r["fidelity"], r["file_bytes"] / 2**20
         lines.append(
             f"| {r['label']} | `{r['command']}` | {r['params'] / 1e6:.2f} M ({r['params_ratio']:.2f}×) | "
-            f"{r['macs'] / 1e6:.0f} M ({r['macs_ratio']:.2f}×) | {mb:.1f} MB | "
+            f"{r['macs'] / 1e6:.0f} M ({r['macs_ratio']:.2f}×) | {mb:.1f} MiB | "
             f"{r['latency']['speedup']:.2f}× ({r['latency']['median_ms']:.2f} ms) | {f['top1_agreement']:.3f} | "
             f"{f['top5_overlap']:.3f} | {f['n']} | {r['tool_inputs']} | {said_text(r.get('tool_said'))} |")
     g = results["goal"]

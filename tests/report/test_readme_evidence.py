@@ -217,8 +217,8 @@ def _real_models_claims() -> list[Claim]:
                 Claim(cell("params"), "real_models.json", key("params_ratio"), "({:.2f}×)"),
                 Claim(cell("MACs"), "real_models.json", lambda d, k=key("macs"): _at(d, k) / 1e6, "{:.0f} M"),
                 Claim(cell("MACs"), "real_models.json", key("macs_ratio"), "({:.2f}×)"),
-                # the script prints bytes / 2**20 and calls it MB
-                Claim(cell("file"), "real_models.json", lambda d, k=key("file_bytes"): _at(d, k) / 2**20, "{:.1f} MB"),
+                # the script prints bytes / 2**20 (MiB)
+                Claim(cell("file"), "real_models.json", lambda d, k=key("file_bytes"): _at(d, k) / 2**20, "{:.1f} MiB"),
                 Claim(cell("speed-up (ORT CPU)"), "real_models.json", key("latency", "speedup"), "{:.2f}×"),
                 Claim(cell("speed-up (ORT CPU)"), "real_models.json", key("latency", "median_ms"), "({:.2f} ms)"),
                 Claim(cell("top-1 agreement"), "real_models.json", key("fidelity", "top1_agreement"), "{:.3f}"),
