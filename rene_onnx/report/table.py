@@ -123,7 +123,12 @@ def fidelity_lines(report: Report) -> list[str]:
                                       else ""))
     floor = report.meta.get("min_fidelity")
     if floor:
-        lines.append(f"floor    --min-fidelity {floor['floor']:g} met after {len(floor['tries'])} tries")
+        chosen = floor.get("chosen") or {}
+        at = (f" at --target-latency {chosen['target_latency']:g}" if chosen.get("target_latency") is not None
+              else f" keeping {chosen['target_params']:g} of the params" if chosen.get("target_params") is not None
+              else "")
+        n = len(floor["tries"])
+        lines.append(f"floor    --min-fidelity {floor['floor']:g} met{at} after {n} {'try' if n == 1 else 'tries'}")
     return lines
 
 

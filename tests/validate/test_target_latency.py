@@ -139,6 +139,7 @@ def test_with_calib_the_cost_of_each_rank_is_measured_on_the_used_calib_inputs_a
     assert any("output KL divergence measured" in n for n in rep["meta"]["target_latency"]["notes"])
     floor = rep["meta"]["min_fidelity"]
     assert [t["target_latency"] for t in floor["tries"]] == [0.6] and floor["chosen"]["met"]
+    assert "--min-fidelity 0.01 met at --target-latency 0.6 after 1 try" in r.output
     assert rep["numerics"]["calib"]["inputs"] == "calib-heldout" and rep["numerics"]["calib"]["n"] == 8
 
 
