@@ -47,7 +47,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WEIGHTS = ROOT / ".assets" / "mobilenet_v2-b0353104.pth"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "real_models.json"
 README = ROOT / "README.md"
-START, END = "<!-- real-models:start -->", "<!-- real-models:end -->"
+#: README blocks (``--block``): name -> heading; the table goes between <!-- name:start --> and <!-- name:end -->
+BLOCKS = {"real-models": "Real models: MobileNetV2 with the official ImageNet weights (issue 10)",
+          "real-models-latency": "Real models: latency targets, with and without a fidelity floor (MobileNetV2, issue 10)"}
 
 #: rene-onnx rows: name -> (label, CLI arguments after the model path). ``{calib}`` is the calibration file.
 RENE_ROWS = {
@@ -80,6 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--write-readme", action="store_true", help="write the table into --readme")
     p.add_argument("--readme-only", action="store_true", help="only write the table from --out's JSON")
     p.add_argument("--readme", default=str(README))
+    p.add_argument("--block", default="real-models", choices=list(BLOCKS),
+                   help="the README block the table is written into (a new one goes after the others)")
     args = p.parse_args(argv)
     args.rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     bad = [r for r in args.rows if r not in ALL_ROWS]
@@ -306,19 +310,20 @@ def goal(rows: list[dict]) -> dict:
 # ---------------------------------------------------------------- README table
 
 
-def markdown_table(results: dict) -> str:
-    """The "Real models" README section, from the results JSON alone."""
+def markdown_table(results: dict, block: str = "real-models", out: str | None = None) -> str:
+    """A "Real models" README section, from the results JSON alone (``out``: its path, named in the text)."""
     m, data = results["machine"], results["data"]
     flags = ", ".join(f for f in ("avx512f", "avx512_vnni", "avx2") if m.get(f)) or "no AVX2"
     lines = [
-        "### Real models: MobileNetV2 with the official ImageNet weights (issue 10)",
+        f"### {BLOCKS[block]}",
         "",
         f"{results['setup']['export']}. Calibration: {data['calib_crops']} crops of {len(data['calib_photos'])} "
         f"sample photos; fidelity on {data['heldout_crops']} crops of {len(data['heldout_photos'])} photos held out "
         f"whole ({', '.join(data['heldout_photos'])}), never given to the tool. Latency: onnxruntime CPU, one "
         f"held-out crop, batch 1, all models in one torch-free process, median of {results['repeats']} interleaved "
         f"runs{load_text(results['rows'])}. Machine: {m['cpu']}, {m['cores']} cores ({flags}); commit `{results['commit'][:12]}`, "
-        f"{results['date'][:10]}. Command: `{results['command']}`.",
+        f"{results['date'][:10]}. Command: `{results['command']}`"
+        + (f" (results: `{os.path.relpath(out, ROOT)}`)." if out else "."),
         "",
         "| row | command | params | MACs | file | speed-up (ORT CPU) | top-1 agreement | top-5 overlap | n | "
         "tool was given | its report said |",
@@ -368,13 +373,18 @@ def int8_verdict(g: dict) -> str:
     return "INT8 static quantization misses the 0.9 top-1 agreement bar on the held-out photos."
 
 
-def write_readme(results: dict, readme: Path) -> None:
+def write_readme(results: dict, readme: Path, block_name: str = "real-models", out: str | None = None) -> None:
     text = readme.read_text()
-    block = f"{START}\n{markdown_table(results)}{END}\n"
-    if START in text and END in text:
-        head, _, rest = text.partition(START)
-        _, _, tail = rest.partition(END)
+    start, end = f"<!-- {block_name}:start -->", f"<!-- {block_name}:end -->"
+    block = f"{start}\n{markdown_table(results, block_name, out)}{end}\n"
+    last = [f"<!-- {b}:end -->" for b in BLOCKS if f"<!-- {b}:end -->" in text]
+    if start in text and end in text:
+        head, _, rest = text.partition(start)
+        _, _, tail = rest.partition(end)
         text = head + block + tail.lstrip("\n")
+    elif last:  # after the last block there is
+        head, _, tail = text.rpartition(last[-1])
+        text = head + last[-1] + "\n\n" + block + tail.lstrip("\n")
     elif "\n## Docker" in text:
         head, _, tail = text.partition("\n## Docker")
         text = head.rstrip("\n") + "\n\n" + block + "\n## Docker" + tail
@@ -390,7 +400,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     if args.readme_only:
-        write_readme(json.loads(out.read_text()), Path(args.readme))
+        write_readme(json.loads(out.read_text()), Path(args.readme), args.block, str(out))
         return 0
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -421,7 +431,7 @@ def main(argv=None) -> int:
     out.write_text(json.dumps(results, indent=1) + "\n")
     print(markdown_table(results))
     if args.write_readme:
-        write_readme(results, Path(args.readme))
+        write_readme(results, Path(args.readme), args.block, str(out))
     return 0
 
 

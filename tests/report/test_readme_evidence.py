@@ -39,6 +39,7 @@ class Cell:
     table: str
     row: tuple[str, ...]
     column: str
+    block: str | None = None  # only the README text between <!-- block:start --> and <!-- block:end -->
 
 
 @dataclass(frozen=True)
@@ -203,27 +204,34 @@ def _edge_claims() -> list[Claim]:
     return out
 
 
+#: results files of benchmarks/real_models.py and the README block (--block) each one's table is written into
+REAL_BLOCKS = (("real_models.json", "real-models"), ("real_models_latency.json", "real-models-latency"))
+
+
 def _real_models_claims() -> list[Claim]:
-    """Every row of real_models.json (the README block benchmarks/real_models.py --write-readme writes)."""
-    doc, out = results("real_models.json") or {}, []
-    for i, r in enumerate(doc.get("rows", [])):
-        def key(*path, i=i):
-            return ("rows", i, *path)
-        cell = functools.partial(Cell, REAL, (r["label"],))
-        if "latency" not in r:  # a failed row: no numbers, its exit code
-            out.append(Claim(cell("its report said"), "real_models.json", key("exit_code"), "failed (exit {})"))
-            continue
-        out += [Claim(cell("params"), "real_models.json", lambda d, k=key("params"): _at(d, k) / 1e6, "{:.2f} M"),
-                Claim(cell("params"), "real_models.json", key("params_ratio"), "({:.2f}×)"),
-                Claim(cell("MACs"), "real_models.json", lambda d, k=key("macs"): _at(d, k) / 1e6, "{:.0f} M"),
-                Claim(cell("MACs"), "real_models.json", key("macs_ratio"), "({:.2f}×)"),
-                # the script prints bytes / 2**20 (MiB)
-                Claim(cell("file"), "real_models.json", lambda d, k=key("file_bytes"): _at(d, k) / 2**20, "{:.1f} MiB"),
-                Claim(cell("speed-up (ORT CPU)"), "real_models.json", key("latency", "speedup"), "{:.2f}×"),
-                Claim(cell("speed-up (ORT CPU)"), "real_models.json", key("latency", "median_ms"), "({:.2f} ms)"),
-                Claim(cell("top-1 agreement"), "real_models.json", key("fidelity", "top1_agreement"), "{:.3f}"),
-                Claim(cell("top-5 overlap"), "real_models.json", key("fidelity", "top5_overlap"), "{:.3f}"),
-                Claim(cell("n"), "real_models.json", key("fidelity", "n"), "{}")]
+    """Every row of each real-models results file (the README blocks benchmarks/real_models.py --write-readme
+    writes)."""
+    out = []
+    for name, block in REAL_BLOCKS:
+        doc = results(name) or {}
+        for i, r in enumerate(doc.get("rows", [])):
+            def key(*path, i=i):
+                return ("rows", i, *path)
+            cell = functools.partial(Cell, REAL, (r["label"],), block=block)
+            if "latency" not in r:  # a failed row: no numbers, its exit code
+                out.append(Claim(cell("its report said"), name, key("exit_code"), "failed (exit {})"))
+                continue
+            out += [Claim(cell("params"), name, lambda d, k=key("params"): _at(d, k) / 1e6, "{:.2f} M"),
+                    Claim(cell("params"), name, key("params_ratio"), "({:.2f}×)"),
+                    Claim(cell("MACs"), name, lambda d, k=key("macs"): _at(d, k) / 1e6, "{:.0f} M"),
+                    Claim(cell("MACs"), name, key("macs_ratio"), "({:.2f}×)"),
+                    # the script prints bytes / 2**20 (MiB)
+                    Claim(cell("file"), name, lambda d, k=key("file_bytes"): _at(d, k) / 2**20, "{:.1f} MiB"),
+                    Claim(cell("speed-up (ORT CPU)"), name, key("latency", "speedup"), "{:.2f}×"),
+                    Claim(cell("speed-up (ORT CPU)"), name, key("latency", "median_ms"), "({:.2f} ms)"),
+                    Claim(cell("top-1 agreement"), name, key("fidelity", "top1_agreement"), "{:.3f}"),
+                    Claim(cell("top-5 overlap"), name, key("fidelity", "top5_overlap"), "{:.3f}"),
+                    Claim(cell("n"), name, key("fidelity", "n"), "{}")]
     return out
 
 
@@ -276,6 +284,10 @@ def check(claim: Claim, readme: str) -> None:
         assert len(found) == 1, f"README: {where.pattern!r} matches {len(found)} times, expected once"
         assert found[0] == want, f"README shows {found[0]}, {claim.file} says {want} ({where.pattern!r})"
         return
+    if where.block is not None:
+        start, end = f"<!-- {where.block}:start -->", f"<!-- {where.block}:end -->"
+        assert start in readme and end in readme, f"README has no block {where.block!r}"
+        readme = readme.partition(start)[2].partition(end)[0]
     picked = [t for t in tables(readme) if where.table in t[0]]
     assert len(picked) == 1, f"README: {len(picked)} tables whose header has {where.table!r}, expected one"
     _, header, rows = picked[0]
