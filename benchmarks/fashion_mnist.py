@@ -324,7 +324,7 @@ def _run_variant(cfg: BenchConfig, name: str, handle, splits, shapes, test_array
                   "initial_calib_top1": None if tuned.initial_val_top1 is None else round(100 * tuned.initial_val_top1, 2),
                   "history": [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in h.items()}
                               for h in tuned.history]},
-        numerics={"vs_torch_max_abs": val.numerics["vs_torch"].max_abs_diff},
+        numerics={"vs_torch_max_abs": val.numerics["vs_torch"]["max_abs_diff"]},
         report=report.to_dict(),
     )
     _log(f"  {res.label}: test top-1 {res.test_top1_before_ft:.2f}% -> {res.test_top1_after_ft:.2f}% "
