@@ -14,11 +14,18 @@ baseline on ResNet-20; writes benchmarks/results/fashion_mnist.json and fashion_
      tuned so the compressed ONNX graph has the same parameter count as RENE(TT)'s (within 1%; see
      :func:`rene_onnx.decompose.uniform.uniform_plan`); the stem conv stays dense (its single input channel caps its TT rank at 1,
      and RENE keeps it dense too);
-   - ``uniform-all``: the same without that exception (the stem at TT rank 1).
+   - ``uniform-all``: the same without that exception (the stem at TT rank 1);
+   - ``tt-measured`` / ``tt-steps`` / ``tt-paper`` (issue 11, item 4): RENE(TT) with one search setting
+     changed (``TRIED``): ``importance="measured"``, twice the search steps, the paper's ``paper-cifar``
+     candidate grid. (``whiten`` is not among them: it reaches only the SVD layers, see ``NOT_TRIED``.)
 
    Per variant: test top-1 before / after fine-tuning, parameter and MAC reduction (counted on the
    rewritten ONNX graph), search / fine-tune seconds, the per-layer ranks.
 3. ``plot_ranks`` of the variants' per-layer ranks (the paper's Fig. 5).
+4. ``--table OUT.json``: the paper's Table 1 analog (:func:`paper_table`): one row per variant (params / MACs
+   removed, top-1 before / after fine-tuning, drop, within 0.3 point), the protocol, command, commit and
+   machine, what was tried, and ``goal_met`` (>= 75 % fewer parameters within 0.3 point) judged on the
+   RENE(TT) row that the calib split selects.
 
 Nothing is tuned on the test split: the search's validation loss and the fine-tuning's epoch
 selection use the calib split only.
@@ -30,6 +37,11 @@ The recorded runs (the same cached checkpoint, trained on the H200 run):
     # a lent H200 (fine-tuning on the GPU, search on 16 cores): 5 epochs -> fashion_mnist_h200.json
     python3 benchmarks/fashion_mnist.py --data <folder of the idx files> --threads 16 \
         --variants tt,uniform,uniform-all,cp --ft-epochs 5 --out benchmarks/results/fashion_mnist_h200.json
+    # 2-core box, 1 thread, the reduced budget at 75 % fewer parameters -> paper_table1.json (issue 11, item 4)
+    PYTHONPATH=. .venv/bin/python benchmarks/fashion_mnist.py --variants tt,tt-measured,tt-steps,tt-paper,uniform,cp \
+        --target-params 0.25 --ft-epochs 1 --ft-max-steps 150 --ft-batch 64 --threads 1 --blas-threads 1 \
+        --out benchmarks/results/paper_table1_run.json --png benchmarks/results/paper_table1_ranks.png \
+        --table benchmarks/results/paper_table1.json
     # 2-core box, 1 thread (~2 h 15 min with other jobs beside it): 10 epochs -> fashion_mnist_cpu10.json
     .venv/bin/python benchmarks/fashion_mnist.py --variants tt,uniform,cp --ft-epochs 10 --threads 1 \
         --blas-threads 1 --out benchmarks/results/fashion_mnist_cpu10.json \
