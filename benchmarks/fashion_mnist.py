@@ -14,11 +14,18 @@ baseline on ResNet-20; writes benchmarks/results/fashion_mnist.json and fashion_
      tuned so the compressed ONNX graph has the same parameter count as RENE(TT)'s (within 1%; see
      :func:`rene_onnx.decompose.uniform.uniform_plan`); the stem conv stays dense (its single input channel caps its TT rank at 1,
      and RENE keeps it dense too);
-   - ``uniform-all``: the same without that exception (the stem at TT rank 1).
+   - ``uniform-all``: the same without that exception (the stem at TT rank 1);
+   - ``tt-measured`` / ``tt-steps`` / ``tt-paper`` (issue 11, item 4): RENE(TT) with one search setting
+     changed (``TRIED``): ``importance="measured"``, twice the search steps, the paper's ``paper-cifar``
+     candidate grid. (``whiten`` is not among them: it reaches only the SVD layers, see ``NOT_TRIED``.)
 
    Per variant: test top-1 before / after fine-tuning, parameter and MAC reduction (counted on the
    rewritten ONNX graph), search / fine-tune seconds, the per-layer ranks.
 3. ``plot_ranks`` of the variants' per-layer ranks (the paper's Fig. 5).
+4. ``--table OUT.json``: the paper's Table 1 analog (:func:`paper_table`): one row per variant (params / MACs
+   removed, top-1 before / after fine-tuning, drop, within 0.3 point), the protocol, command, commit and
+   machine, what was tried, and ``goal_met`` (>= 75 % fewer parameters within 0.3 point) judged on the
+   RENE(TT) row that the calib split selects.
 
 Nothing is tuned on the test split: the search's validation loss and the fine-tuning's epoch
 selection use the calib split only.
@@ -30,6 +37,11 @@ The recorded runs (the same cached checkpoint, trained on the H200 run):
     # a lent H200 (fine-tuning on the GPU, search on 16 cores): 5 epochs -> fashion_mnist_h200.json
     python3 benchmarks/fashion_mnist.py --data <folder of the idx files> --threads 16 \
         --variants tt,uniform,uniform-all,cp --ft-epochs 5 --out benchmarks/results/fashion_mnist_h200.json
+    # 2-core box, 1 thread, the reduced budget at 75 % fewer parameters -> paper_table1.json (issue 11, item 4)
+    PYTHONPATH=. .venv/bin/python benchmarks/fashion_mnist.py --variants tt,tt-measured,tt-steps,tt-paper,uniform,cp \
+        --target-params 0.25 --ft-epochs 1 --ft-max-steps 150 --ft-batch 64 --threads 1 --blas-threads 1 \
+        --out benchmarks/results/paper_table1_run.json --png benchmarks/results/paper_table1_ranks.png \
+        --table benchmarks/results/paper_table1.json
     # 2-core box, 1 thread (~2 h 15 min with other jobs beside it): 10 epochs -> fashion_mnist_cpu10.json
     .venv/bin/python benchmarks/fashion_mnist.py --variants tt,uniform,cp --ft-epochs 10 --threads 1 \
         --blas-threads 1 --out benchmarks/results/fashion_mnist_cpu10.json \
@@ -56,9 +68,33 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 MODEL = "resnet20_fmnist"
-VARIANTS = ("tt", "cp", "uniform", "uniform-all")
-LABELS = {"tt": "RENE(TT)", "cp": "RENE(CP)", "uniform": "uniform(TT)", "uniform-all": "uniform(TT, stem too)"}
+#: RENE(TT) with one search setting changed (issue 11, item 4: what is left is in the plan): name ->
+#: (row label, what it changes, the SearchConfig fields it sets given the BenchConfig). Each still selects
+#: on the calibration split only (validation cross-entropy, fine-tuning epoch).
+TRIED: dict[str, tuple[str, str, Any]] = {
+    "tt-measured": ("RENE(TT), measured importance",
+                    'importance="measured": the budgeted final choice weighs each layer\'s error curve by the '
+                    "measured increase of the calib cross-entropy with that layer alone truncated",
+                    lambda cfg: {"importance": "measured"}),
+    "tt-steps": ("RENE(TT), 2x search steps", "twice the alternating search steps per stage",
+                 lambda cfg: {"steps": 2 * cfg.search_steps}),
+    "tt-paper": ("RENE(TT), paper-cifar grid", 'preset="paper-cifar": the paper\'s CIFAR candidate ranks '
+                 "(10..100 step 10, capped at each layer's break-even rank) instead of the per-layer auto grid",
+                 lambda cfg: {"preset": "paper-cifar"}),
+}
+#: options named in the issue that this benchmark does not run, and why (recorded in the --table file)
+NOT_TRIED = (
+    {"option": "whitened (activation-aware) error curves for the convs (SearchConfig.whiten)",
+     "why": "whiten decomposes only the svd layers (engine method 'svd' has whitens=True, 'tt' / 'cp' do not); "
+            "in ResNet-20 those are the two 1x1 downsample convs and the fc, under 2 % of the parameters, "
+            "so it does not reach the 3x3 convs' TT error curves"},
+)
+VARIANTS = ("tt", "cp", "uniform", "uniform-all", *TRIED)
+LABELS = {"tt": "RENE(TT)", "cp": "RENE(CP)", "uniform": "uniform(TT)", "uniform-all": "uniform(TT, stem too)",
+          **{name: t[0] for name, t in TRIED.items()}}
 STEM = "conv1"
+#: the --table goal (issue 11, item 4): RENE(TT) within GOAL_DROP points at >= GOAL_REMOVED % fewer parameters
+GOAL_REMOVED, GOAL_DROP = 75.0, 0.3
 
 
 @dataclass
@@ -123,6 +159,7 @@ class VariantResult:
     search_seconds: float | None
     finetune_seconds: float
     plan_note: str = ""
+    search_overrides: dict[str, Any] = field(default_factory=dict)  # SearchConfig fields a tried variant changes
     finetune: dict[str, Any] = field(default_factory=dict)
     numerics: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)  # rene_onnx.report.Report.to_dict()
@@ -250,16 +287,18 @@ def _device_name(device: str) -> str:
 # ----------------------------------------------------------------------------- variants
 
 
-def _configs(cfg: BenchConfig, method: str, ranks=None, model: str = MODEL):
+def _configs(cfg: BenchConfig, method: str, ranks=None, model: str = MODEL, search_extra: dict | None = None):
+    """The pipeline's configs of one variant; ``search_extra``: SearchConfig fields that override the bench's."""
     from rene_onnx.config import CompressConfig, RewriteConfig, ValidateConfig
     from rene_onnx.engine.finetune import FinetuneConfig
     from rene_onnx.engine.search import SearchConfig
 
     search = None
     if ranks is None:
-        search = SearchConfig(method=method, target_params=cfg.target_params, steps=cfg.search_steps,
-                              warmup_steps=cfg.search_warmup, calib_batch_size=cfg.calib_batch_size,
-                              max_calib_batches=cfg.max_calib_batches, cp_iters=cfg.cp_iters, seed=cfg.seed)
+        kw = dict(method=method, target_params=cfg.target_params, steps=cfg.search_steps,
+                  warmup_steps=cfg.search_warmup, calib_batch_size=cfg.calib_batch_size,
+                  max_calib_batches=cfg.max_calib_batches, cp_iters=cfg.cp_iters, seed=cfg.seed)
+        search = SearchConfig(**{**kw, **(search_extra or {})})
     ft = FinetuneConfig(epochs=cfg.ft_epochs, lr=cfg.ft_lr, batch_size=cfg.ft_batch, max_steps=cfg.ft_max_steps,
                         lambda_diss=cfg.lambda_diss, logit_kd=cfg.logit_kd, device=cfg.device, seed=cfg.seed,
                         select_on="calib", log_every=50)
@@ -287,11 +326,13 @@ def _run_variant(cfg: BenchConfig, name: str, handle, splits, shapes, test_array
 
     method = "cp" if name == "cp" else "tt"
     label = label or LABELS[name]
-    ccfg = _configs(cfg, method, ranks=plan, model=model)
+    extra = TRIED[name][2](cfg) if name in TRIED else None
+    ccfg = _configs(cfg, method, ranks=plan, model=model, search_extra=extra)
     t0 = time.perf_counter()
     search_seconds, search_section = None, None
     if plan is None:
-        _log(f"{label}: searching (target_params={cfg.target_params}, validation CE on calib)")
+        _log(f"{label}: searching (target_params={cfg.target_params}, validation CE on calib"
+             + (f", {extra}" if extra else "") + ")")
         searched = pipeline.search_ranks(handle, ccfg, splits)
         plan, search_seconds = searched.plan, searched.seconds
         search_section = section(searched)
@@ -319,12 +360,12 @@ def _run_variant(cfg: BenchConfig, name: str, handle, splits, shapes, test_array
         params=p, macs=m, params_reduction_pct=round(100 * (1 - p["after"] / p["before"]), 2),
         macs_reduction_pct=round(100 * (1 - m["after"] / m["before"]), 2),
         search_seconds=None if search_seconds is None else round(search_seconds, 1),
-        finetune_seconds=round(tuned.seconds, 1), plan_note=plan_note,
+        finetune_seconds=round(tuned.seconds, 1), plan_note=plan_note, search_overrides=extra or {},
         finetune={"epochs_run": tuned.epochs_run, "best_epoch": tuned.best_epoch, "steps": tuned.steps,
                   "initial_calib_top1": None if tuned.initial_val_top1 is None else round(100 * tuned.initial_val_top1, 2),
                   "history": [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in h.items()}
                               for h in tuned.history]},
-        numerics={"vs_torch_max_abs": val.numerics["vs_torch"].max_abs_diff},
+        numerics={"vs_torch_max_abs": val.numerics["vs_torch"]["max_abs_diff"]},
         report=report.to_dict(),
     )
     _log(f"  {res.label}: test top-1 {res.test_top1_before_ft:.2f}% -> {res.test_top1_after_ft:.2f}% "
@@ -336,17 +377,20 @@ def _run_variant(cfg: BenchConfig, name: str, handle, splits, shapes, test_array
 # ----------------------------------------------------------------------------- main
 
 
-def run(cfg: BenchConfig, out: Path, png: Path | None, checkpoint: Path, retrain: bool, command: str) -> dict:
-    """The whole benchmark; writes ``out`` (after every variant) and ``png``; returns the results document."""
+def run(cfg: BenchConfig, out: Path, png: Path | None, checkpoint: Path, retrain: bool, command: str,
+        table_out: Path | None = None) -> dict:
+    """The whole benchmark; writes ``out`` and ``table_out`` (:func:`paper_table`; both after every variant)
+    and ``png``; returns the results document."""
     import torch
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(cfg.threads)
     with threadpool_limits(limits=cfg.blas_threads, user_api="blas"):
-        return _run(cfg, out, png, checkpoint, retrain, command)
+        return _run(cfg, out, png, checkpoint, retrain, command, table_out)
 
 
-def _run(cfg: BenchConfig, out: Path, png: Path | None, checkpoint: Path, retrain: bool, command: str) -> dict:
+def _run(cfg: BenchConfig, out: Path, png: Path | None, checkpoint: Path, retrain: bool, command: str,
+         table_out: Path | None) -> dict:
     import torch
 
     from rene_onnx import pipeline
@@ -365,12 +409,13 @@ def _run(cfg: BenchConfig, out: Path, png: Path | None, checkpoint: Path, retrai
     test_arrays = (x.numpy(), y.numpy())
     doc: dict[str, Any] = {
         "benchmark": "fashion_mnist", "command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        **environment_meta(), "threads": cfg.threads, "blas_threads": cfg.blas_threads,
+        "commit": git_commit(), **environment_meta(), "threads": cfg.threads, "blas_threads": cfg.blas_threads,
         "ft_device": _device_name(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")),
         "config": asdict(cfg), "data": {"name": splits.name, "sizes": splits.sizes()},
         "checkpoint": {k: v for k, v in ckpt.items() if k != "history"} | {"path": str(checkpoint)},
         "original": {}, "variants": {},
     }
+    doc["machine"] = {**doc["machine"], **machine_facts()}
     results: dict[str, VariantResult] = {}
     for name in cfg.variants:
         plan, note = None, ""
@@ -393,6 +438,8 @@ def _run(cfg: BenchConfig, out: Path, png: Path | None, checkpoint: Path, retrai
         doc["seconds"] = round(time.perf_counter() - t_all, 1)
         doc["summary"] = summarize(doc)
         _write(out, doc)  # after every variant: a partial result survives an interrupted run
+        if table_out is not None:
+            _write(table_out, paper_table(doc))
     if png is not None:
         from rene_onnx.report.plots import plot_ranks
 
@@ -408,7 +455,7 @@ def summarize(doc: dict) -> dict:
     orig = doc["original"]["test_top1"]
     v = doc["variants"]
     out: dict[str, Any] = {"original_test_top1": orig}
-    for name in ("tt", "cp"):
+    for name in ("tt", "cp", *TRIED):
         if name in v:
             out[name] = {"drop_points": round(orig - v[name]["test_top1_after_ft"], 2),
                          "params_reduction_pct": v[name]["params_reduction_pct"],
@@ -418,6 +465,100 @@ def summarize(doc: dict) -> dict:
         if name in v and "tt" in v:
             out[f"tt_beats_{name}"] = v["tt"]["test_top1_after_ft"] > v[name]["test_top1_after_ft"]
     return out
+
+
+def git_commit() -> str | None:
+    """HEAD of the checkout that runs this script, with a note when tracked files differ from it."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + (" (with uncommitted changes)" if dirty else "")
+
+
+def machine_facts() -> dict:
+    """CPU model, its vector / matrix ISA flags, cores (all, usable), GPUs, load average at the start."""
+    import torch
+
+    model, flags = None, []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = (x.strip() for x in line.partition(":"))
+            if key == "model name" and model is None:
+                model = value
+            elif key == "flags" and not flags:
+                flags = sorted(f for f in value.split() if f.startswith(("avx", "amx", "fma")))
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine()
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": model, "cpu_flags": flags, "cores": os.cpu_count(), "usable_cores": usable,
+            "gpu": ", ".join(gpus) or "none",
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
+
+
+def paper_table(doc: dict) -> dict:
+    """The paper's Table 1 analog (issue 11, item 4) from a results document: one row per variant run.
+
+    ``goal_met``: the RENE(TT) variant (``tt`` or a tried one) with the best CALIB top-1 after fine-tuning
+    keeps >= GOAL_REMOVED % of the parameters off and ends within GOAL_DROP points of the original on the test
+    split; the test split selects nothing.
+    """
+    cfg, orig, v = doc["config"], doc["original"]["test_top1"], doc["variants"]
+    rows = []
+    for name, r in v.items():
+        drop = round(orig - r["test_top1_after_ft"], 2)
+        rows.append({"variant": name, "label": r["label"], "params_removed": r["params_reduction_pct"],
+                     "macs_removed": r["macs_reduction_pct"], "top1_before_ft": r["test_top1_before_ft"],
+                     "top1_after_ft": r["test_top1_after_ft"], "drop_points": drop, "within_0_3": drop <= GOAL_DROP})
+    by_name = {r["variant"]: r for r in rows}
+    tt_like = [n for n in v if n == "tt" or n in TRIED]
+    calib = {n: v[n]["calib_top1_after_ft"] for n in tt_like}
+    chosen = max(tt_like, key=lambda n: -1.0 if calib[n] is None else calib[n], default=None)
+    goal_met = chosen is not None and by_name[chosen]["params_removed"] >= GOAL_REMOVED and by_name[chosen]["within_0_3"]
+    tried = []
+    for name, (label, what, _) in TRIED.items():
+        if name not in v:
+            why = ("in --variants, but the run stopped before it finished" if name in cfg["variants"]
+                   else "not among this run's --variants")
+            tried.append({"variant": name, "what": what, "run": False, "why": why})
+            continue
+        r = by_name[name]
+        tried.append({"variant": name, "what": what, "run": True, "search_overrides": v[name]["search_overrides"],
+                      "params_removed": r["params_removed"], "top1_after_ft": r["top1_after_ft"],
+                      "drop_points": r["drop_points"], "calib_top1_after_ft": calib[name],
+                      "vs_tt_points": None if "tt" not in v else round(r["top1_after_ft"] - by_name["tt"]["top1_after_ft"], 2)})
+    tried += [{**t, "run": False} for t in NOT_TRIED]
+    machine = {**doc["machine"], "versions": doc["versions"], "torch_threads": doc["threads"],
+               "blas_threads": doc["blas_threads"], "finetune_device": doc["ft_device"]}
+    return {
+        "original_top1": orig,
+        "protocol": {
+            "model": f"{MODEL} ({doc['checkpoint'].get('test_top1')} % test top-1, {doc['original']['params']} params)",
+            "data": doc["data"], "target_params_kept": cfg["target_params"],
+            "goal": f"RENE(TT) within {GOAL_DROP} point of the original at >= {GOAL_REMOVED:g} % fewer parameters",
+            "units": "params_removed / macs_removed: % of the original ONNX graph's (BN folded, MACs at batch 1); "
+                     "top-1: % on the test split (before FT: torch, after FT: onnxruntime on the rewritten graph); "
+                     "drop_points: original_top1 - top1_after_ft",
+            "search": {k: cfg[k] for k in ("search_steps", "search_warmup", "calib_batch_size", "max_calib_batches",
+                                           "cp_iters")} | {"objective": "validation cross-entropy on the calib split"},
+            "finetune": {k: cfg[k] for k in ("ft_epochs", "ft_max_steps", "ft_batch", "ft_lr", "lambda_diss",
+                                             "logit_kd")},
+            "selects": "the calib split only: the search's L_val, the fine-tuning's epoch, and which RENE(TT) row "
+                       f"decides goal_met (best calib top-1 after fine-tuning: {chosen}); the test split is only "
+                       "reported",
+            "uniform": "one rank fraction for every layer but the stem, matched to RENE(TT)'s parameter count",
+            "seed": cfg["seed"], "smoke": cfg["smoke"],
+        },
+        "command": doc["command"], "commit": doc.get("commit"), "machine": machine,
+        "rows": rows, "goal_met": bool(goal_met), "what_was_tried": tried,
+    }
 
 
 def _write(path: Path, doc: dict) -> None:
@@ -455,6 +596,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--retrain", action="store_true", help="train the original even if the checkpoint exists")
     p.add_argument("--out", type=Path, default=RESULTS / "fashion_mnist.json")
     p.add_argument("--png", type=Path, default=RESULTS / "fashion_mnist_ranks.png")
+    p.add_argument("--table", type=Path, default=None,
+                   help="also write the paper's Table 1 analog (rows, goal check, what was tried) to this JSON")
     p.add_argument("--smoke", action="store_true", help="tiny subsets and budgets (checks the plumbing only)")
     return p.parse_args(argv)
 
@@ -476,14 +619,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     command = "benchmarks/fashion_mnist.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    for path in (a.out, a.png):
+    for path in (a.out, a.png, a.table):
         if path is not None and not path.parent.is_dir():
             print(f"error: output folder does not exist: {path.parent}", file=sys.stderr)
             return 2
-    doc = run(cfg, a.out, a.png, a.checkpoint, a.retrain, command.strip())
+    doc = run(cfg, a.out, a.png, a.checkpoint, a.retrain, command.strip(), a.table)
     print(table(doc))
     print(json.dumps(doc["summary"], indent=1))
-    _log(f"done in {doc['seconds']:.0f} s -> {a.out}" + (f", {a.png}" if a.png else ""))
+    if a.table is not None:
+        print(json.dumps({k: v for k, v in paper_table(doc).items() if k in ("rows", "goal_met")}, indent=1))
+    _log(f"done in {doc['seconds']:.0f} s -> {a.out}" + "".join(f", {x}" for x in (a.png, a.table) if x))
     return 0
 
 

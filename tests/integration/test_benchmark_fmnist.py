@@ -1,7 +1,10 @@
-"""benchmarks/fashion_mnist.py as a user runs it: bad settings are one error line, and (slow) the smoke run
-on a tiny Fashion-MNIST subset trains, searches, fine-tunes and rewrites for real, then reuses its checkpoint."""
+"""benchmarks/fashion_mnist.py as a user runs it: bad settings are one error line, the --table goal check
+selects on the calib split, and (slow) the smoke run on a tiny Fashion-MNIST subset trains, searches,
+fine-tunes and rewrites for real, then reuses its checkpoint."""
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import json
 import subprocess
 import sys
@@ -22,10 +25,57 @@ def _script(*argv: str, timeout: int = 300) -> subprocess.CompletedProcess:
     (["--variants", "cp,uniform"], "RENE(TT)"),
     (["--target-params", "1.5"], "target_params"),
     (["--variants", "tt", "--out", "/no/such/dir/x.json"], "output folder does not exist"),
+    (["--variants", "tt,tt-whiten"], "tt-measured"),  # whiten does not reach TT convs: no such variant
+    (["--variants", "tt-measured,uniform"], "RENE(TT)"),  # uniform is matched to the plain tt row's size
+    (["--variants", "tt,tt-measured", "--table", "/no/such/dir/t.json"], "output folder does not exist"),
 ])
 def test_bad_settings_are_one_error_line(argv, message):
     r = _script(*argv)
     assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_fashion_mnist", ROOT / "benchmarks" / "fashion_mnist.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _doc(fm, rows: dict[str, tuple[float, float, float]]) -> dict:
+    """A results document with ``rows``: variant -> (params removed %, test top-1 after FT, calib top-1)."""
+    cfg = fm.BenchConfig(variants=tuple(rows), target_params=0.25)
+    variants = {n: {"label": fm.LABELS[n], "params_reduction_pct": p, "macs_reduction_pct": 50.0,
+                    "test_top1_before_ft": 60.0, "test_top1_after_ft": t, "calib_top1_after_ft": c,
+                    "search_overrides": fm.TRIED[n][2](cfg) if n in fm.TRIED else {}}
+                for n, (p, t, c) in rows.items()}
+    return {"config": dataclasses.asdict(cfg), "original": {"test_top1": 93.17, "params": 271402},
+            "checkpoint": {"test_top1": 93.17}, "data": {"name": "fashion-mnist"}, "command": "x", "commit": "abc",
+            "machine": {"cpu": "test"}, "versions": {}, "threads": 1, "blas_threads": 1, "ft_device": "cpu",
+            "variants": variants}
+
+
+def test_table_goal_is_decided_by_the_calib_selected_tt_row():
+    fm = _bench()
+    # tt-measured is best on the test split, but tt is best on calib: calib decides, so the goal is not met
+    t = fm.paper_table(_doc(fm, {"tt": (75.2, 92.0, 91.0), "tt-measured": (75.2, 92.87, 90.0),
+                                 "uniform": (75.3, 80.0, 95.0)}))
+    assert t["goal_met"] is False and "best calib top-1 after fine-tuning: tt)" in t["protocol"]["selects"]
+    rows = {r["variant"]: r for r in t["rows"]}
+    assert set(rows["tt"]) == {"variant", "label", "params_removed", "macs_removed", "top1_before_ft",
+                               "top1_after_ft", "drop_points", "within_0_3"}
+    assert rows["tt-measured"]["drop_points"] == 0.3 and rows["tt-measured"]["within_0_3"] is True
+    assert rows["tt"]["within_0_3"] is False and rows["uniform"]["label"] == "uniform(TT)"
+    tried = {e.get("variant"): e for e in t["what_was_tried"]}
+    assert tried["tt-measured"]["run"] and tried["tt-measured"]["vs_tt_points"] == 0.87
+    assert tried["tt-measured"]["search_overrides"] == {"importance": "measured"}
+    assert tried["tt-steps"]["run"] is False and tried["tt-steps"]["why"] == "not among this run's --variants"
+    assert any("whiten" in e.get("option", "") and e["run"] is False for e in t["what_was_tried"])
+    # the same rows with calib preferring tt-measured: met; at 74.9 % removed it is not
+    assert fm.paper_table(_doc(fm, {"tt": (75.2, 92.0, 91.0), "tt-measured": (75.2, 92.87, 92.0)}))["goal_met"]
+    assert not fm.paper_table(_doc(fm, {"tt": (75.2, 92.0, 91.0), "tt-measured": (74.9, 92.87, 92.0)}))["goal_met"]
+    assert set(t) == {"original_top1", "protocol", "command", "commit", "machine", "rows", "goal_met",
+                      "what_was_tried"}
 
 
 @pytest.mark.slow
