@@ -22,6 +22,9 @@ from ..errors import ConfigError
 from ..plan import LayerPlan, RankPlan
 from .search_budget import LayerOptions, allocate
 
+#: relative squared weight errors below this are rounding noise (float32 weights hold ~7 digits)
+NOISE = 1e-12
+
 @dataclass
 class LayerSearch:
     """One searched layer's outcome. ``candidates`` / ``p`` are the last stage's."""
@@ -112,7 +115,10 @@ def final_choice(cfg: SearchConfig, layers: list, plan: RankPlan, budget: Budget
             if not keep.any():
                 keep[:] = True
             ranks, cost = ranks[keep], cost[keep]
+            # below NOISE a relative squared error is rounding (float32 weights, LAPACK): exactly 0, so equal
+            # errors tie exactly and the choice does not follow last-bit noise from run to run
             err = l.frame.error_curve(ranks)
+            err = np.where(err < NOISE, 0.0, err)
             if curves is not None:
                 err = curve_errors(err, curves[l.name])
             options.append(LayerOptions(l.name, ranks, err, cost[:, 0], cost[:, 1],
