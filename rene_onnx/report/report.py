@@ -192,8 +192,37 @@ def environment_meta() -> dict[str, Any]:
         except PackageNotFoundError:
             pass
     machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "cpus": os.cpu_count()}
+               "cpus": os.cpu_count(), **cpu_and_gpus()}
     return {"versions": versions, "machine": machine}
+
+
+#: CPU flags that decide onnxruntime's kernels (conv channel blocks, INT8 dot products)
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8")
+
+
+def cpu_and_gpus() -> dict[str, Any]:
+    """``{"cpu": model name, "cpu_flags": [the CPU_FLAGS it has], "gpus": [NVIDIA GPU models]}`` from /proc
+    (Linux; empty where it cannot be read). No subprocess, no CUDA initialization."""
+    cpu, flags = None, set()
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and cpu is None:
+                cpu = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    gpus = []
+    root = "/proc/driver/nvidia/gpus"
+    for bus in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        try:
+            for line in open(os.path.join(root, bus, "information"), encoding="utf-8"):
+                if line.startswith("Model:"):
+                    gpus.append(line.partition(":")[2].strip())
+        except OSError:
+            pass
+    return {"cpu": cpu, "cpu_flags": [f for f in CPU_FLAGS if f in flags], "gpus": gpus}
 
 
 def _pair(d: dict[str, Any] | None) -> tuple[float | None, float | None]:

@@ -163,6 +163,23 @@ def test_environment_meta_has_versions():
     assert not math.isnan(float(meta["machine"]["cpus"]))
 
 
+def test_environment_meta_names_the_cpu_its_flags_and_gpus():
+    """What a results file needs to say which machine it ran on: the CPU model and the flags that decide
+    onnxruntime's kernels, read from /proc/cpuinfo as the kernel reports them."""
+    import pathlib
+
+    m = environment_meta()["machine"]
+    info = pathlib.Path("/proc/cpuinfo")
+    if not info.exists():
+        pytest.skip("no /proc/cpuinfo")
+    text = info.read_text()
+    model = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
+    flags = set(next(line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")))
+    assert m["cpu"] == model
+    assert m["cpu_flags"] == [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8") if f in flags]
+    assert isinstance(m["gpus"], list)
+
+
 def test_warnings_name_a_slower_model_and_a_broken_one_on_real_inputs_only():
     from rene_onnx.report.report import Report
     from rene_onnx.report.table import render_text
