@@ -124,7 +124,26 @@ EDGE = "| model | row | size on disk |"
 EDGE_MODELS = (("resnet18", "ResNet-18 (224x224, random init)"), ("mobilenet_v2", "MobileNetV2 (official)"))
 REAL = "| row | command | params |"
 
+DEMO = "| params | MACs | test top-1 |"
+DEMO_ROWS = ("original", "RENE search (validation CE), `--target-params 0.3`, before fine-tuning",
+             "after 10 epochs of fine-tuning with distillation")
+
 CLAIMS: list[Claim] = [
+    # the demo (benchmarks/cli_reports.py demo_digits: the report of `rene-onnx compress`)
+    Claim(Cell(DEMO, (DEMO_ROWS[0],), "params"), "demo_digits.json", ("params", "before"), "{:,}"),
+    Claim(Cell(DEMO, (DEMO_ROWS[0],), "MACs"), "demo_digits.json", lambda d: d["macs"]["before"] / 1e6, "{:.2f} M"),
+    Claim(Cell(DEMO, (DEMO_ROWS[0],), "test top-1"), "demo_digits.json", ("accuracy", "before"), "{:.2f} %"),
+    Claim(Cell(DEMO, (DEMO_ROWS[1],), "params"), "demo_digits.json", ("params", "after"), "{:,}"),
+    Claim(Cell(DEMO, (DEMO_ROWS[1],), "params"), "demo_digits.json",
+          lambda d: 100 * (1 - d["params"]["after"] / d["params"]["before"]), "(−{:.1f} %)"),
+    Claim(Cell(DEMO, (DEMO_ROWS[1],), "MACs"), "demo_digits.json", lambda d: d["macs"]["after"] / 1e6, "{:.2f} M"),
+    Claim(Cell(DEMO, (DEMO_ROWS[1],), "test top-1"), "demo_digits.json", ("accuracy", "after_decomposition"),
+          "{:.2f} %"),
+    Claim(Cell(DEMO, (DEMO_ROWS[2],), "params"), "demo_digits.json", ("params", "after"), "{:,}"),
+    Claim(Cell(DEMO, (DEMO_ROWS[2],), "test top-1"), "demo_digits.json", ("accuracy", "after_finetune"),
+          "**{:.2f} %**"),
+    Claim(Prose(r"dense convs \(([\d.]+) → [\d.]+ ms\)"), "demo_digits.json", ("latency_ms", "before"), "{:.3f}"),
+    Claim(Prose(r"dense convs \([\d.]+ → ([\d.]+) ms\)"), "demo_digits.json", ("latency_ms", "after"), "{:.3f}"),
     # Latency vs MACs: the ResNet-18 table (one `rene-onnx compress` report per row) and the prose below it
     *[c for row, f in R18_ROWS for c in (
         Claim(Cell(LATENCY, (row,), "MACs ratio"), f, ("macs_ratio",), "{:.2f}×"),
