@@ -40,7 +40,7 @@ import numpy as np
 import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import minilm as M  # noqa: E402  (the benchmark's loaders, splits and export)
+import minilm as M  # noqa: E402  (the model, its sentences and its export)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "minilm_cli.json"
@@ -53,11 +53,13 @@ def prepare(folder: Path, calib_wordnet: int, distill_wordnet: int = 0, mixes: i
     calib.npz, its distillation inputs (WordNet examples disjoint from calib's, span-mixes of the train
     sentences) in distill.npz, its held-out test sentences in test.npz (in neither of the others)."""
     teacher, tok = M.load_embedder()
-    cfg = M.BenchConfig()
-    sp = M.split_sentences(M.read_sentences(), cfg.n_test, cfg.n_select, seed)
+    sp = M.split_sentences(M.read_sentences(), M.N_TEST, M.N_SELECT, seed)
     distill_wn, calib_wn = M.wordnet_split(sp, distill_wordnet, calib_wordnet, seed)
     calib = sp.train + calib_wn  # the benchmark's calibration examples
     distill = distill_wn + M.span_mixes(sp.train, mixes, seed)
+    held = set(sp.test + sp.select)
+    if held & set(calib) or held & set(distill):  # WordNet examples could repeat a held-out sentence
+        raise RuntimeError("a test / select sentence is in calib.npz or distill.npz")
     files = [("calib", calib), ("test", sp.test)] + ([("distill", distill)] if distill else [])
     for name, sentences in files:
         np.savez(folder / f"{name}.npz", **M.feeds_of(M.tokenize(tok, sentences, max_len)))
@@ -82,11 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calib-wordnet", type=int, default=4096)
     # 0.8562 of the whole model = 69.5 % of the Linear parameters, the plan of benchmarks/minilm.py
     ap.add_argument("--target-params", default="0.8562")
-    # the distillation of benchmarks/minilm.py (results/minilm.json, 0.975): 20000 WordNet examples and 4000
+    # the distillation of the retired minilm.py pipeline (0.975 then): 20000 WordNet examples and 4000
     # span-mixes to distill on (--distill-data), layer outputs of every factorized layer and every encoder block's
     # output LayerNorm (the even-numbered ones of the dynamo export) at lambda 10, the embedding's 1 - cos at 10,
     # no weight term, 3 epochs at 2e-4. Without distill.npz (--distill-wordnet 0 --mixes 0) and at the CLI's
-    # defaults: 3 epochs 0.956 (results/minilm_probes/cli_3epochs.json), 8 epochs 0.960 (an earlier minilm_cli.json)
+    # defaults: 3 epochs 0.956, 8 epochs 0.960 (earlier runs of this script)
     ap.add_argument("--distill-wordnet", type=int, default=20000)
     ap.add_argument("--mixes", type=int, default=4000)
     ap.add_argument("--distill-layers", default="factorized,*layer_norm_[2468],*layer_norm_1[02]")
@@ -96,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", default="2e-4")
     ap.add_argument("--repeats", default="100")
     ap.add_argument("--keep", default=None, help="keep the ONNX files and npz in this folder")
+    ap.add_argument("--prepare-only", action="store_true",
+                    help="only write the files into --keep and print their sizes (JSON); no compress / validate")
     a = ap.parse_args(argv)
     shapes = ["--input-shape", "input_ids:1,32", "--input-shape", "attention_mask:1,32"]
     with tempfile.TemporaryDirectory(prefix="minilm-cli-") as tmp:
@@ -103,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         sizes = prepare(folder, a.calib_wordnet, a.distill_wordnet, a.mixes)
+        if a.prepare_only:
+            if a.keep is None:
+                ap.error("--prepare-only needs --keep FOLDER")
+            print(json.dumps(sizes))
+            return 0
         distill = ["--distill-data", "distill.npz", "--distill-layers", a.distill_layers, "--lambda-diss",
                    a.lambda_diss, "--output-weight", a.output_weight, "--no-weight-term"] if sizes["distill"] else []
         compress, t_c = cli("compress", "original.onnx", *shapes, "--calib", "calib.npz", "--target-params",

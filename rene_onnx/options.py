@@ -393,7 +393,7 @@ class ValidateOptions(MeasureOptions, ModelOptions):
     data: str | None = option(None, "Dataset name or path: top-1 of both models on its test split.")
     calib: str | os.PathLike | None = option(
         None, "Real unlabeled inputs (.npz with one array per graph input name, or a .npy for one input): both "
-              "models' outputs are also compared on up to 64 of its samples.", kind="file")
+              "models' outputs are also compared on up to 1024 of its samples.", kind="file")
     runtime: str = option("onnxruntime", "Runtime for numerics and latency: onnxruntime, or OpenVINO's CPU plugin "
                                          "(pip install 'rene-onnx[openvino]'), both models side by side in one "
                                          "process.", choices=RUNTIMES)

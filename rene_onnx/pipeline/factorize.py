@@ -68,8 +68,8 @@ def sequential_init(handle: ModelHandle, plan: RankPlan, calib: tuple[torch.Tens
     The layers are fitted in forward order on the partly compressed model's own inputs to the original
     layers' outputs (:func:`rene_onnx.engine.sequential.sequential_factorize_`), so each truncation also
     corrects the error the earlier ones left. On all-MiniLM-L6-v2 at -30 % of the Linear parameters this
-    lifted the held-out cosine before distillation from 0.925 (plain whitening, same plan) to 0.933
-    (``benchmarks/results/minilm.json``). A model with an integer input named like ``*mask*`` (a transformer's
+    lifted the held-out cosine before distillation from 0.925 (plain whitening, same plan) to 0.933 (a run of
+    the since retired benchmarks/minilm.py pipeline). A model with an integer input named like ``*mask*`` (a transformer's
     attention mask) counts only its unmasked tokens. ``None`` when the plan has no such layer.
     """
     from rene_onnx.engine.sequential import sequential_factorize_

@@ -94,7 +94,7 @@ def validate(handle: ModelHandle, student: nn.Module | None, compressed: onnx.Mo
 
 
 #: how many ``calib`` samples the original and compressed ONNX models are compared on
-CALIB_COMPARE = 64
+CALIB_COMPARE = 1024
 #: how many held-out ``calib`` samples they are compared on in a compress run
 HELDOUT_COMPARE = 1024
 

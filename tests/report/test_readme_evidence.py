@@ -202,7 +202,21 @@ CLAIMS: list[Claim] = [
     Claim(Prose(r'note "(\d+ of \d+) layers ended at their smallest rank"'), "search_speed.json",
           lambda d: re.match(r"\d+ of \d+", d["cases"]["resnet18-ce"]["notes"][0]).group(0), "{}"),
     # MiniLM through the CLI
-    Claim(Prose(r"held-out mean cosine \*\*([\d.]+)\*\*"), "minilm_cli.json", ("held_out_mean_sample_cosine",), "{:.3f}"),
+    Claim(Prose(r"held-out mean\s+cosine \*\*([\d.]+)\*\*"), "minilm_cli.json", ("held_out_mean_sample_cosine",), "{:.3f}"),
+    Claim(Prose(r"\*\*0\.9\d\d\*\* \(([\d.]+)\) on the test sentences"), "minilm_cli.json",
+          ("held_out_mean_sample_cosine",), "{:.4f}"),
+    Claim(Prose(r"on the first (\d+) of the 120"), "minilm_cli.json", ("reports", "validate", "numerics", "calib", "n"),
+          "{}"),
+    Claim(Prose(r"original \*\*([\d.]+)\*\* on its \d+ held-out calibration"), "minilm_cli.json",
+          ("reports", "compress", "numerics", "calib", "mean_sample_cosine"), "{:.3f}"),
+    Claim(Prose(r"\*\* on its (\d+) held-out calibration"), "minilm_cli.json",
+          ("reports", "compress", "numerics", "calib", "n"), "{}"),
+    Claim(Prose(r"−([\d.]+) % of the Linear parameters \(−"), "minilm_cli.json",
+          lambda d: 100 * (1 - d["reports"]["compress"]["params"]["torch_after"]
+                           / d["reports"]["compress"]["params"]["torch_before"]), "{:.1f}"),
+    Claim(Prose(r"latency ([\d.]+)×\s+\([\d.]+ → [\d.]+ ms at batch 1 × 32 tokens"), "minilm_cli.json",
+          lambda d: d["reports"]["validate"]["latency_ms"]["before"] / d["reports"]["validate"]["latency_ms"]["after"],
+          "{:.2f}"),
 ]
 
 
@@ -338,7 +352,7 @@ def test_every_table_of_evidence_is_claimed():
 
 def cited_results(text: str) -> set[str]:
     """The results files / folders the README cites: every ``benchmarks/results/...`` path, and a backticked
-    relative path whose first part is in benchmarks/results (``edge.json``, ``minilm_probes/cli_3epochs.json``)."""
+    relative path whose first part is in benchmarks/results (``edge.json``, ``double_compression/student_rene_ranks.png``)."""
     out = {m.rstrip(".,:;") for m in re.findall(r"benchmarks/results/[\w./*-]+", text)}
     for token in re.findall(r"`([\w.-]+(?:/[\w.*-]+)*\.(?:json|png))`", text):
         if (RESULTS / token.split("/")[0]).exists():
