@@ -100,7 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", default=None, help="keep the ONNX files and npz in this folder")
     ap.add_argument("--prepare-only", action="store_true",
                     help="only write the files into --keep and print their sizes (JSON); no compress / validate")
+    ap.add_argument("--revalidate", action="store_true",
+                    help="only rerun `rene-onnx validate` on the files a run kept in --keep, and update --out (an "
+                         "earlier results file of that run): its compress report, command and time are kept, the "
+                         "validation is replaced and recorded under 'revalidated'")
     a = ap.parse_args(argv)
+    if a.revalidate:
+        return revalidate(a, argv)
     shapes = ["--input-shape", "input_ids:1,32", "--input-shape", "attention_mask:1,32"]
     with tempfile.TemporaryDirectory(prefix="minilm-cli-") as tmp:
         folder = Path(a.keep or tmp)
@@ -138,6 +144,31 @@ def main(argv: list[str] | None = None) -> int:
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(a.out, json.dumps(out, indent=2, default=str) + "\n")
     print(f"held-out mean cosine {out['held_out_mean_sample_cosine']}; {a.out}")
+    return 0
+
+
+def revalidate(a, argv) -> int:
+    """``--revalidate``: the kept run's files validated again with this checkout's `rene-onnx validate`."""
+    from rene_onnx.files import atomic_write_text
+    from rene_onnx.report.report import environment_meta
+
+    if a.keep is None or not (Path(a.keep) / "compressed.onnx").is_file() or not Path(a.out).is_file():
+        raise SystemExit("--revalidate needs --keep FOLDER of a finished run (compressed.onnx) and --out its results")
+    folder, out = Path(a.keep), json.loads(Path(a.out).read_text())
+    shapes = ["--input-shape", "input_ids:1,32", "--input-shape", "attention_mask:1,32"]
+    validate, t_v = cli("validate", "original.onnx", "compressed.onnx", *shapes, "--calib", "test.npz",
+                        "--repeats", a.repeats, "--report", "validate.json", cwd=folder)
+    before = out["reports"]["validate"]["numerics"]["calib"]
+    out["reports"]["validate"] = json.loads((folder / "validate.json").read_text())
+    out["commands"]["validate"] = shlex.join(validate)
+    out["seconds"]["validate"] = round(t_v, 1)
+    out["held_out_mean_sample_cosine"] = out["reports"]["validate"]["numerics"]["calib"].get("mean_sample_cosine")
+    out["revalidated"] = {"command": shlex.join([".venv/bin/python", "benchmarks/minilm_cli.py", *(argv or sys.argv[1:])]),
+                          "meta": environment_meta(),
+                          "previous": {k: before.get(k) for k in ("mean_sample_cosine", "n", "inputs")}}
+    atomic_write_text(a.out, json.dumps(out, indent=2, default=str) + "\n")
+    print(f"held-out mean cosine {out['held_out_mean_sample_cosine']} "
+          f"(n {out['reports']['validate']['numerics']['calib']['n']}); {a.out}")
     return 0
 
 
