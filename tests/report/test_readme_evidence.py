@@ -108,7 +108,7 @@ def _rss_before(pick: Callable) -> Callable[[dict], float]:
 # ----------------------------------------------------------------------------------------- the claims
 
 LATENCY = "latency / MACs"
-R18_ROWS = (("exact ranks", "resnet18_tt025.json"), ("`--rank-multiple 16`", "resnet18_tt025_m16.json"))
+R18_ROWS = (("exact ranks (`--rank-multiple 1`)", "resnet18_tt025.json"), ("`--rank-multiple 16`", "resnet18_tt025_m16.json"))
 CUDA = "batch 1, CUDA graph"
 CUDA_ROWS = (("TT 0.25, `--rank-multiple 16`", "resnet18_tt_0.25_m16"), ("CP 0.25, `--rank-multiple 16`",
              "resnet18_cp_0.25_m16"), ("SVD 0.25, `--rank-multiple 16`", "resnet18_svd_0.25_m16"),
