@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import subprocess
 import sys
 import time
@@ -158,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     results.setdefault("cases", {})
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=ROOT).stdout.strip()
+    command = shlex.join([".venv/bin/python", "benchmarks/search_speed.py", *(sys.argv[1:] if argv is None else argv)])
     for case in args.case or CASES:
         load = _load()
         t0 = time.perf_counter()
@@ -169,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         row["load_average_before"] = load
         row["process_seconds"] = round(time.perf_counter() - t0, 2)
+        row["commit"], row["command"] = commit, command  # the file merges rows of several runs: each says its own
         if case in BARS:
             secs, mb = BARS[case]
             row["bar"] = {"seconds": secs, "peak_rss_mb": mb,
@@ -177,10 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{case}: {json.dumps({k: v for k, v in row.items() if k not in ('ranks', 'rows')})}", flush=True)
     import torch
 
+    from rene_onnx.report.report import cpu_and_gpus
+
     results["machine"] = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                          "python": platform.python_version(), "platform": platform.platform()}
-    results["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                       cwd=ROOT).stdout.strip()
+                          "python": platform.python_version(), "platform": platform.platform(), **cpu_and_gpus()}
+    results["commit"] = commit
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n")
