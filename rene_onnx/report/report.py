@@ -203,16 +203,15 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8")
 def cpu_and_gpus() -> dict[str, Any]:
     """``{"cpu": model name, "cpu_flags": [the CPU_FLAGS it has], "gpus": [NVIDIA GPU models]}`` from /proc
     (Linux; empty where it cannot be read). No subprocess, no CUDA initialization."""
-    cpu, flags = None, set()
+    from rene_onnx.validate.latency_aware import cpu_flags
+
+    cpu = None
     try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and cpu is None:
-                cpu = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((v.strip() for k, _, v in (ln.partition(":") for ln in f) if k.strip() == "model name"), None)
     except OSError:
         pass
+    flags = set(cpu_flags())
     gpus = []
     root = "/proc/driver/nvidia/gpus"
     for bus in sorted(os.listdir(root)) if os.path.isdir(root) else []:
