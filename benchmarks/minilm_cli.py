@@ -44,6 +44,8 @@ import minilm as M  # noqa: E402  (the model, its sentences and its export)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "minilm_cli.json"
+#: the graph inputs' shapes, as both commands are given them
+SHAPES = ["--input-shape", "input_ids:1,32", "--input-shape", "attention_mask:1,32"]
 
 
 def prepare(folder: Path, calib_wordnet: int, distill_wordnet: int = 0, mixes: int = 0, max_len: int = 32,
@@ -78,6 +80,12 @@ def cli(*args: str, cwd: Path) -> tuple[list[str], float]:
     return ["rene-onnx", *args], time.perf_counter() - t0
 
 
+def validate_kept(folder: Path, repeats: str) -> tuple[list[str], float]:
+    """`rene-onnx validate` of the run's original and compressed model on the held-out test sentences."""
+    return cli("validate", "original.onnx", "compressed.onnx", *SHAPES, "--calib", "test.npz", "--repeats", repeats,
+               "--report", "validate.json", cwd=folder)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(DEFAULT_OUT))
@@ -107,7 +115,6 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.revalidate:
         return revalidate(a, argv)
-    shapes = ["--input-shape", "input_ids:1,32", "--input-shape", "attention_mask:1,32"]
     with tempfile.TemporaryDirectory(prefix="minilm-cli-") as tmp:
         folder = Path(a.keep or tmp)
         folder.mkdir(parents=True, exist_ok=True)
@@ -120,12 +127,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         distill = ["--distill-data", "distill.npz", "--distill-layers", a.distill_layers, "--lambda-diss",
                    a.lambda_diss, "--output-weight", a.output_weight, "--no-weight-term"] if sizes["distill"] else []
-        compress, t_c = cli("compress", "original.onnx", *shapes, "--calib", "calib.npz", "--target-params",
+        compress, t_c = cli("compress", "original.onnx", *SHAPES, "--calib", "calib.npz", "--target-params",
                             a.target_params, "--epochs", a.epochs, "--optimizer", "adamw", "--lr", a.lr,
                             "--batch-size", "32", *distill, "--repeats", a.repeats, "-o", "compressed.onnx",
                             "--report", "compress.json", cwd=folder)
-        validate, t_v = cli("validate", "original.onnx", "compressed.onnx", *shapes, "--calib", "test.npz",
-                            "--repeats", a.repeats, "--report", "validate.json", cwd=folder)
+        validate, t_v = validate_kept(folder, a.repeats)
         reports = {n: json.loads((folder / f"{n}.json").read_text()) for n in ("compress", "validate")}
     held_out = reports["validate"]["numerics"]["calib"]
     out = {
@@ -155,9 +161,7 @@ def revalidate(a, argv) -> int:
     if a.keep is None or not (Path(a.keep) / "compressed.onnx").is_file() or not Path(a.out).is_file():
         raise SystemExit("--revalidate needs --keep FOLDER of a finished run (compressed.onnx) and --out its results")
     folder, out = Path(a.keep), json.loads(Path(a.out).read_text())
-    shapes = ["--input-shape", "input_ids:1,32", "--input-shape", "attention_mask:1,32"]
-    validate, t_v = cli("validate", "original.onnx", "compressed.onnx", *shapes, "--calib", "test.npz",
-                        "--repeats", a.repeats, "--report", "validate.json", cwd=folder)
+    validate, t_v = validate_kept(folder, a.repeats)
     before = out["reports"]["validate"]["numerics"]["calib"]
     out["reports"]["validate"] = json.loads((folder / "validate.json").read_text())
     out["commands"]["validate"] = shlex.join(validate)
