@@ -40,9 +40,7 @@ import dataclasses
 import fcntl
 import json
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -92,30 +90,18 @@ def teacher_keep(cfg: DoubleConfig) -> float:
 
 
 def machine() -> dict[str, Any]:
-    """CPU model, its vector extensions, cores, GPU (``none`` without CUDA)."""
+    """The report's machine facts, plus ``gpu`` as torch sees it (``none`` without CUDA)."""
     import torch
 
-    model, flags = platform.processor() or platform.machine(), []
-    with contextlib.suppress(OSError):
-        text = Path("/proc/cpuinfo").read_text()
-        for line in text.splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model == (platform.processor() or platform.machine()):
-                model = value.strip()
-            if key.strip() == "flags":
-                flags = sorted(f for f in value.split() if f.startswith(("avx", "amx", "fma")))
-                break
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return {"cpu": model, "cpu_flags": flags, "cores": os.cpu_count(), "gpu": gpu, "platform": platform.platform()}
+    from rene_onnx.report.environment import machine_meta
+
+    return {**machine_meta(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"}
 
 
 def git_commit() -> str | None:
-    with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return out.stdout.strip() + ("+uncommitted" if dirty else "")
-    return None
+    from rene_onnx.report.environment import source_commit
+
+    return source_commit(ROOT)
 
 
 # ----------------------------------------------------------------------------- the student
@@ -215,7 +201,7 @@ def _locked(path: Path):
 def merge(out: Path, cfg: DoubleConfig, rows: list[dict], variants: dict, run_info: dict) -> dict:
     """Put this part's rows / variants / run into ``out`` (keeping the other part's), under a file lock."""
     from rene_onnx.plan import atomic_write_text
-    from rene_onnx.report.report import environment_meta
+    from rene_onnx.report.environment import environment_meta
 
     with _locked(out):
         doc = json.loads(out.read_text()) if out.is_file() else {}

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -46,27 +44,18 @@ def log(msg: str) -> None:
 
 
 def machine() -> dict:
-    info = {"platform": platform.platform(), "cores": os.cpu_count(), "gpu": "none (no device was lent to this task)"}
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-        info["cpu"] = fields.get("Model name", "").strip()
-        flags = fields.get("Flags", "").split()
-        info["flags"] = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8",
-                                     "amx_bf16") if f in flags]
-    except OSError:
-        pass
-    return info
+    """The report's machine facts, with ``cores`` / ``flags`` as this file's README block reads them."""
+    from rene_onnx.report.environment import machine_meta
+
+    m = machine_meta()
+    return {**m, "cores": m["cpus"], "flags": m["cpu_flags"],
+            "gpu": ", ".join(m["gpus"]) or "none (no device was lent to this task)"}
 
 
 def commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except OSError:
-        return "unknown"
+    from rene_onnx.report.environment import source_commit
+
+    return source_commit(ROOT) or "unknown"
 
 
 def crops(calib_samples: int) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -241,7 +230,7 @@ def main() -> None:
                "latency": {"threads": args.threads, "repeats": args.repeats, "warmup": args.warmup, "batch": 1}}
     if args.merge and args.out.is_file():
         results = {**json.loads(args.out.read_text()), "last_command": command}
-    from rene_onnx.report.report import environment_meta
+    from rene_onnx.report.environment import environment_meta
 
     results["versions"] = environment_meta()["versions"]
     try:

@@ -396,7 +396,7 @@ def _run(cfg: BenchConfig, out: Path, png: Path | None, checkpoint: Path, retrai
     from rene_onnx import pipeline
     from rene_onnx.config import CompressConfig
     from rene_onnx.decompose.uniform import uniform_plan
-    from rene_onnx.report.report import environment_meta
+    from rene_onnx.report.environment import environment_meta
 
     t_all = time.perf_counter()
     splits = load_splits(cfg)
@@ -409,13 +409,12 @@ def _run(cfg: BenchConfig, out: Path, png: Path | None, checkpoint: Path, retrai
     test_arrays = (x.numpy(), y.numpy())
     doc: dict[str, Any] = {
         "benchmark": "fashion_mnist", "command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "commit": git_commit(), **environment_meta(), "threads": cfg.threads, "blas_threads": cfg.blas_threads,
+        **environment_meta(), "threads": cfg.threads, "blas_threads": cfg.blas_threads,
         "ft_device": _device_name(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")),
         "config": asdict(cfg), "data": {"name": splits.name, "sizes": splits.sizes()},
         "checkpoint": {k: v for k, v in ckpt.items() if k != "history"} | {"path": str(checkpoint)},
         "original": {}, "variants": {},
     }
-    doc["machine"] = {**doc["machine"], **machine_facts()}
     results: dict[str, VariantResult] = {}
     for name in cfg.variants:
         plan, note = None, ""
@@ -465,42 +464,6 @@ def summarize(doc: dict) -> dict:
         if name in v and "tt" in v:
             out[f"tt_beats_{name}"] = v["tt"]["test_top1_after_ft"] > v[name]["test_top1_after_ft"]
     return out
-
-
-def git_commit() -> str | None:
-    """HEAD of the checkout that runs this script, with a note when tracked files differ from it."""
-    import subprocess
-
-    try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + (" (with uncommitted changes)" if dirty else "")
-
-
-def machine_facts() -> dict:
-    """CPU model, its vector / matrix ISA flags, cores (all, usable), GPUs, load average at the start."""
-    import torch
-
-    model, flags = None, []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = (x.strip() for x in line.partition(":"))
-            if key == "model name" and model is None:
-                model = value
-            elif key == "flags" and not flags:
-                flags = sorted(f for f in value.split() if f.startswith(("avx", "amx", "fma")))
-    except OSError:
-        pass
-    model = model or platform.processor() or platform.machine()
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": model, "cpu_flags": flags, "cores": os.cpu_count(), "usable_cores": usable,
-            "gpu": ", ".join(gpus) or "none",
-            "load_average_at_start": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
 
 
 def paper_table(doc: dict) -> dict:

@@ -400,7 +400,7 @@ def latency_aware_variant(case: dict, paths: list[str], feeds: str, tmp: Path, a
 
 def measure_pack(args) -> dict:
     """Time the packed pairs (weights refilled at random) on this machine; writes ``args.out``."""
-    from rene_onnx.report.report import environment_meta
+    from rene_onnx.report.environment import environment_meta
 
     pack = Path(args.pack_dir)
     manifest = json.loads((pack / "manifest.json").read_text())
@@ -566,7 +566,7 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def run_grid(args) -> dict:
-    from rene_onnx.report.report import environment_meta
+    from rene_onnx.report.environment import environment_meta
 
     t0 = time.perf_counter()
     if args.pack is not None:

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": shlex.join([".venv/bin/python", "benchmarks/minilm_cli.py", *(argv or sys.argv[1:])]),
     }
     from rene_onnx.files import atomic_write_text
-    from rene_onnx.report.report import environment_meta
+    from rene_onnx.report.environment import environment_meta
 
     out["meta"] = environment_meta()
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 def revalidate(a, argv) -> int:
     """``--revalidate``: the kept run's files validated again with this checkout's `rene-onnx validate`."""
     from rene_onnx.files import atomic_write_text
-    from rene_onnx.report.report import environment_meta
+    from rene_onnx.report.environment import environment_meta
 
     if a.keep is None or not (Path(a.keep) / "compressed.onnx").is_file() or not Path(a.out).is_file():
         raise SystemExit("--revalidate needs --keep FOLDER of a finished run (compressed.onnx) and --out its results")

@@ -96,30 +96,21 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def machine() -> dict:
-    cpu, flags = platform.processor() or "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                cpu = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
+    """The report's machine facts, plus the keys this file's README block reads (``cores``, one bool per flag)."""
     import onnxruntime
     import torch
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "avx512f": "avx512f" in flags, "avx2": "avx2" in flags,
-            "avx512_vnni": "avx512_vnni" in flags, "python": platform.python_version(),
-            "onnxruntime": onnxruntime.__version__, "torch": torch.__version__}
+    from rene_onnx.report.environment import machine_meta
+
+    m = machine_meta()
+    return {**m, "cores": m["cpus"], **{f: f in m["cpu_flags"] for f in ("avx512f", "avx2", "avx512_vnni")},
+            "python": platform.python_version(), "onnxruntime": onnxruntime.__version__, "torch": torch.__version__}
 
 
 def git_commit() -> str:
-    def git(*a):
-        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    from rene_onnx.report.environment import source_commit
 
-    head = git("rev-parse", "HEAD") or "unknown"
-    return head + (" (+uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else "")
+    return source_commit(ROOT) or "unknown"
 
 
 def export_original(weights: str, path: Path) -> dict:

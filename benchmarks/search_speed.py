@@ -105,13 +105,10 @@ def _model_case(name: str, mode: str) -> dict:
 
 
 def _calib_sweep() -> dict:
-    """Planted-rank teacher (the test suite's): plan quality vs calibration data for the alpha step."""
-    import torch
-
-    sys.path.insert(0, str(ROOT / "tests"))
-    from test_search import PLANTED, teacher
-
+    """Planted-rank teacher (``rene_onnx.models.planted``, as the search tests use): plan quality vs
+    calibration data for the alpha step."""
     from rene_onnx.engine.search import SearchConfig, search
+    from rene_onnx.models.planted import PLANTED, teacher
 
     model, x, y = teacher(n=512)
     rows = []
@@ -159,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     results.setdefault("cases", {})
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=ROOT).stdout.strip()
+    from rene_onnx.report.environment import source_commit
+
+    commit = source_commit(ROOT)  # at the start: the code that ran
     command = shlex.join([".venv/bin/python", "benchmarks/search_speed.py", *(sys.argv[1:] if argv is None else argv)])
     for case in args.case or CASES:
         load = _load()
@@ -182,10 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{case}: {json.dumps({k: v for k, v in row.items() if k not in ('ranks', 'rows')})}", flush=True)
     import torch
 
-    from rene_onnx.report.report import cpu_and_gpus
+    from rene_onnx.report.environment import machine_meta
 
-    results["machine"] = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                          "python": platform.python_version(), "platform": platform.platform(), **cpu_and_gpus()}
+    results["machine"] = {**machine_meta(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+                          "python": platform.python_version()}
     results["commit"] = commit
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")

@@ -38,7 +38,7 @@ from rene_onnx.options import EXPORT_TARGETS, option, parse_export_targets
 from rene_onnx.errors import LoadError, PathConflictError, StageError, UserError, first_line
 from rene_onnx.progress import emit
 from rene_onnx.report.edge import ArtifactRow, ExportReport
-from rene_onnx.report.report import environment_meta
+from rene_onnx.report.environment import environment_meta
 from rene_onnx.validate.runtimes import check_runtime, get_runtime
 
 from . import fixed_shape as fixed_shape_mod

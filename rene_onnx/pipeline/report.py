@@ -13,7 +13,8 @@ from .validate import Validation
 
 def build_report(cfg: CompressConfig, handle: ModelHandle, shapes: dict[str, LayerShape], plan: RankPlan,
                  rewritten: Rewritten, val: Validation, seconds: float):
-    from rene_onnx.report.report import LayerRow, Report, environment_meta
+    from rene_onnx.report.environment import environment_meta
+    from rene_onnx.report.report import LayerRow, Report
 
     records = {r.node: r for r in rewritten.records}
     rows = []

@@ -125,7 +125,8 @@ def validate_models(original: str | os.PathLike, compressed: str | os.PathLike, 
                     runtime: str = "onnxruntime") -> PairValidation:
     """Counts, numerics (random inputs, and ``calib`` inputs), latency and top-1 on ``data``'s test split."""
     from rene_onnx.load import read_onnx
-    from rene_onnx.report.report import Report, environment_meta
+    from rene_onnx.report.environment import environment_meta
+    from rene_onnx.report.report import Report
     from rene_onnx.validate.numerics import input_feeds
     from rene_onnx.validate.fidelity import labelled
     from rene_onnx.validate.pair import compare_pair

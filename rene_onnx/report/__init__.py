@@ -2,7 +2,8 @@
 from .edge import ArtifactRow, ExportReport, render_export, render_export_text
 from .figures import plot_paths, write_plots
 from .plots import plot_layers, plot_ranks, plot_search
-from .report import LayerRow, Report, environment_meta, fill_layer_latency
+from .environment import environment_meta
+from .report import LayerRow, Report, fill_layer_latency
 from .table import render, render_text
 
 __all__ = ["ArtifactRow", "ExportReport", "LayerRow", "Report", "environment_meta", "fill_layer_latency",

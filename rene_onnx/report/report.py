@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -179,49 +178,6 @@ def fill_layer_latency(
 def _sum_times(times: dict[str, float], nodes) -> float | None:
     hit = [times[n] for n in nodes if n in times]
     return float(sum(hit)) if hit else None
-
-
-def environment_meta() -> dict[str, Any]:
-    """Versions and machine facts for ``Report.meta`` (reads package metadata; imports no torch)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {"python": platform.python_version()}
-    for pkg in ("rene-onnx", "torch", "onnx", "onnxruntime-gpu", "onnxruntime", "numpy"):
-        try:
-            versions[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "cpus": os.cpu_count(), **cpu_and_gpus()}
-    return {"versions": versions, "machine": machine}
-
-
-#: CPU flags that decide onnxruntime's kernels (conv channel blocks, INT8 dot products)
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8")
-
-
-def cpu_and_gpus() -> dict[str, Any]:
-    """``{"cpu": model name, "cpu_flags": [the CPU_FLAGS it has], "gpus": [NVIDIA GPU models]}`` from /proc
-    (Linux; empty where it cannot be read). No subprocess, no CUDA initialization."""
-    from rene_onnx.validate.latency_aware import cpu_flags
-
-    cpu = None
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((v.strip() for k, _, v in (ln.partition(":") for ln in f) if k.strip() == "model name"), None)
-    except OSError:
-        pass
-    flags = set(cpu_flags())
-    gpus = []
-    root = "/proc/driver/nvidia/gpus"
-    for bus in sorted(os.listdir(root)) if os.path.isdir(root) else []:
-        try:
-            for line in open(os.path.join(root, bus, "information"), encoding="utf-8"):
-                if line.startswith("Model:"):
-                    gpus.append(line.partition(":")[2].strip())
-        except OSError:
-            pass
-    return {"cpu": cpu, "cpu_flags": [f for f in CPU_FLAGS if f in flags], "gpus": gpus}
 
 
 def _pair(d: dict[str, Any] | None) -> tuple[float | None, float | None]:

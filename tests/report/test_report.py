@@ -197,3 +197,33 @@ def test_warnings_name_a_slower_model_and_a_broken_one_on_real_inputs_only():
     assert len(slow.warnings) == 2 and "SLOWER" in slow.warnings[0]
     assert slow.to_dict()["warnings"] == slow.warnings
     assert "predictions changed for most of them" in render_text(slow, width=400)
+
+
+def test_environment_meta_records_the_source_commit(tmp_path):
+    """A report or a results file names the code that produced it: the checkout's HEAD, marked when tracked
+    files differ from it; None outside a git checkout (an installed wheel)."""
+    import shutil
+    import subprocess
+
+    from rene_onnx.report.environment import SOURCE_ROOT, source_commit
+
+    assert source_commit(tmp_path) is None
+    if shutil.which("git") is None:
+        pytest.skip("no git")
+    if (SOURCE_ROOT / ".git").exists():
+        head = subprocess.run(["git", "-C", str(SOURCE_ROOT), "rev-parse", "HEAD"], capture_output=True,
+                              text=True).stdout.strip()
+        assert environment_meta()["commit"].startswith(head)
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "a.txt").write_text("1")
+    git("add", "a.txt")
+    git("commit", "-q", "-m", "one")
+    clean = source_commit(tmp_path)
+    assert len(clean) == 40 and "uncommitted" not in clean
+    (tmp_path / "a.txt").write_text("2")
+    assert source_commit(tmp_path) == clean + " (with uncommitted changes)"
