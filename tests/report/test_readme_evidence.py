@@ -193,7 +193,7 @@ CLAIMS: list[Claim] = [
           _search_case("resnet18-ce@1", "seconds"), "{:.0f}"),
     Claim(Prose(r"CE search took \d+ s wall and (\d+) s CPU: case `resnet18-ce@1`"), "search_speed.json",
           _search_case("resnet18-ce@1", "cpu_seconds"), "{:.0f}"),
-    Claim(Prose(r"the file records commit (\w+)"), "search_speed.json", ("commit",), "{}"),
+    Claim(Prose(r"its model rows record commit (\w+)"), "search_speed.json", _search_case("resnet18-ce", "commit"), "{}"),
     Claim(Prose(r"every searched layer ended at rank (\d+)"), "search_speed.json", _ce_max_rank, "{}"),
     Claim(Prose(r"`params_fraction` ([\d.]+) for ResNet-18"), "search_speed.json",
           _search_case("resnet18-ce", "params_fraction"), "{:g}"),
