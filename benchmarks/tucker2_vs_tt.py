@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from rene_onnx import models
 from rene_onnx.decompose import decompose, reconstruct
 from rene_onnx.decompose.choose import plan_from_fraction
 from rene_onnx.engine.profile import layer_shapes
+from rene_onnx.report.environment import environment_meta
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "tucker2_vs_tt.json"
@@ -67,6 +70,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs for digits_resnet (0: none)")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args()
+    command = shlex.join([".venv/bin/python", "benchmarks/tucker2_vs_tt.py", *sys.argv[1:]])
+    meta = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S"), **environment_meta(), "torch_threads": 1}
     torch.manual_seed(0)
     torch.set_num_threads(1)
     rows = []
@@ -79,7 +84,7 @@ def main() -> None:
             row["seconds"] = round(time.perf_counter() - t0, 1)
             rows.append(row)
             print(json.dumps(row))
-    args.out.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
