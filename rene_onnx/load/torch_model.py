@@ -148,12 +148,18 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], dynamic_batch: b
     raise LoadError(f"torch.onnx.export failed: {str(last_error).splitlines()[0]}")
 
 
+#: torch modules with a weight that no pass rewrites: listed in the report as dense, with the reason
+NOT_REWRITTEN = (nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
 def build_layer_map(model: nn.Module, graph: onnx.ModelProto) -> tuple[dict[str, OnnxRef], dict[str, str], dict[str, str]]:
     """Match torch Conv/Linear modules and parameters to ONNX nodes and initializers.
 
     Returns ``(layer_map, param_map, unmapped)``. A layer is matched by its weight's
     name (``<module>.weight``, what the dynamo exporter keeps) and confirmed by value;
-    failing that, by value alone (exact, or transposed for ``MatMul``).
+    failing that, by value alone (exact, or transposed for ``MatMul``). The conv-like modules
+    no pass rewrites (ConvTranspose, 3-D convs) are listed in ``unmapped`` with the reason,
+    as they are for an ONNX input.
     """
     from rene_onnx.passes import find_layers
 
@@ -177,6 +183,11 @@ def build_layer_map(model: nn.Module, graph: onnx.ModelProto) -> tuple[dict[str,
             unmapped[name] = ol.skip_reason
             continue
         layer_map[name] = OnnxRef(ol.name, ol.op_type, ol.weight, ol.bias, transposed)
+    for name, mod in model.named_modules():
+        if isinstance(mod, NOT_REWRITTEN):
+            ol = by_weight.get(f"{name}.weight")
+            unmapped[name] = (ol.skip_reason if ol is not None and ol.skip_reason else
+                              f"{type(mod).__name__} is not rewritten by any pass (only Conv1d / Conv2d / Linear are)")
 
     inits = {i.name: i for i in graph.graph.initializer}
     param_map: dict[str, str] = {}
