@@ -101,6 +101,14 @@ def _ce_max_rank(d: dict) -> int:
     return max(r for case in SEARCH_CE_CASES for ranks in d["cases"][case]["ranks"].values() for r in ranks)
 
 
+def _minilm_count(kind: str, key: str, unit: float) -> Callable[[dict], float]:
+    return lambda d: d["reports"]["compress"][kind][key] / unit
+
+
+def _minilm_removed(kind: str, prefix: str) -> Callable[[dict], float]:
+    return lambda d: (d["reports"]["compress"][kind][f"{prefix}before"] - d["reports"]["compress"][kind][f"{prefix}after"]) / 1e6
+
+
 def _rss_before(pick: Callable) -> Callable[[dict], float]:
     return lambda d: pick(d["cases"][c]["rss_before_search_mb"] for c in SEARCH_TABLE_CASES)
 
@@ -202,6 +210,18 @@ CLAIMS: list[Claim] = [
     Claim(Prose(r'note "(\d+ of \d+) layers ended at their smallest rank"'), "search_speed.json",
           lambda d: re.match(r"\d+ of \d+", d["cases"]["resnet18-ce"]["notes"][0]).group(0), "{}"),
     # MiniLM through the CLI
+    # the report section: ONNX vs torch counts on a transformer graph, and what the compression removed
+    Claim(Prose(r"all-MiniLM-L6-v2: ([\d.]+) M vs"), "minilm_cli.json", _minilm_count("params", "before", 1e6), "{:.1f}"),
+    Claim(Prose(r"all-MiniLM-L6-v2: [\d.]+ M vs\s+([\d.]+) M params"), "minilm_cli.json",
+          _minilm_count("params", "torch_before", 1e6), "{:.1f}"),
+    Claim(Prose(r"\(([\d.]+) M vs [\d.]+ M\s+MACs"), "minilm_cli.json", _minilm_count("macs", "before", 1e6), "{:.1f}"),
+    Claim(Prose(r"\([\d.]+ M vs ([\d.]+) M\s+MACs"), "minilm_cli.json", _minilm_count("macs", "torch_before", 1e6),
+          "{:.1f}"),
+    Claim(Prose(r"MiniLM: ([\d.]+) M params,"), "minilm_cli.json", _minilm_removed("params", ""), "{:.2f}"),
+    Claim(Prose(r"MiniLM: ([\d.]+) M params,"), "minilm_cli.json", _minilm_removed("params", "torch_"), "{:.2f}"),
+    Claim(Prose(r"M params,\s+([\d.]+) M MACs both ways"), "minilm_cli.json", _minilm_removed("macs", ""), "{:.1f}"),
+    Claim(Prose(r"M params,\s+([\d.]+) M MACs both ways"), "minilm_cli.json", _minilm_removed("macs", "torch_"),
+          "{:.1f}"),
     Claim(Prose(r"held-out mean\s+cosine \*\*([\d.]+)\*\*"), "minilm_cli.json", ("held_out_mean_sample_cosine",), "{:.3f}"),
     Claim(Prose(r"\*\*0\.9\d\d\*\* \(([\d.]+)\) on all \d+ test sentences"), "minilm_cli.json",
           ("held_out_mean_sample_cosine",), "{:.4f}"),
