@@ -101,6 +101,20 @@ def _ce_max_rank(d: dict) -> int:
     return max(r for case in SEARCH_CE_CASES for ranks in d["cases"][case]["ranks"].values() for r in ranks)
 
 
+TUCKER = "k×k weight error, TT / Tucker-2"
+TUCKER_ROWS = (("resnet20_fmnist", "0.25"), ("resnet20_fmnist", "0.5"), ("digits_resnet", "0.25"), ("digits_resnet", "0.5"))
+TUCKER_COLUMNS = (("k×k weight error, TT / Tucker-2", "weight_error", ("{:.4f} /", "/ {:.4f}")),
+                  ("top-1 after decomposition, TT / Tucker-2", "after_decomposition", ("{:.2f} /", "/ {:.2f} %")),
+                  ("after fine-tuning, TT / Tucker-2", "after_finetune", ("{:.2f} % /", "/ {:.2f} %")))
+
+
+def _tucker_cell(row: int, key: str, method: str) -> Callable[[dict], float]:
+    def get(d):
+        r = d["rows"][row]
+        return r["weight_error"][method]["mean"] if key == "weight_error" else r["top1"][method][key]
+    return get
+
+
 def _minilm_count(kind: str, key: str, unit: float) -> Callable[[dict], float]:
     return lambda d: d["reports"]["compress"][kind][key] / unit
 
@@ -210,6 +224,10 @@ CLAIMS: list[Claim] = [
     Claim(Prose(r'note "(\d+ of \d+) layers ended at their smallest rank"'), "search_speed.json",
           lambda d: re.match(r"\d+ of \d+", d["cases"]["resnet18-ce"]["notes"][0]).group(0), "{}"),
     # MiniLM through the CLI
+    # Tucker-2 vs TT: every cell of the table, both methods
+    *(Claim(Cell(TUCKER, (model, frac), col), "tucker2_vs_tt.json", _tucker_cell(i, key, m), fmt)
+      for i, (model, frac) in enumerate(TUCKER_ROWS) for col, key, fmts in TUCKER_COLUMNS
+      for m, fmt in zip(("tt", "tucker2"), fmts) if key != "after_finetune" or model == "digits_resnet"),
     # the report section: ONNX vs torch counts on a transformer graph, and what the compression removed
     Claim(Prose(r"all-MiniLM-L6-v2: ([\d.]+) M vs"), "minilm_cli.json", _minilm_count("params", "before", 1e6), "{:.1f}"),
     Claim(Prose(r"all-MiniLM-L6-v2: [\d.]+ M vs\s+([\d.]+) M params"), "minilm_cli.json",
