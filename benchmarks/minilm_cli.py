@@ -64,7 +64,7 @@ def prepare(folder: Path, calib_wordnet: int, distill_wordnet: int = 0, mixes: i
         raise RuntimeError("a test / select sentence is in calib.npz or distill.npz")
     files = [("calib", calib), ("test", sp.test)] + ([("distill", distill)] if distill else [])
     for name, sentences in files:
-        np.savez(folder / f"{name}.npz", **M.feeds_of(M.tokenize(tok, sentences, max_len)))
+        np.savez(folder / f"{name}.npz", **M.feeds(M.tokenize(tok, sentences, max_len)))
     graph = M.export_embedder(teacher, M.tokenize(tok, sp.test[:1], max_len))
     onnx.save(graph, folder / "original.onnx")
     return {"calib": len(calib), "calib_wordnet": calib_wordnet, "train": len(sp.train), "test": len(sp.test),

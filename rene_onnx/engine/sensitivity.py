@@ -217,19 +217,21 @@ def probe_curves(model: nn.Module, params: dict, layers: list, probe: list) -> t
     return curves, record
 
 
-def describe(record: dict[str, Any]) -> str:
-    """One honest sentence on what the data-free budget's per-layer sensitivity was estimated from."""
-    method = record.get("method", "none")
+def describe(record: dict[str, Any], subject: str | None = None) -> str:
+    """One honest sentence on what the per-layer sensitivity was estimated from (``record``: the
+    ``synthetic_probe`` / ``probe_curves`` record). ``subject`` names what used it (e.g. "--target-latency");
+    by default the data-free search's budget."""
+    method, head = record.get("method", "none"), subject or "data-free sensitivity"
     if method == "zeroq-bn":
         mis = record.get("bn_mismatch") or [None, None]
-        return (f"data-free sensitivity: each layer's output effect measured on {record.get('samples')} synthetic "
+        return (f"{head}: each layer's output effect measured on {record.get('samples')} synthetic "
                 f"inputs fitted to the model's {record.get('bn_layers')} BatchNorm statistics (ZeroQ-style; "
                 f"mismatch {mis[0]} -> {mis[1]}); not real data, so accuracy is unknown")
     if method == "gaussian":
-        return (f"data-free sensitivity: each layer's output effect measured on {record.get('samples')} Gaussian "
+        return (f"{head}: each layer's output effect measured on {record.get('samples')} Gaussian "
                 f"random inputs ({record.get('why', 'no BatchNorm statistics')}): a weak estimate, accuracy unknown")
     why = f" ({record['why']})" if record.get("why") else ""
-    return f"data-free budget weighs weight error only, no output sensitivity{why}"
+    return f"{subject or 'data-free budget'} weighs weight error only, no output sensitivity{why}"
 
 
 @torch.no_grad()

@@ -259,9 +259,7 @@ def _how(record: dict) -> str:
         return (f"--target-latency: each candidate rank's accuracy cost is the output "
                 f"{'KL divergence' if record['measure'] == 'kl' else 'relative squared error'} measured "
                 f"with that layer alone truncated, on {record['n']} --calib inputs (the used part)")
-    if record.get("method") in ("zeroq-bn", "gaussian"):
-        return "--target-latency: " + describe(record).replace("data-free sensitivity: ", "")
-    return "--target-latency: " + describe(record).replace("data-free budget", "the choice")
+    return describe(record, "--target-latency")
 
 
 def _untimed(method: str, shape, multiple: int) -> str:

@@ -169,3 +169,35 @@ def test_floor_with_a_latency_target_bisects_towards_the_original_speed_and_keep
     assert rep.meta["min_fidelity"]["chosen"]["target_latency"] == 0.8125  # the fastest that meets it
     with pytest.raises(FidelityError, match="of the original's latency"):
         compress_to_floor(dataclasses.replace(cfg, min_fidelity=0.95), run_once, held)
+
+
+def test_the_min_fidelity_tries_share_the_candidates_and_tables_through_the_memo(tmp_path, monkeypatch):
+    """plan_for_latency measures the candidates, their costs and latency tables once per model and settings
+    (they do not depend on the target): a second target reuses them from the memo, another rank multiple does not."""
+    import dataclasses
+
+    from rene_onnx import pipeline
+    from rene_onnx.config import CompressConfig, RewriteConfig, ValidateConfig
+    from rene_onnx.load import load_onnx
+    from rene_onnx.pipeline import latency_target as LT
+
+    _model(tmp_path / "m.onnx")
+    handle = load_onnx(tmp_path / "m.onnx")
+    shapes = pipeline.layer_shapes(handle)
+    calls = []
+    real = LT.layer_options
+
+    def counted(*args, **kwargs):
+        calls.append(args[1].rewrite.rank_multiple)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(LT, "layer_options", counted)
+    cfg = CompressConfig(model=str(tmp_path / "m.onnx"), data_free=True, target_latency=0.6,
+                         rewrite=RewriteConfig(rank_multiple=16), validate=ValidateConfig(repeats=5, profile_repeats=5))
+    memo: dict = {}
+    first = LT.plan_for_latency(handle, cfg, shapes, None, memo)
+    second = LT.plan_for_latency(handle, dataclasses.replace(cfg, target_latency=0.9), shapes, None, memo)
+    assert calls == [16] and len(memo) == 1
+    assert first.rounds and second.rounds  # each target still measured its own rewritten models
+    LT.plan_for_latency(handle, dataclasses.replace(cfg, rewrite=RewriteConfig(rank_multiple=32)), shapes, None, memo)
+    assert calls == [16, 32] and len(memo) == 2
