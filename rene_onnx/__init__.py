@@ -9,6 +9,7 @@ option names (snake_case here) and defaults::
     plan = rene_onnx.search("resnet20", weights="r20.pt", data_free=True, target_macs=0.5).plan
     report = rene_onnx.validate("original.onnx", "r20.onnx", calib="test.npz").report
     edge = rene_onnx.export("r20.onnx", to="int8,ort", calib="calib.npz", output_dir="edge/")
+    real = rene_onnx.inputs("model.onnx", output="calib.npz")  # offline photos / sentences for calib
 
 Everything is imported lazily, so ``import rene_onnx`` stays cheap.
 """
@@ -21,9 +22,11 @@ __version__ = "0.1.0"
 _LAZY = {
     "compress": "rene_onnx.api",
     "search": "rene_onnx.api",
+    "inputs": "rene_onnx.api",
     "CompressOptions": "rene_onnx.options",
     "SearchCommandOptions": "rene_onnx.options",
     "ValidateOptions": "rene_onnx.options",
+    "InputsOptions": "rene_onnx.options",
     "CompressConfig": "rene_onnx.config",
     "RewriteConfig": "rene_onnx.config",
     "ValidateConfig": "rene_onnx.config",

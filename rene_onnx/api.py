@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rene_onnx.options import (DEMO_MODEL, DEMO_TARGET_PARAMS, CompressOptions, SearchCommandOptions,
-                               ValidateOptions, make)
+from rene_onnx.options import (DEMO_MODEL, DEMO_TARGET_PARAMS, CompressOptions, InputsOptions,
+                               SearchCommandOptions, ValidateOptions, make)
 
 
 def _call(name: str, model: Any, options: dict[str, Any]) -> str:
@@ -137,6 +137,25 @@ def validate(original: str | os.PathLike, compressed: str | os.PathLike, *, comm
     if opts.report is not None:
         res.report.save_json(opts.report)
     return res
+
+
+def inputs(model: str | os.PathLike, **options: Any):
+    """Real inputs for an ONNX ``model`` from offline photos or sentences -> ``OfflineInputs`` (its ``arrays``,
+    ``groups``, ``source``); written as an ``.npz`` for ``calib`` when ``output`` is given.
+
+    ``options``: the fields of :class:`~rene_onnx.options.InputsOptions`.
+    """
+    from rene_onnx.data.offline_inputs import offline_inputs
+    from rene_onnx.files import check_io, model_reads
+    from rene_onnx.load import read_onnx
+
+    opts = make(InputsOptions, options, command="inputs")
+    check_io({"model": model_reads(model) or [model], "photos": opts.photos, "tokenizer": opts.tokenizer,
+              "exclude": opts.exclude}, {"output": opts.output})
+    made = offline_inputs(read_onnx(model), **opts.source_options())
+    if opts.output is not None:
+        made.save(opts.output)
+    return made
 
 
 def export(model: Any, **options: Any):

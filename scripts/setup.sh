@@ -11,7 +11,8 @@ PY=${PYTHON:-python3}
 pip_() { .venv/bin/python -m pip "$@" 2> >(grep -v "^WARNING: Location" >&2); }
 pip_ install -q --upgrade pip
 pip_ install -q "torch==2.14.1" "torchvision==0.29.1"
-pip_ install -q -e ".[dev,openvino]"  # openvino: the second runtime of validate / export (CPU; its tests skip without it)
+pip_ install -q -e ".[dev,openvino,text]"  # openvino: the second runtime of validate / export (CPU; its tests skip
+                                               # without it); text: tokenizers for `rene-onnx inputs` on text models
 # onnxruntime-gpu must be the only onnxruntime: the CPU package overwrites it.
 if .venv/bin/python -m pip show -q onnxruntime >/dev/null 2>&1; then
   echo "error: the 'onnxruntime' package is installed next to onnxruntime-gpu; uninstall it" >&2

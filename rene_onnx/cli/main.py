@@ -47,10 +47,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from rene_onnx.cli import compress, export, search, validate, zoo
+    from rene_onnx.cli import compress, export, inputs, search, validate, zoo
 
     cli.add_command(compress.compress)
     cli.add_command(export.export)
+    cli.add_command(inputs.inputs)
     cli.add_command(search.search)
     cli.add_command(validate.validate)
     cli.add_command(zoo.zoo)

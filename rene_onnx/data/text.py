@@ -1,5 +1,9 @@
 """Unlabeled English sentences from text that ships with the machine (calibration / distillation of text models).
 
+``rene-onnx inputs MODEL --tokenizer DIR`` (:mod:`.offline_inputs`) tokenizes them into a ``--calib`` file for a
+text model; :func:`offline_sentence_groups` also names the document each sentence came from, so a held-out
+split can keep a document whole.
+
 Nothing is downloaded: the sources are files already on disk,
 
 - ``licenses``: ``/usr/share/common-licenses/*`` (GPL, Apache, ... prose);
@@ -82,14 +86,14 @@ def _read(path: Path, max_bytes: int = 2_000_000) -> str:
     return data.decode("utf-8", errors="ignore")
 
 
-def _license_texts() -> Iterator[str]:
+def _license_texts() -> Iterator[tuple[str, str]]:
     if LICENSES_DIR.is_dir():
         for p in sorted(LICENSES_DIR.iterdir()):
             if p.is_file() and not p.is_symlink():
-                yield _read(p)
+                yield f"licenses:{p.name}", _read(p)
 
 
-def _doc_texts() -> Iterator[str]:
+def _doc_texts() -> Iterator[tuple[str, str]]:
     if not DOC_DIR.is_dir():
         return
     for p in sorted(DOC_DIR.rglob("*")):
@@ -97,10 +101,10 @@ def _doc_texts() -> Iterator[str]:
         if not p.is_file() or p.is_symlink() or "changelog" in name or name.startswith("copyright"):
             continue
         if name.startswith("readme") or name.endswith((".txt", ".txt.gz", ".md", ".md.gz")):
-            yield _read(p)
+            yield f"doc:{p.relative_to(DOC_DIR)}", _read(p)
 
 
-def _python_texts() -> Iterator[str]:
+def _python_texts() -> Iterator[tuple[str, str]]:
     root = Path(sysconfig.get_paths()["stdlib"])
     for p in sorted(root.glob("*.py")) + sorted(root.glob("*/*.py")):
         if "test" in p.parts[-2:-1] or p.name.startswith("test"):
@@ -113,7 +117,7 @@ def _python_texts() -> Iterator[str]:
             if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                 doc = ast.get_docstring(node)
                 if doc:
-                    yield doc
+                    yield f"python:{p.relative_to(root)}", doc
 
 
 def wordnet_dir() -> Path | None:
@@ -142,6 +146,12 @@ _WN_BAD = re.compile(r"[`_=<>{}\[\]|\\#*@$^~]|://")
 
 def wordnet_examples(min_words: int = 5, max_words: int = 40, root: Path | None = None) -> Iterator[str]:
     """The quoted usage examples of WordNet's glosses (``data.{noun,verb,adj,adv}``), in file order."""
+    for _, example in _wordnet_records(min_words, max_words, root):
+        yield example
+
+
+def _wordnet_records(min_words: int, max_words: int, root: Path | None = None) -> Iterator[tuple[str, str]]:
+    """``(group, example)``: the group is the synset (one gloss line), whose examples share a sense."""
     root = wordnet_dir() if root is None else Path(root)
     if root is None:
         return
@@ -156,21 +166,34 @@ def wordnet_examples(min_words: int = 5, max_words: int = 40, root: Path | None 
                 for ex in _QUOTED.findall(line.split("|", 1)[1]):
                     ex = " ".join(ex.split())
                     if min_words <= len(ex.split()) <= max_words and not _WN_BAD.search(ex):
-                        yield ex
+                        yield f"wordnet:{pos}:{line.split(' ', 1)[0]}", ex
 
 
-def _prose(reader: Callable[[], Iterator[str]]) -> Callable[[int, int], Iterator[str]]:
-    def sentences(min_words: int, max_words: int) -> Iterator[str]:
-        for text in reader():
-            yield from sentences_from_text(text, min_words, max_words)
+def _prose(reader: Callable[[], Iterator[tuple[str, str]]]) -> Callable[[int, int], Iterator[tuple[str, str]]]:
+    def sentences(min_words: int, max_words: int) -> Iterator[tuple[str, str]]:
+        for group, text in reader():
+            for s in sentences_from_text(text, min_words, max_words):
+                yield group, s
     return sentences
 
 
+#: source -> ``(min_words, max_words) -> (group, sentence) ...``; the group is the document a sentence came
+#: from (a license, a doc file, a stdlib module, a WordNet synset)
 _READERS = {"licenses": _prose(_license_texts), "doc": _prose(_doc_texts), "python": _prose(_python_texts),
-            "wordnet": wordnet_examples}
+            "wordnet": _wordnet_records}
 
 
-def offline_sentences(
+def offline_sentences(sources: Iterable[str] = SOURCES, **options) -> list[str]:
+    """Deduplicated clean sentences from the on-disk ``sources``, minus ``exclude``, seeded shuffle, at most ``limit``
+    (``options``: those of :func:`offline_sentence_groups`).
+
+    A source that is missing on this machine contributes nothing (the result
+    can be empty); an unknown source name raises ``LoadError``.
+    """
+    return offline_sentence_groups(sources, **options)[0]
+
+
+def offline_sentence_groups(
     sources: Iterable[str] = SOURCES,
     *,
     exclude: Iterable[str] = (),
@@ -178,12 +201,10 @@ def offline_sentences(
     max_words: int = 40,
     limit: int | None = None,
     seed: int = 0,
-) -> list[str]:
-    """Deduplicated clean sentences from the on-disk ``sources``, minus ``exclude``, seeded shuffle, at most ``limit``.
-
-    A source that is missing on this machine contributes nothing (the result
-    can be empty); an unknown source name raises ``ValueError``.
-    """
+) -> tuple[list[str], list[str]]:
+    """:func:`offline_sentences` and, for each sentence, the document it came from (``"licenses:GPL-3"``,
+    ``"python:json/decoder.py"``, ``"wordnet:noun:02084071"``, ...): sentences of one document share words and
+    topic, so a held-out split keeps a document whole."""
     sources = list(sources)
     unknown = [s for s in sources if s not in _READERS]
     if unknown:
@@ -192,16 +213,17 @@ def offline_sentences(
         raise LoadError(f"limit must be >= 0 or None, got {limit}")
     banned = {_norm(s) for s in exclude}
     seen: set[str] = set()
-    out: list[str] = []
+    out: list[tuple[str, str]] = []
     for src in sources:
-        for s in _READERS[src](min_words, max_words):
+        for group, s in _READERS[src](min_words, max_words):
             key = _norm(s)
             if key in seen or key in banned:
                 continue
             seen.add(key)
-            out.append(s)
+            out.append((s, group))
     random.Random(seed).shuffle(out)
-    return out if limit is None else out[:limit]
+    out = out if limit is None else out[:limit]
+    return [s for s, _ in out], [g for _, g in out]
 
 
-__all__ = ["ALL_SOURCES", "SOURCES", "offline_sentences", "sentences_from_text", "wordnet_dir", "wordnet_examples"]
+__all__ = ["ALL_SOURCES", "SOURCES", "offline_sentence_groups", "offline_sentences", "sentences_from_text", "wordnet_dir", "wordnet_examples"]

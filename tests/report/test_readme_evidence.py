@@ -101,6 +101,24 @@ def _ce_max_rank(d: dict) -> int:
     return max(r for case in SEARCH_CE_CASES for ranks in d["cases"][case]["ranks"].values() for r in ranks)
 
 
+FMNIST = "variant (≈71 % of parameters removed)"
+FMNIST_ROWS = (("RENE(TT), 10 fine-tuning epochs (2-core box)", "fashion_mnist_cpu10", "tt"),
+               ("uniform TT rank, same size, same budget (2-core box)", "fashion_mnist_cpu10", "uniform"),
+               ("RENE(CP), same size, same budget (2-core box)", "fashion_mnist_cpu10", "cp"),
+               ("RENE(TT), 5 fine-tuning epochs (lent H200 GPU)", "fashion_mnist_h200", "tt"),
+               ("uniform TT rank, same size, same budget (H200)", "fashion_mnist_h200", "uniform"))
+FMNIST_COLUMNS = (("MACs removed", "macs_reduction_pct", "{:.1f} %"), ("top-1 before FT", "test_top1_before_ft", "{:.2f} %"),
+                  ("top-1 after FT", "test_top1_after_ft", "{:.2f} %"))
+
+
+def _fmnist(variant: str, key: str) -> tuple:
+    return ("variants", variant, key)
+
+
+def _fmnist_drop(variant: str) -> Callable[[dict], float]:
+    return lambda d: d["original"]["test_top1"] - d["variants"][variant]["test_top1_after_ft"]
+
+
 TUCKER = "k×k weight error, TT / Tucker-2"
 TUCKER_ROWS = (("resnet20_fmnist", "0.25"), ("resnet20_fmnist", "0.5"), ("digits_resnet", "0.25"), ("digits_resnet", "0.5"))
 TUCKER_COLUMNS = (("k×k weight error, TT / Tucker-2", "weight_error", ("{:.4f} /", "/ {:.4f}")),
@@ -224,6 +242,15 @@ CLAIMS: list[Claim] = [
     Claim(Prose(r'note "(\d+ of \d+) layers ended at their smallest rank"'), "search_speed.json",
           lambda d: re.match(r"\d+ of \d+", d["cases"]["resnet18-ce"]["notes"][0]).group(0), "{}"),
     # MiniLM through the CLI
+    # Fashion-MNIST, the paper's Table 1 analog: every cell, from the run each row names
+    *(Claim(Cell(FMNIST, (row,), col), f"{file}.json", _fmnist(variant, key), fmt)
+      for row, file, variant in FMNIST_ROWS for col, key, fmt in FMNIST_COLUMNS),
+    *(Claim(Cell(FMNIST, (row,), "top-1 after FT"), f"{file}.json", _fmnist_drop(variant), "(−{:.2f})")
+      for row, file, variant in FMNIST_ROWS[:4]),
+    Claim(Prose(r"ResNet-20 trained once to\s+([\d.]+) % test top-1"), "fashion_mnist_cpu10.json",
+          ("original", "test_top1"), "{:.2f}"),
+    Claim(Prose(r"RENE\(TT\) lost ([\d.]+)\s+points \(`fashion_mnist.json`\)"), "fashion_mnist.json",
+          _fmnist_drop("tt"), "{:.2f}"),
     # Tucker-2 vs TT: every cell of the table, both methods
     *(Claim(Cell(TUCKER, (model, frac), col), "tucker2_vs_tt.json", _tucker_cell(i, key, m), fmt)
       for i, (model, frac) in enumerate(TUCKER_ROWS) for col, key, fmts in TUCKER_COLUMNS
