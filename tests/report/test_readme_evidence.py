@@ -449,3 +449,41 @@ def test_the_check_fails_on_a_number_the_file_does_not_back(readme):
         with pytest.raises(AssertionError):
             check(claim, tampered)
     assert cited_results("see `benchmarks/results/no_such.json`") == {"benchmarks/results/no_such.json"}
+
+
+def _provenance(doc: Any) -> set[str]:
+    """Which of commit / command / machine a results document records (at the top, in ``meta``, or per row)."""
+    found: set[str] = set()
+
+    def walk(d: Any, depth: int = 0) -> None:
+        if depth > 3:
+            return
+        if isinstance(d, dict):
+            found.update(k for k in ("commit", "command", "machine") if d.get(k))
+            for v in d.values():
+                walk(v, depth + 1)
+        elif isinstance(d, list):
+            for v in d[:3]:
+                walk(v, depth + 1)
+
+    walk(doc)
+    return found
+
+
+def provenance_gaps(readme: str) -> set[str]:
+    """The results files the README lists, between ``<!-- provenance-gaps:start/end -->``, as written before their
+    script recorded the commit, the command and the machine."""
+    block = readme.split("<!-- provenance-gaps:start -->", 1)[1].split("<!-- provenance-gaps:end -->", 1)[0]
+    return set(re.findall(r"`([\w.-]+\.json)`", block))
+
+
+def test_every_results_file_records_its_commit_command_and_machine_or_the_readme_says_it_does_not(readme):
+    """A results file names the code, the command and the machine that produced it. The few written before
+    their scripts recorded that are listed in the README, and leave the list once rerun."""
+    missing = {p.name: {"commit", "command", "machine"} - _provenance(json.loads(p.read_text()))
+               for p in sorted(RESULTS.glob("*.json"))}
+    missing = {k: v for k, v in missing.items() if v}
+    listed = provenance_gaps(readme)
+    assert set(missing) == listed, (f"without full provenance: {missing}; the README lists {sorted(listed)}")
+    assert _provenance({"rows": [{"commit": "abc", "command": "x"}], "meta": {"machine": {"cpu": "y"}}}) == \
+        {"commit", "command", "machine"}
