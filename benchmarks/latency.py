@@ -569,6 +569,7 @@ def run_grid(args) -> dict:
     from rene_onnx.report.environment import environment_meta
 
     t0 = time.perf_counter()
+    env = environment_meta()  # at the start: the code that ran
     if args.pack is not None:
         args.pack.mkdir(parents=True, exist_ok=True)
     cases, study = [], None
@@ -582,7 +583,7 @@ def run_grid(args) -> dict:
         "repeats": args.repeats, "warmup": args.warmup, "threads": [_tkey(t) for t in _threads(args.threads)],
         "profile_threads": _tkey(_threads([args.profile_threads])[0]), "profile_rounds": args.profile_rounds,
         "cp_iters": args.cp_iters,
-        "command": " ".join(shlex.quote(a) for a in sys.argv), **environment_meta(),
+        "command": " ".join(shlex.quote(a) for a in sys.argv), **env,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "seconds": round(time.perf_counter() - t0, 1),
         "definitions": {

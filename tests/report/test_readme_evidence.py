@@ -251,6 +251,10 @@ CLAIMS: list[Claim] = [
           ("original", "test_top1"), "{:.2f}"),
     Claim(Prose(r"RENE\(TT\) lost ([\d.]+)\s+points \(`fashion_mnist.json`\)"), "fashion_mnist.json",
           _fmnist_drop("tt"), "{:.2f}"),
+    Claim(Prose(r"latency / MACs ≥ 0.8, is missed at ([\d.]+) /"), "latency_cpu.json",
+          lambda d: d["goal"]["cases"][1]["latency"]["default"]["ratio_over_macs_ratio"], "{:.2f}"),
+    Claim(Prose(r"is missed at [\d.]+ / ([\d.]+);"), "latency_cpu.json",
+          lambda d: d["goal"]["cases"][1]["latency"]["1"]["ratio_over_macs_ratio"], "{:.2f}"),
     # Tucker-2 vs TT: every cell of the table, both methods
     *(Claim(Cell(TUCKER, (model, frac), col), "tucker2_vs_tt.json", _tucker_cell(i, key, m), fmt)
       for i, (model, frac) in enumerate(TUCKER_ROWS) for col, key, fmts in TUCKER_COLUMNS
