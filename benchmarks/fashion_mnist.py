@@ -561,6 +561,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--png", type=Path, default=RESULTS / "fashion_mnist_ranks.png")
     p.add_argument("--table", type=Path, default=None,
                    help="also write the paper's Table 1 analog (rows, goal check, what was tried) to this JSON")
+    p.add_argument("--table-from", type=Path, default=None,
+                   help="write --table from this existing results file instead of running (no training)")
     p.add_argument("--smoke", action="store_true", help="tiny subsets and budgets (checks the plumbing only)")
     return p.parse_args(argv)
 
@@ -586,6 +588,14 @@ def main(argv: list[str] | None = None) -> int:
         if path is not None and not path.parent.is_dir():
             print(f"error: output folder does not exist: {path.parent}", file=sys.stderr)
             return 2
+    if a.table_from is not None:
+        if a.table is None or not a.table_from.is_file():
+            print("error: --table-from needs an existing results file and --table", file=sys.stderr)
+            return 2
+        t = paper_table(json.loads(a.table_from.read_text()))
+        _write(a.table, t)
+        print(json.dumps({k: t[k] for k in ("rows", "goal_met")}, indent=1))
+        return 0
     doc = run(cfg, a.out, a.png, a.checkpoint, a.retrain, command.strip(), a.table)
     print(table(doc))
     print(json.dumps(doc["summary"], indent=1))

@@ -3,8 +3,6 @@ selects on the calib split, and (slow) the smoke run on a tiny Fashion-MNIST sub
 fine-tunes and rewrites for real, then reuses its checkpoint."""
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
 import json
 import subprocess
 import sys
@@ -34,32 +32,36 @@ def test_bad_settings_are_one_error_line(argv, message):
     assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_fashion_mnist", ROOT / "benchmarks" / "fashion_mnist.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+LABELS = {"tt": "RENE(TT)", "uniform": "uniform(TT)", "tt-measured": "RENE(TT), measured importance"}
+OVERRIDES = {"tt-measured": {"importance": "measured"}}
 
 
-def _doc(fm, rows: dict[str, tuple[float, float, float]]) -> dict:
+def _doc(rows: dict[str, tuple[float, float, float]]) -> dict:
     """A results document with ``rows``: variant -> (params removed %, test top-1 after FT, calib top-1)."""
-    cfg = fm.BenchConfig(variants=tuple(rows), target_params=0.25)
-    variants = {n: {"label": fm.LABELS[n], "params_reduction_pct": p, "macs_reduction_pct": 50.0,
+    variants = {n: {"label": LABELS[n], "params_reduction_pct": p, "macs_reduction_pct": 50.0,
                     "test_top1_before_ft": 60.0, "test_top1_after_ft": t, "calib_top1_after_ft": c,
-                    "search_overrides": fm.TRIED[n][2](cfg) if n in fm.TRIED else {}}
+                    "search_overrides": OVERRIDES.get(n, {})}
                 for n, (p, t, c) in rows.items()}
-    return {"config": dataclasses.asdict(cfg), "original": {"test_top1": 93.17, "params": 271402},
-            "checkpoint": {"test_top1": 93.17}, "data": {"name": "fashion-mnist"}, "command": "x", "commit": "abc",
-            "machine": {"cpu": "test"}, "versions": {}, "threads": 1, "blas_threads": 1, "ft_device": "cpu",
-            "variants": variants}
+    config = {"variants": list(rows), "target_params": 0.25, "search_steps": 60, "search_warmup": 10,
+              "calib_batch_size": 32, "max_calib_batches": 8, "cp_iters": 100, "ft_epochs": 1, "ft_max_steps": 150,
+              "ft_batch": 64, "ft_lr": 0.01, "lambda_diss": 0.5, "logit_kd": 0.0, "seed": 0, "smoke": False}
+    return {"config": config, "original": {"test_top1": 93.17,
+            "params": 271402}, "checkpoint": {"test_top1": 93.17}, "data": {"name": "fashion-mnist"},
+            "command": "x", "commit": "abc", "machine": {"cpu": "test"}, "versions": {}, "threads": 1,
+            "blas_threads": 1, "ft_device": "cpu", "variants": variants}
 
 
-def test_table_goal_is_decided_by_the_calib_selected_tt_row():
-    fm = _bench()
+def _table(tmp_path, rows) -> dict:
+    """The script's --table-from on a results document holding ``rows``: the table it writes."""
+    (tmp_path / "doc.json").write_text(json.dumps(_doc(rows)))
+    r = _script("--table-from", str(tmp_path / "doc.json"), "--table", str(tmp_path / "t.json"))
+    assert r.returncode == 0, r.stderr
+    return json.loads((tmp_path / "t.json").read_text())
+
+
+def test_table_goal_is_decided_by_the_calib_selected_tt_row(tmp_path):
     # tt-measured is best on the test split, but tt is best on calib: calib decides, so the goal is not met
-    t = fm.paper_table(_doc(fm, {"tt": (75.2, 92.0, 91.0), "tt-measured": (75.2, 92.87, 90.0),
-                                 "uniform": (75.3, 80.0, 95.0)}))
+    t = _table(tmp_path, {"tt": (75.2, 92.0, 91.0), "tt-measured": (75.2, 92.87, 90.0), "uniform": (75.3, 80.0, 95.0)})
     assert t["goal_met"] is False and "best calib top-1 after fine-tuning: tt)" in t["protocol"]["selects"]
     rows = {r["variant"]: r for r in t["rows"]}
     assert set(rows["tt"]) == {"variant", "label", "params_removed", "macs_removed", "top1_before_ft",
@@ -72,10 +74,12 @@ def test_table_goal_is_decided_by_the_calib_selected_tt_row():
     assert tried["tt-steps"]["run"] is False and tried["tt-steps"]["why"] == "not among this run's --variants"
     assert any("whiten" in e.get("option", "") and e["run"] is False for e in t["what_was_tried"])
     # the same rows with calib preferring tt-measured: met; at 74.9 % removed it is not
-    assert fm.paper_table(_doc(fm, {"tt": (75.2, 92.0, 91.0), "tt-measured": (75.2, 92.87, 92.0)}))["goal_met"]
-    assert not fm.paper_table(_doc(fm, {"tt": (75.2, 92.0, 91.0), "tt-measured": (74.9, 92.87, 92.0)}))["goal_met"]
+    assert _table(tmp_path, {"tt": (75.2, 92.0, 91.0), "tt-measured": (75.2, 92.87, 92.0)})["goal_met"]
+    assert not _table(tmp_path, {"tt": (75.2, 92.0, 91.0), "tt-measured": (74.9, 92.87, 92.0)})["goal_met"]
     assert set(t) == {"original_top1", "protocol", "command", "commit", "machine", "rows", "goal_met",
                       "what_was_tried"}
+    r = _script("--table-from", str(tmp_path / "doc.json"))  # nowhere to write the table
+    assert r.returncode == 2 and "--table" in r.stderr
 
 
 @pytest.mark.slow
