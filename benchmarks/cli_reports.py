@@ -13,6 +13,7 @@ Each case runs the CLI as a user would and keeps its report in benchmarks/result
 """
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,9 +31,15 @@ CASES = {
 }
 
 if __name__ == "__main__":
-    for case in sys.argv[1:] or list(CASES):
-        with tempfile.TemporaryDirectory() as tmp:
-            out = RESULTS / f"{case}.json"
-            subprocess.run([sys.executable, "-m", "rene_onnx.cli.main", "compress", *CASES[case], "--report", str(out),
-                            "-o", str(Path(tmp) / "model.onnx")], check=True)
-        print(f"wrote {out}")
+    # every case reports into a temporary folder and the files are moved into results/ at the end: a report
+    # written into the tree would mark the next cases' commit "with uncommitted changes"
+    with tempfile.TemporaryDirectory() as tmp:
+        reports = []
+        for case in sys.argv[1:] or list(CASES):
+            report = Path(tmp) / f"{case}.json"
+            subprocess.run([sys.executable, "-m", "rene_onnx.cli.main", "compress", *CASES[case], "--report",
+                            str(report), "-o", str(Path(tmp) / f"{case}.onnx")], check=True)
+            reports.append(report)
+        for report in reports:
+            shutil.move(report, RESULTS / report.name)
+            print(f"wrote {RESULTS / report.name}")
