@@ -255,6 +255,8 @@ CLAIMS: list[Claim] = [
           lambda d: d["goal"]["cases"][1]["latency"]["default"]["ratio_over_macs_ratio"], "{:.2f}"),
     Claim(Prose(r"is missed at [\d.]+ / ([\d.]+);"), "latency_cpu.json",
           lambda d: d["goal"]["cases"][1]["latency"]["1"]["ratio_over_macs_ratio"], "{:.2f}"),
+    Claim(Prose(r"ResNet-18 TT 0.25: ([\d.]+)× at `--rank-multiple 16` on this host"), "resnet18_tt025_m16.json",
+          ("latency_speedup",), "{:.2f}"),
     # Tucker-2 vs TT: every cell of the table, both methods
     *(Claim(Cell(TUCKER, (model, frac), col), "tucker2_vs_tt.json", _tucker_cell(i, key, m), fmt)
       for i, (model, frac) in enumerate(TUCKER_ROWS) for col, key, fmts in TUCKER_COLUMNS
