@@ -146,3 +146,22 @@ def _cnn_model():
 
     with tempfile.TemporaryDirectory() as d:
         return _cnn(Path(d) / "m.onnx")
+
+
+def test_photos_from_a_folder_of_images(tmp_path):
+    from PIL import Image
+
+    _cnn(tmp_path / "m.onnx")
+    folder = tmp_path / "pics"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.jpg", "sub/c.png"):
+        Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(folder / name)
+    r = cli("inputs", "m.onnx", "-o", "c.npz", "--photos", "pics", "--per-photo", "2", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    assert "6 crops of 3 photos" in r.output and "from pics" in r.output
+    with np.load(tmp_path / "c.npz") as z:
+        assert z["x"].shape == (6, 3, 32, 32) and z["groups"].tolist() == [0, 0, 1, 1, 2, 2]
+    (folder / "notes.txt").write_text("not an image")
+    r = cli("inputs", "m.onnx", "-o", "d.npz", "--photos", str(tmp_path / "none"), cwd=tmp_path)
+    assert r.exit_code == 2 and not (tmp_path / "d.npz").exists()
