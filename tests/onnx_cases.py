@@ -1,4 +1,5 @@
-"""ONNX graphs built in code for the rewrite-pass tests: tiny models, factor makers and runners."""
+"""ONNX graphs built in code for the tests: tiny models (a small image classifier among them), factor makers and
+runners."""
 from __future__ import annotations
 
 import math
@@ -204,3 +205,28 @@ def _batch_model(nodes, inits, widths, out):
     g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", F32, ["batch", widths[0]])],
                           [helper.make_tensor_value_info(out, F32, ["batch", widths[-1]])], inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+def small_classifier(path, hw=(32, 32)):
+    """Conv 3->16 (3x3), ReLU, Conv 16->16 (3x3), global pool, a 10-class Gemm; input x (1, 3, H, W)."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.standard_normal((16, 3, 3, 3)) / 5).astype(np.float32), "W0"),
+             numpy_helper.from_array((rng.standard_normal((16, 16, 3, 3)) / 12).astype(np.float32), "W1"),
+             numpy_helper.from_array(rng.standard_normal((10, 16)).astype(np.float32), "Wfc"),
+             numpy_helper.from_array(np.zeros(10, np.float32), "Bfc")]
+    nodes = [helper.make_node("Conv", ["x", "W0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c0"], ["r0"], name="relu0"),
+             helper.make_node("Conv", ["r0", "W1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["c1"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "Wfc", "Bfc"], ["y"], name="fc", transB=1)]
+    g = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", F32, [1, 3, *hw])],
+                          [helper.make_tensor_value_info("y", F32, [1, 10])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.checker.check_model(m, full_check=True)
+    onnx.save(m, str(path))
+    return m

@@ -128,9 +128,18 @@ def compress_once(cfg: CompressConfig, handle, splits, calib, held: Heldout | No
     emit("rewrite", message="ONNX graph")
     v = cfg.validate
     rewritten = rewrite(handle, student, v if v.latency_aware_on() else None)
+    baseline = None
+    if cfg.validate.compare_int8 and calib is not None:
+        from .int8_baseline import quantize_original
+
+        memo = {} if memo is None else memo
+        if "int8_baseline" not in memo:  # the same for every try of a --min-fidelity run
+            memo["int8_baseline"] = quantize_original(handle, calib)
+        baseline = memo["int8_baseline"]
     emit("validate", message="start")
     val = validate(handle, student, rewritten.model, cfg.validate, test_data,
-                   held.held if held is not None else calib, "calib-heldout" if held is not None else "calib")
+                   held.held if held is not None else calib, "calib-heldout" if held is not None else "calib",
+                   baseline=baseline)
     if val.accuracy is not None:
         val.accuracy["after_decomposition"] = acc_decomposed
         if tuned is not None:

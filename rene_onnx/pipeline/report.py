@@ -62,7 +62,8 @@ def build_report(cfg: CompressConfig, handle: ModelHandle, shapes: dict[str, Lay
               "output": str(cfg.output), "command": cfg.command,
               "method": cfg.rewrite.method, "ranks": str(cfg.rewrite.ranks), "notes": handle.notes,
               "rank_multiple": {"value": cfg.rewrite.rank_multiple, "why": cfg.rewrite.rank_multiple_why},
-              "seconds": round(seconds, 2), **environment_meta()},
+              "seconds": round(seconds, 2), **environment_meta(),
+              **({"int8_baseline": val.baseline} if val.baseline is not None else {})},
     )
 
 

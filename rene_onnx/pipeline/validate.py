@@ -31,11 +31,13 @@ class Validation:
     numerics: dict[str, Any]
     latency: dict[str, Any] | None
     accuracy: dict[str, Any] | None = None
+    baseline: dict[str, Any] | None = None  # the INT8 baseline's meta (``--compare-int8``)
 
 
 def validate(handle: ModelHandle, student: nn.Module | None, compressed: onnx.ModelProto, cfg: ValidateConfig,
              test_data: tuple[np.ndarray, np.ndarray] | None = None,
-             calib: tuple[torch.Tensor, ...] | None = None, calib_label: str = "calib-heldout") -> Validation:
+             calib: tuple[torch.Tensor, ...] | None = None, calib_label: str = "calib-heldout",
+             baseline: tuple[onnx.ModelProto, dict] | None = None) -> Validation:
     """Counts (ONNX and torch), ORT numerics vs the torch student, latency, and top-1 when data is given.
 
     Numerics run on the example inputs (``cfg.seed``; ``inputs: "random"``, no top-1); with ``calib`` (the
@@ -78,7 +80,18 @@ def validate(handle: ModelHandle, student: nn.Module | None, compressed: onnx.Mo
     if cfg.latency:
         emit("validate", message="latency")
         latency = measure_pair(handle.onnx_model, compressed, feeds, cfg.provider, cfg.warmup, cfg.repeats,
-                               cfg.device_io)
+                               cfg.device_io, extra={"int8": baseline[0]} if baseline is not None else None)
+    base = None
+    if baseline is not None:
+        from .int8_baseline import baseline_meta
+
+        fid = None
+        if calib is not None:
+            res = calib_numerics(handle, baseline[0], calib, cfg.provider, limit=HELDOUT_COMPARE)
+            fid = None if res is None else labelled(res, calib_label, min(len(calib[0]), HELDOUT_COMPARE))
+        base = baseline_meta(baseline[0], baseline[1], handle.onnx_model, compressed, latency, fid)
+        if latency is not None:
+            latency.pop("int8_ms", None)
 
     accuracy = None
     if test_data is not None:
@@ -90,7 +103,7 @@ def validate(handle: ModelHandle, student: nn.Module | None, compressed: onnx.Mo
             "before": onnx_top1(handle.onnx_model, X, y, cfg.provider),
             "after": onnx_top1(compressed, X, y, cfg.provider),
         }
-    return Validation(before, after, torch_counts, numerics, latency, accuracy)
+    return Validation(before, after, torch_counts, numerics, latency, accuracy, base)
 
 
 #: how many ``calib`` samples the original and compressed ONNX models are compared on

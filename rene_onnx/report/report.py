@@ -19,6 +19,8 @@ from rene_onnx.decompose.ranks import LayerShape, dense_macs, dense_params, fact
 from rene_onnx.files import atomic_write_text
 
 FORMAT = "rene-onnx/report/v1"
+#: how the summary names the fidelity measures
+FIDELITY_NAMES = {"top1_agreement": "top-1 agreement", "mean_sample_cosine": "mean cosine per sample"}
 STATUSES = ("factorized", "dense")
 
 
@@ -119,6 +121,31 @@ class Report:
                 out.append(f"the compressed model's top-1 differs from the original's on {100 * (1 - agree):.0f}% "
                            f"of the real inputs ({entry['inputs']}, n={entry.get('n', '?')}): its predictions "
                            f"changed for most of them; keep more (--min-fidelity sets a floor)")
+        verdict = self.int8_comparison()
+        if verdict is not None and verdict["int8_better"]:
+            out.append(f"onnxruntime INT8 of the original is faster ({verdict['int8_speedup']:.2f}x vs "
+                       f"{verdict['speedup']:.2f}x) and at least as faithful ({verdict['metric']} "
+                       f"{verdict['int8_fidelity']:.3f} vs {verdict['fidelity']:.3f} on {verdict['inputs']}), and "
+                       f"{verdict['int8_smaller']:.1f}x smaller than the original: here it is the better tool "
+                       f"(rene-onnx export {self.meta.get('model') or 'MODEL'} --to int8 --calib "
+                       f"{(self.meta.get('calib') or {}).get('path') or 'CALIB'})")
+        return out
+
+    def int8_comparison(self) -> dict[str, Any] | None:
+        """The compressed model vs the INT8 baseline (``meta.int8_baseline``, ``--compare-int8``): speed-ups over
+        the original, fidelity on the same held-out inputs, and ``int8_better`` (faster and at least as faithful).
+        None without a baseline, its latency, or a fidelity measured on real inputs for both."""
+        b = (self.meta or {}).get("int8_baseline")
+        mine = (self.numerics or {}).get("calib")
+        if not b or b.get("speedup") is None or self.latency_speedup is None or not mine or not b.get("fidelity"):
+            return None
+        metric = "top1_agreement" if mine.get("top1_agreement") is not None else "mean_sample_cosine"
+        if mine.get(metric) is None or b["fidelity"].get(metric) is None:
+            return None
+        out = {"speedup": self.latency_speedup, "int8_speedup": b["speedup"], "metric": FIDELITY_NAMES[metric],
+               "fidelity": mine[metric], "int8_fidelity": b["fidelity"][metric], "int8_smaller": b.get("smaller"),
+               "inputs": f"{mine.get('inputs')}, n={mine.get('n')}"}
+        out["int8_better"] = out["int8_speedup"] >= out["speedup"] and out["int8_fidelity"] >= out["fidelity"]
         return out
 
     # ------------------------------------------------------------ serialization

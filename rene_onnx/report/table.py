@@ -9,7 +9,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .report import LayerRow, Report
+from .report import FIDELITY_NAMES, LayerRow, Report
 
 
 def render(report: Report) -> list:
@@ -79,6 +79,16 @@ def summary_panel(report: Report) -> Panel:
             lines += _numerics_lines("output", n)
         lines += [ln for k, v in n.items() if isinstance(v, dict) for ln in _numerics_lines(k.replace("_", " "), v)]
     lines += fidelity_lines(report)
+    base = report.meta.get("int8_baseline") if report.meta else None
+    if base:
+        fid = base.get("fidelity") or {}
+        parts = [f"{base['speedup']:.2f}x speedup" if base.get("speedup") is not None else None,
+                 f"{base['smaller']:.1f}x smaller" if base.get("smaller") else None]
+        for key, name in FIDELITY_NAMES.items():
+            if fid.get(key) is not None:
+                parts.append(f"{name} {fid[key]:.3f} [{fid.get('inputs')}, n={fid.get('n')}]")
+                break
+        lines.append("INT8     " + ", ".join(p for p in parts if p) + "   (onnxruntime INT8 of the original)")
     acc = report.accuracy
     if acc:
         vals = {k: v for k, v in acc.items() if isinstance(v, (int, float)) and k not in ("samples", "n")}

@@ -28,21 +28,25 @@ class PairResult:
 
 def measure_pair(original: onnx.ModelProto, compressed: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
                  provider: str = "cpu", warmup: int = 10, repeats: int = 50, device_io: bool = False,
-                 runtime: str = "onnxruntime") -> dict[str, Any]:
+                 runtime: str = "onnxruntime", extra: Mapping[str, onnx.ModelProto] | None = None) -> dict[str, Any]:
     """Latency of both models, interleaved in one torch-free worker process (the ratio is what matters).
 
     ``device_io``: inputs / outputs stay on the provider's device (see ``measure_latency``);
-    ``runtime``: onnxruntime or openvino (``rene_onnx.validate.runtimes``).
+    ``runtime``: onnxruntime or openvino (``rene_onnx.validate.runtimes``); ``extra``: more models timed in the
+    same interleaved run (e.g. ``{"int8": ...}``), reported as ``<name>_ms``.
     """
+    extra = dict(extra or {})
     with tempfile.TemporaryDirectory(prefix="rene-lat-") as tmp:
-        paths = [os.path.join(tmp, "original.onnx"), os.path.join(tmp, "compressed.onnx")]
-        onnx.save(original, paths[0])
-        onnx.save(compressed, paths[1])
+        models = {"original": original, "compressed": compressed, **extra}
+        paths = [os.path.join(tmp, f"{name}.onnx") for name in models]
+        for path, model in zip(paths, models.values()):
+            onnx.save(model, path)
         np.savez(os.path.join(tmp, "feeds.npz"), **feeds)
         lat = measure_latency(paths, os.path.join(tmp, "feeds.npz"), None, provider=provider,
                               warmup=warmup, repeats=repeats, device_io=device_io, runtime=runtime)
     out = {"before": lat[0].median_ms, "after": lat[1].median_ms, "provider": lat[1].provider,
-           "repeats": repeats, "device_io": bool(device_io), "detail": [vars(t) for t in lat]}
+           "repeats": repeats, "device_io": bool(device_io), "detail": [vars(t) for t in lat[:2]],
+           **{f"{name}_ms": t.median_ms for name, t in zip(extra, lat[2:])}}
     return out if runtime == "onnxruntime" else {**out, "runtime": runtime}
 
 

@@ -6,38 +6,11 @@ import json
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto as T
-from onnx import helper as h
-from onnx import numpy_helper as nh
 
 from cli_inproc import cli
+from onnx_cases import small_classifier as _cnn
 from rene_onnx.data import text as text_sources
 from rene_onnx.data.offline_inputs import choose_kind, graph_input_list
-
-C = 16
-
-
-def _cnn(path, hw=(32, 32)):
-    """Conv 3->16 (3x3), ReLU, Conv 16->16 (3x3), global pool, a 10-class Gemm; input x (1, 3, H, W)."""
-    rng = np.random.default_rng(0)
-    inits = [nh.from_array((rng.standard_normal((C, 3, 3, 3)) / 5).astype(np.float32), "W0"),
-             nh.from_array((rng.standard_normal((C, C, 3, 3)) / 12).astype(np.float32), "W1"),
-             nh.from_array(rng.standard_normal((10, C)).astype(np.float32), "Wfc"),
-             nh.from_array(np.zeros(10, np.float32), "Bfc")]
-    nodes = [h.make_node("Conv", ["x", "W0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
-             h.make_node("Relu", ["c0"], ["r0"], name="relu0"),
-             h.make_node("Conv", ["r0", "W1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
-             h.make_node("GlobalAveragePool", ["c1"], ["g"], name="gap"),
-             h.make_node("Flatten", ["g"], ["f"], name="flat"),
-             h.make_node("Gemm", ["f", "Wfc", "Bfc"], ["y"], name="fc", transB=1)]
-    g = h.make_graph(nodes, "cnn", [h.make_tensor_value_info("x", T.FLOAT, [1, 3, *hw])],
-                     [h.make_tensor_value_info("y", T.FLOAT, [1, 10])], inits)
-    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
-    m.ir_version = 8
-    onnx.checker.check_model(m, full_check=True)
-    onnx.save(m, str(path))
-    return m
-
 
 def test_photos_for_an_image_model_then_compress_holds_whole_photos_out(tmp_path):
     _cnn(tmp_path / "m.onnx")
