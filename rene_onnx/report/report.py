@@ -111,7 +111,8 @@ class Report:
         s = self.latency_speedup
         if s is not None and s < 1.0:
             where = (self.latency_ms or {}).get("provider")
-            out.append(f"the compressed model is SLOWER than the original ({s:.2f}x speed-up"
+            shown = f"{s:.2f}" if round(s, 2) < 1.0 else f"{s:.3f}"  # never "SLOWER (1.00x)"
+            out.append(f"the compressed model is SLOWER than the original ({shown}x speed-up"
                        + (f" on {where}" if where else "") + ")")
         for entry in (self.numerics or {}).values():
             if not isinstance(entry, dict) or entry.get("inputs") in (None, "random"):

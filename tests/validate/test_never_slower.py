@@ -72,6 +72,7 @@ def test_speedup_below_one_warns_in_summary_and_json():
     fast = _report(1.25, 1.0)
     assert fast.warnings == [] and "warning" not in render_text(fast)
     assert _report(None, None).warnings == []  # --no-latency: nothing to warn about
+    assert "(0.997x speed-up" in _report(5.98, 6.0).warnings[0]  # never "SLOWER (1.00x)"
 
 
 # ------------------------------------------------------------------ the default run keeps a slow layer dense
