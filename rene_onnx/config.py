@@ -56,8 +56,9 @@ class ValidateConfig:
     profile_repeats: int = 20
     #: time with inputs / outputs on the provider's device (I/O binding): no host <-> GPU copies
     device_io: bool = False
-    #: also measure onnxruntime static INT8 of the original (the alternative a user would pick instead)
-    compare_int8: bool = False
+    #: also measure onnxruntime static INT8 of the original (the alternative a user would pick instead);
+    #: None: on with calibration inputs for a model with convs, when latency is measured
+    compare_int8: bool | None = None
 
     def __post_init__(self) -> None:
         _check_choices(self, {"provider": PROVIDERS})

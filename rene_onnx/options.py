@@ -287,11 +287,12 @@ class CompressOptions(MeasureOptions, SearchOptions):
               "parameter budget); with one, a constraint on it; with --target-latency T, the fastest model no "
               "faster than T that meets it (T first, then slower budgets). Exit 1 when missed.", metavar="X")
 
-    compare_int8: bool = option(
-        False, "Also quantize the ORIGINAL with onnxruntime INT8 (static, QDQ, per-channel; calibrated on the used "
-               "part of --calib) and report it beside the compressed model: size, latency in the same interleaved "
-               "run, fidelity on the same held-out inputs. The summary says when INT8 alone is the better deal.",
-        kind="flag")
+    compare_int8: bool | None = option(
+        None, "Also quantize the ORIGINAL with onnxruntime INT8 (static, QDQ, per-channel; calibrated on the used "
+              "part of --calib) and report it beside the compressed model: size, latency in the same interleaved "
+              "run, fidelity on the same held-out inputs. The summary says when INT8 alone is the better deal "
+              "[default: on with --calib for a model with convs, when latency is measured].", kind="switch",
+        show_default=False)
     export: str | None = option(
         None, "Also export the compressed model for edge runtimes: comma-separated int8, fp16, ort. Written next "
               "to -o as <stem>.int8.onnx, <stem>.fp16.onnx, <stem>.ort and <stem>.export.json; INT8 calibrates on "
@@ -323,7 +324,7 @@ class CompressOptions(MeasureOptions, SearchOptions):
                 raise ConfigError("conflicts with --ranks (nothing to search over): give a target or none",
                                   option="min_fidelity")
         self.export_targets()
-        if self.compare_int8 and self.calib is None:
+        if self.compare_int8 is True and self.calib is None:
             raise ConfigError("needs --calib: static INT8 calibrates on real inputs, and the comparison is measured "
                               "on its held-out part", option="compare_int8")
         _fraction("target_latency", self.target_latency)

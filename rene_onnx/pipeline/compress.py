@@ -128,14 +128,7 @@ def compress_once(cfg: CompressConfig, handle, splits, calib, held: Heldout | No
     emit("rewrite", message="ONNX graph")
     v = cfg.validate
     rewritten = rewrite(handle, student, v if v.latency_aware_on() else None)
-    baseline = None
-    if cfg.validate.compare_int8 and calib is not None:
-        from .int8_baseline import quantize_original
-
-        memo = {} if memo is None else memo
-        if "int8_baseline" not in memo:  # the same for every try of a --min-fidelity run
-            memo["int8_baseline"] = quantize_original(handle, calib)
-        baseline = memo["int8_baseline"]
+    baseline, baseline_notes = int8_baseline(handle, cfg, calib, {} if memo is None else memo)
     emit("validate", message="start")
     val = validate(handle, student, rewritten.model, cfg.validate, test_data,
                    held.held if held is not None else calib, "calib-heldout" if held is not None else "calib",
@@ -153,11 +146,28 @@ def compress_once(cfg: CompressConfig, handle, splits, calib, held: Heldout | No
     if held is not None:
         report.meta["calib"]["samples"] += len(held.held_idx)
         report.meta["holdout"] = held.meta(cfg.holdout, cfg.search.seed if cfg.search else 0)
-    notes = handle.notes + (searched.notes if searched else [])
+    notes = handle.notes + (searched.notes if searched else []) + baseline_notes
     if latency_plan is not None:
         report.meta["target_latency"] = latency_plan.meta()
         notes += latency_plan.notes
     return report, rewritten.model, plan, notes
+
+
+def int8_baseline(handle, cfg: CompressConfig, calib, memo: dict) -> tuple[tuple | None, list[str]]:
+    """``((INT8 model, settings) or None, notes)``: the ``--compare-int8`` baseline, quantized once per run (the
+    ``--min-fidelity`` tries share it through ``memo``). A failed quantization is a note, not a failed run."""
+    from rene_onnx.errors import StageError
+
+    from .int8_baseline import quantize_original, wanted
+
+    if calib is None or not wanted(cfg.validate, handle.onnx_model):
+        return None, []
+    if "int8_baseline" not in memo:
+        try:
+            memo["int8_baseline"] = (quantize_original(handle, calib), [])
+        except StageError as e:
+            memo["int8_baseline"] = (None, [f"--compare-int8: no INT8 baseline ({e})"])
+    return memo["int8_baseline"]
 
 
 def _search_section(searched) -> dict | None:

@@ -1,4 +1,5 @@
-"""What a user would pick instead, measured in the same compress run (``--compare-int8``).
+"""What a user would pick instead, measured in the same compress run (``--compare-int8``, on by default with
+``--calib`` for a model with convs).
 
 onnxruntime's static INT8 quantization of the *original* model (``quant_pre_process`` + ``quantize_static``,
 QDQ, per-channel int8 weights, uint8 activations, MinMax ranges: :mod:`rene_onnx.export.int8`'s defaults),
@@ -16,10 +17,21 @@ from typing import Any
 import onnx
 import torch
 
+from rene_onnx.config import ValidateConfig
 from rene_onnx.load import ModelHandle
 from rene_onnx.progress import emit
 
 from .inputs import static_batch
+
+
+def wanted(cfg: ValidateConfig, original: onnx.ModelProto) -> bool:
+    """``cfg.compare_int8``; by default (None) on for a model with convs when latency is measured (static INT8 is
+    what a user of a conv net on a CPU picks; a transformer's user would quantize dynamically)."""
+    from rene_onnx.export.int8 import is_conv_model
+
+    if cfg.compare_int8 is not None:
+        return cfg.compare_int8
+    return cfg.latency and is_conv_model(original)
 
 
 def quantize_original(handle: ModelHandle, calib: tuple[torch.Tensor, ...]) -> tuple[onnx.ModelProto, dict[str, Any]]:

@@ -8,13 +8,14 @@ from onnx_cases import small_classifier
 
 
 def test_compare_int8_reports_the_int8_baseline_beside_the_compressed_model(tmp_path):
-    """--compare-int8: onnxruntime INT8 of the original, calibrated on the used calib part, timed in the same run
-    and compared on the same held-out inputs; the summary names it, and says when it is the better tool."""
+    """--compare-int8 (on by default with --calib for a conv model): onnxruntime INT8 of the original, calibrated on
+    the used calib part, timed in the same run and compared on the same held-out inputs; the summary names it, and
+    says when it is the better tool."""
     from rene_onnx.report.report import Report
 
     small_classifier(tmp_path / "m.onnx", hw=(64, 64))
     assert cli("inputs", "m.onnx", "-o", "calib.npz", "--per-photo", "3", cwd=tmp_path).exit_code == 0
-    r = cli("compress", "m.onnx", "--calib", "calib.npz", "--ranks", "0.5", "--epochs", "0", "--compare-int8",
+    r = cli("compress", "m.onnx", "--calib", "calib.npz", "--ranks", "0.5", "--epochs", "0",
             "--repeats", "20", "-o", "small.onnx", "--report", "r.json", cwd=tmp_path)
     assert r.exit_code == 0, r.output
     assert "(onnxruntime INT8 of the original)" in r.output
@@ -33,6 +34,9 @@ def test_compare_int8_reports_the_int8_baseline_beside_the_compressed_model(tmp_
 
     r = cli("compress", "m.onnx", "--data-free", "--ranks", "0.5", "--compare-int8", "-o", "x.onnx", cwd=tmp_path)
     assert r.exit_code == 2 and "--compare-int8" in r.output and "--calib" in r.output
+    r = cli("compress", "m.onnx", "--calib", "calib.npz", "--ranks", "0.5", "--epochs", "0", "--no-compare-int8",
+            "--repeats", "5", "-o", "y.onnx", "--report", "y.json", cwd=tmp_path)
+    assert r.exit_code == 0 and "int8_baseline" not in json.loads((tmp_path / "y.json").read_text())["meta"]
 
 
 def test_the_int8_verdict_needs_both_faster_and_as_faithful():
