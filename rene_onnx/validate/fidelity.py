@@ -13,7 +13,8 @@ from typing import Any, Mapping
 ACCURACY_KEYS = ("top1_agreement", "top5_overlap")
 #: what to tell a user who gave no real inputs
 UNKNOWN_ACCURACY = ("accuracy unknown: outputs were compared on random inputs only; measure it on real inputs "
-                    "with --calib FILE.npz (a share is held out) or --data")
+                    "with --calib FILE.npz (a share is held out) or --data; no data at hand: "
+                    "rene-onnx inputs MODEL.onnx -o FILE.npz writes real photos / sentences for --calib")
 
 
 def labelled(numerics: Any, inputs: str, n: int) -> dict[str, Any]:

@@ -84,6 +84,7 @@ def test_numerics_name_inputs_and_random_gives_no_top1(files, tmp_path):
 
     text = render_text(res.report, width=400)
     assert "accuracy unknown" in text and "--calib" in text and "agreement" not in text
+    assert "rene-onnx inputs" in text  # and how to get real inputs without a dataset
 
 
 def test_validate_command_labels_calib_inputs(files, tmp_path):
