@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -257,6 +258,18 @@ CLAIMS: list[Claim] = [
           lambda d: d["goal"]["cases"][1]["latency"]["1"]["ratio_over_macs_ratio"], "{:.2f}"),
     Claim(Prose(r"ResNet-18 TT 0.25: ([\d.]+)× at `--rank-multiple 16` on this host"), "resnet18_tt025_m16.json",
           ("latency_speedup",), "{:.2f}"),
+    # data-free MobileNetV2 at --target-macs 0.8
+    Claim(Prose(r"Intel Xeon host; (\d+) min, of which"), "datafree_mnv2.json", lambda d: d["compress_seconds"] / 60, "{:.0f}"),
+    Claim(Prose(r"of which (\d+) min synthesising"), "datafree_mnv2.json", lambda d: d["estimate"]["seconds"] / 60,
+          "{:.0f}"),
+    Claim(Prose(r"on 128 crops of 16 photos it never saw: \*\*([\d.]+)\*\*"), "datafree_mnv2.json",
+          ("top1_agreement",), "{:.3f}"),
+    Claim(Prose(r"\(top-5 overlap ([\d.]+);"), "datafree_mnv2.json", ("top5_overlap",), "{:.3f}"),
+    Claim(Prose(r"by a KL of ([\d.]+) \(median of the"), "datafree_mnv2.json",
+          lambda d: float(np.median([c[1][0] for c in d["estimate"]["curves"].values()])), "{:.2f}"),
+    Claim(Prose(r"median of the (\d+) layers\)"), "datafree_mnv2.json", lambda d: len(d["estimate"]["curves"]), "{}"),
+    Claim(Prose(r"median of the \d+ layers\) to ([\d.]+) on the synthetic"), "datafree_mnv2.json",
+          lambda d: max(c[1][0] for c in d["estimate"]["curves"].values()), "{:.1f}"),
     # Tucker-2 vs TT: every cell of the table, both methods
     *(Claim(Cell(TUCKER, (model, frac), col), "tucker2_vs_tt.json", _tucker_cell(i, key, m), fmt)
       for i, (model, frac) in enumerate(TUCKER_ROWS) for col, key, fmts in TUCKER_COLUMNS
