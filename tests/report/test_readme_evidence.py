@@ -270,6 +270,10 @@ CLAIMS: list[Claim] = [
     Claim(Prose(r"median of the (\d+) layers\)"), "datafree_mnv2.json", lambda d: len(d["estimate"]["curves"]), "{}"),
     Claim(Prose(r"median of the \d+ layers\) to ([\d.]+) on the synthetic"), "datafree_mnv2.json",
           lambda d: max(c[1][0] for c in d["estimate"]["curves"].values()), "{:.1f}"),
+    Claim(Prose(r"original's runs spread from ([\d.]+) to"), "resnet18_tt025.json",
+          lambda d: d["latency_ms"]["detail"][0]["p10_ms"], "{:.1f}"),
+    Claim(Prose(r"original's runs spread from [\d.]+ to ([\d.]+) ms"), "resnet18_tt025.json",
+          lambda d: d["latency_ms"]["detail"][0]["p90_ms"], "{:.1f}"),
     # Tucker-2 vs TT: every cell of the table, both methods
     *(Claim(Cell(TUCKER, (model, frac), col), "tucker2_vs_tt.json", _tucker_cell(i, key, m), fmt)
       for i, (model, frac) in enumerate(TUCKER_ROWS) for col, key, fmts in TUCKER_COLUMNS
