@@ -82,7 +82,7 @@ def choose_kind(inputs: Sequence[GraphInput], kind: str = "auto") -> str:
     if kind not in KINDS:
         raise ConfigError(f"must be one of {', '.join(KINDS)}, got {kind!r}", option="kind")
     image = len(inputs) == 1 and inputs[0].dtype.startswith("float") and len(inputs[0].dims) == 4 \
-        and inputs[0].dims[1] in (3, None)
+        and (inputs[0].dims[1] == 3 or not isinstance(inputs[0].dims[1], int))  # 3 channels, or symbolic
     text = all(i.dtype.startswith("int") for i in inputs)
     found = "photos" if image else "sentences" if text else None
     what = ", ".join(f"{i.name} {i.dtype} {list(i.dims)}" for i in inputs)

@@ -110,6 +110,11 @@ def test_the_kind_follows_the_graph_inputs():
     from tiny_bert import TinyBert, export_tiny_bert
 
     assert choose_kind(graph_input_list(_cnn_model())) == "photos"
+    from rene_onnx.data.offline_inputs import GraphInput
+
+    assert choose_kind([GraphInput("x", "float32", ["N", "C", "H", "W"])]) == "photos"  # symbolic channels
+    with pytest.raises(ValueError, match="neither one image batch"):
+        choose_kind([GraphInput("x", "float32", [1, 1, 28, 28])])  # grey images: no offline photos for them
     assert choose_kind(graph_input_list(export_tiny_bert(TinyBert().eval()))) == "sentences"
 
 
