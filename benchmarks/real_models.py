@@ -190,9 +190,16 @@ def run_rene_row(name: str, original: Path, work: Path, extra: list[str], timeou
 
 
 def tool_said(rep: dict) -> dict:
-    """What the row's own --report claimed: its fidelity (and on which inputs), its speed-up, its search mode."""
+    """What the row's own --report claimed: its fidelity (and on which inputs), its speed-up, its search mode, its
+    warnings, and the INT8 baseline it measured beside the compressed model (``--compare-int8``)."""
     num = rep.get("numerics") or {}
-    said = {"latency_speedup": rep.get("latency_speedup"), "search_mode": (rep.get("search") or {}).get("mode")}
+    said = {"latency_speedup": rep.get("latency_speedup"), "search_mode": (rep.get("search") or {}).get("mode"),
+            "warnings": rep.get("warnings") or []}
+    base = (rep.get("meta") or {}).get("int8_baseline")
+    if base:
+        fid = base.get("fidelity") or {}
+        said["int8_baseline"] = {"speedup": base.get("speedup"), "top1_agreement": fid.get("top1_agreement"),
+                                 "inputs": fid.get("inputs"), "n": fid.get("n")}
     for key, value in num.items():
         if isinstance(value, dict) and value.get("top1_agreement") is not None:
             said.setdefault("top1_agreement", {})[key] = {
@@ -352,6 +359,10 @@ def said_text(said: dict | None) -> str:
              for k, v in (said.get("top1_agreement") or {}).items()]
     if said.get("latency_speedup") is not None:
         parts.append(f"speed-up {said['latency_speedup']:.2f}×")
+    base = said.get("int8_baseline")
+    if base and base.get("speedup") is not None and base.get("top1_agreement") is not None:
+        parts.append(f"INT8 of the original beside it: speed-up {base['speedup']:.2f}×, top-1 "
+                     f"{base['top1_agreement']:.3f} (inputs {base['inputs']}, n {base['n']})")
     return "; ".join(parts) or "—"
 
 

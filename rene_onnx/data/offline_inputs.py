@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from rene_onnx.errors import ConfigError, LoadError, MissingDependencyError
+from rene_onnx.errors import ConfigError, LoadError, MissingDependencyError, first_line
 
 KINDS = ("auto", "photos", "sentences")
 TEXT_EXTRA = "pip install 'rene-onnx[text]'"
@@ -139,8 +139,7 @@ def load_tokenizer(path: str | os.PathLike, length: int):
     try:
         tok = Tokenizer.from_file(str(file))
     except Exception as e:  # noqa: BLE001 - the tokenizers library raises its own Exception type
-        raise LoadError(f"{file}: not a tokenizer file ({str(e).splitlines()[0] if str(e) else type(e).__name__})",
-                        option="tokenizer") from None
+        raise LoadError(f"{file}: not a tokenizer file ({first_line(e)})", option="tokenizer") from None
     pad = None
     config = file.parent / "tokenizer_config.json"
     if config.is_file():
